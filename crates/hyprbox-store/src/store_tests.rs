@@ -85,7 +85,7 @@ async fn many_concurrent_first_registrations_make_exactly_one_admin() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let mut tx = store.begin().await?;
-            let user = users::register(&mut tx, &format!("u{i}@example.com"), "", "h", Role::Viewer).await?;
+            let user = users::register(&mut tx, &format!("u{i}@example.com"), "", "h", Some(Role::Viewer)).await?.unwrap();
             tx.commit().await?;
             Ok::<_, StoreError>(user.role)
         }));
@@ -105,13 +105,16 @@ async fn a_failed_first_registration_gives_the_admin_claim_back() {
     let store = store(&db).await;
     add_user(&store, "taken@example.com", Role::Viewer).await;
     let mut tx = store.begin().await.unwrap();
-    let err = users::register(&mut tx, "taken@example.com", "", "h", Role::Viewer).await;
+    let err = users::register(&mut tx, "taken@example.com", "", "h", None).await;
     assert!(err.unwrap_err().is_conflict());
     drop(tx);
     let mut tx = store.begin().await.unwrap();
-    let user = users::register(&mut tx, "new@example.com", "", "h", Role::Viewer).await.unwrap();
+    let user = users::register(&mut tx, "new@example.com", "", "h", None).await.unwrap().unwrap();
     tx.commit().await.unwrap();
     assert_eq!(user.role, Role::Admin);
+    let mut tx = store.begin().await.unwrap();
+    let closed = users::register(&mut tx, "late@example.com", "", "h", None).await.unwrap();
+    assert!(closed.is_none(), "a closed registration writes nothing after the first user");
 }
 
 #[tokio::test]

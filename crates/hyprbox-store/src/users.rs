@@ -100,18 +100,19 @@ pub async fn insert(conn: &mut AnyConnection, new: &NewUser<'_>) -> Result<User,
     from_row(&row)
 }
 
-/// Registers a user; the very first registration ever becomes ADMIN, every later one `otherwise`.
+/// Registers a user; the very first registration ever becomes ADMIN, every later one gets the role
+/// `otherwise`, or `None` (nothing written) when `otherwise` is `None`: registration is closed.
 ///
 /// Race-safe on both backends: the first-admin claim is a primary-key insert into `bootstrap`, which
 /// exactly one transaction can win. Call inside a transaction so a failed insert (duplicate email)
-/// gives the claim back.
+/// or a closed registration gives the claim back.
 pub async fn register(
     conn: &mut AnyConnection,
     email: &str,
     name: &str,
     password_hash: &str,
-    otherwise: Role,
-) -> Result<User, StoreError> {
+    otherwise: Option<Role>,
+) -> Result<Option<User>, StoreError> {
     let id = new_id();
     let claimed = sqlx::query(
         "INSERT INTO bootstrap (id, user_id, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
@@ -122,7 +123,11 @@ pub async fn register(
     .await?
     .rows_affected()
         == 1;
-    let role = if claimed { Role::Admin } else { otherwise };
+    let role = match (claimed, otherwise) {
+        (true, _) => Role::Admin,
+        (false, Some(role)) => role,
+        (false, None) => return Ok(None),
+    };
     let sql = format!(
         "INSERT INTO users (id, email, name, language, role, password_hash, token_version, created_at, updated_at) \
          VALUES ($1, $2, $3, 'en', $4, $5, 0, $6, $6) RETURNING {COLUMNS}"
@@ -136,7 +141,7 @@ pub async fn register(
         .bind(now_ms())
         .fetch_one(&mut *conn)
         .await?;
-    from_row(&row)
+    from_row(&row).map(Some)
 }
 
 /// Whether any user ever registered (the first-admin claim is taken).

@@ -1,0 +1,247 @@
+//! Who is calling: credentials are resolved once per request by [`authenticate`] (the rate limiter
+//! keys signed-in users by id, so it needs the identity before the handler runs), and handlers state
+//! what they need with the extractors [`CurrentUser`], [`Operator`], [`Admin`] and [`MaybeUser`].
+//! Ownership checks stay explicit in handlers.
+
+pub mod cache;
+pub mod password;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyprbox_store::users::{self, Role, User};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use cache::Cached;
+use tokens::Claims;
+
+pub const COOKIE_NAME: &str = "hb_token";
+/// The Hyperion backend's cookie name, still accepted so its web client keeps working.
+pub const LEGACY_COOKIE_NAME: &str = "access_token";
+/// Node tokens start with this; they are never accepted where a user is required.
+pub const NODE_TOKEN_PREFIX: &str = "hbnt_";
+
+/// A signed-in user, as established for this request.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub user: Arc<User>,
+    pub claims: Claims,
+    /// The token came from a cookie (not the `Authorization` header): it may be renewed.
+    pub via_cookie: bool,
+}
+
+/// The credential a request carried, resolved.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    Anonymous,
+    User(Identity),
+    /// A user token that failed a check (signature, expiry, user gone, token version, revoked).
+    Rejected,
+    /// A node token (`hbnt_…`), carried by agents; the public prefix keys its rate limit.
+    Node { prefix: String },
+}
+
+impl Caller {
+    /// The rate-limit key for callers that are not keyed by IP.
+    pub fn limit_key(&self) -> Option<String> {
+        match self {
+            Caller::User(identity) => Some(format!("user:{}", identity.user.id)),
+            Caller::Node { prefix } => Some(format!("node:{prefix}")),
+            Caller::Anonymous | Caller::Rejected => None,
+        }
+    }
+}
+
+enum Credential<'a> {
+    None,
+    Bearer(&'a str),
+    Cookie(&'a str),
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// `Authorization: Bearer …` first, then the `hb_token` cookie, then the legacy `access_token`.
+fn credential(headers: &HeaderMap) -> Credential<'_> {
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    if let Some(token) = bearer {
+        return Credential::Bearer(token);
+    }
+    match cookie_value(headers, COOKIE_NAME).or_else(|| cookie_value(headers, LEGACY_COOKIE_NAME)) {
+        Some(token) => Credential::Cookie(token),
+        None => Credential::None,
+    }
+}
+
+/// Verifies a user token against the signature, expiry, the user's existence and token version,
+/// and the revoked ids. Served from memory after the user's first request.
+pub async fn verify_user_token(state: &AppState, token: &str) -> Result<Option<Identity>, ApiError> {
+    let Some(claims) = state.keys.verify(token) else {
+        return Ok(None);
+    };
+    let user = match state.sessions.user(&claims.sub) {
+        Cached::Present(user) => user,
+        Cached::Deleted => return Ok(None),
+        Cached::Unknown => {
+            let mut conn = state.store.conn().await?;
+            match users::by_id(&mut conn, &claims.sub).await? {
+                Some(user) => match state.sessions.fill(user) {
+                    Some(user) => user,
+                    None => return Ok(None),
+                },
+                None => return Ok(None),
+            }
+        }
+    };
+    if user.token_version != claims.tv || state.sessions.is_revoked(&claims.jti) {
+        return Ok(None);
+    }
+    Ok(Some(Identity {
+        user,
+        claims,
+        via_cookie: false,
+    }))
+}
+
+async fn user_caller(state: &AppState, token: &str, via_cookie: bool) -> Result<Caller, ApiError> {
+    Ok(match verify_user_token(state, token).await? {
+        Some(identity) => Caller::User(Identity { via_cookie, ..identity }),
+        None => Caller::Rejected,
+    })
+}
+
+/// Resolves the caller, runs the request, and renews a cookie session past half its life.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let caller = match credential(request.headers()) {
+        Credential::None => Ok(Caller::Anonymous),
+        Credential::Bearer(token) if token.starts_with(NODE_TOKEN_PREFIX) => Ok(Caller::Node {
+            prefix: token[NODE_TOKEN_PREFIX.len()..].chars().take(8).collect(),
+        }),
+        Credential::Bearer(token) => user_caller(&state, token, false).await,
+        Credential::Cookie(token) => user_caller(&state, token, true).await,
+    };
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(err) => return err.into_response(),
+    };
+    let renew = match &caller {
+        Caller::User(identity) if identity.via_cookie => identity
+            .claims
+            .past_half_life(chrono::Utc::now().timestamp())
+            .then(|| (identity.user.id.clone(), identity.user.token_version)),
+        _ => None,
+    };
+    request.extensions_mut().insert(caller);
+    let mut response = next.run(request).await;
+    if let Some((user_id, token_version)) = renew {
+        let sets_cookie = response.headers().contains_key(SET_COOKIE);
+        if response.status() != StatusCode::UNAUTHORIZED && !sets_cookie {
+            let (token, _) = state.keys.issue(&user_id, token_version);
+            if let Ok(value) = HeaderValue::from_str(&session_cookie(&state, &token)) {
+                response.headers_mut().append(SET_COOKIE, value);
+            }
+        }
+    }
+    response
+}
+
+/// The `Set-Cookie` value that carries a session token.
+pub fn session_cookie(state: &AppState, token: &str) -> String {
+    let secure = if state.settings.cookie_secure { "; Secure" } else { "" };
+    format!(
+        "{COOKIE_NAME}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{secure}",
+        state.keys.ttl().as_secs()
+    )
+}
+
+/// `Set-Cookie` values that clear both session cookie names.
+pub fn clearing_cookies(state: &AppState) -> [String; 2] {
+    let secure = if state.settings.cookie_secure { "; Secure" } else { "" };
+    [COOKIE_NAME, LEGACY_COOKIE_NAME]
+        .map(|name| format!("{name}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{secure}"))
+}
+
+fn caller(parts: &Parts) -> Caller {
+    parts.extensions.get::<Caller>().cloned().unwrap_or(Caller::Anonymous)
+}
+
+/// Any signed-in user (read access). Anything else: 401.
+pub struct CurrentUser(pub Identity);
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match caller(parts) {
+            Caller::User(identity) => Ok(CurrentUser(identity)),
+            _ => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+fn require(identity: Identity, role: Role) -> Result<Identity, ApiError> {
+    if identity.user.role.at_least(role) {
+        Ok(identity)
+    } else {
+        Err(ApiError::Forbidden(format!("this action needs the {} role", role.as_str())))
+    }
+}
+
+/// OPERATOR or ADMIN: 401 when not signed in, 403 when the role is too low.
+pub struct Operator(pub Identity);
+
+impl<S: Send + Sync> FromRequestParts<S> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let CurrentUser(identity) = CurrentUser::from_request_parts(parts, state).await?;
+        require(identity, Role::Operator).map(Operator)
+    }
+}
+
+/// ADMIN only: 401 when not signed in, 403 otherwise.
+pub struct Admin(pub Identity);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let CurrentUser(identity) = CurrentUser::from_request_parts(parts, state).await?;
+        require(identity, Role::Admin).map(Admin)
+    }
+}
+
+/// The signed-in user when there is one; never rejects (logout works without a valid token).
+pub struct MaybeUser(pub Option<Identity>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeUser {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(MaybeUser(match caller(parts) {
+            Caller::User(identity) => Some(identity),
+            _ => None,
+        }))
+    }
+}

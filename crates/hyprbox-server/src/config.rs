@@ -1,0 +1,362 @@
+//! Typed settings, read once from the environment (and `.env` when present).
+//!
+//! Every setting the server reads is parsed here and nowhere else; the README's configuration
+//! table lists the same names and defaults.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// A value that never shows up in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub env: Environment,
+    pub bind: SocketAddr,
+    /// May carry a password, hence a secret; [`Settings::database_display`] shows it redacted.
+    pub database_url: Secret,
+    pub db_max_connections: u32,
+    pub data_dir: PathBuf,
+    pub secret_key: Secret,
+    pub frontend_urls: Vec<String>,
+    pub trust_proxy: bool,
+    pub enable_docs: bool,
+    /// Requests per minute per client on every route without a limit of its own.
+    pub rate_limit: u32,
+    pub session_ttl: Duration,
+    pub cookie_secure: bool,
+    pub allow_public_registration: bool,
+    pub public_url: String,
+    pub smtp_url: Option<Secret>,
+    pub mail_from: String,
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(ConfigError(format!("{name} must be true or false (got {other:?})"))),
+    }
+}
+
+/// Parses `90`, `90s`, `30m`, `12h`, `7d` or `250ms`; a bare number is seconds.
+pub fn parse_duration(name: &str, value: &str) -> Result<Duration, ConfigError> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| ConfigError(format!("{name} must be a duration such as 30m, 12h or 7d (got {value:?})")))?;
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(ConfigError(format!("{name}: unknown duration unit {unit:?} (use ms, s, m, h or d)"))),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+impl Settings {
+    /// Reads `.env` (when present) and then the process environment; the environment wins.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds settings from any name → value lookup (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let flag = |name: &str, default: bool| get(name).map_or(Ok(default), |v| parse_bool(name, &v));
+
+        let env = match get("HYPRBOX_ENV").as_deref() {
+            None | Some("development" | "dev") => Environment::Development,
+            Some("production" | "prod") => Environment::Production,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "HYPRBOX_ENV must be development or production (got {other:?})"
+                )));
+            }
+        };
+        let production = env == Environment::Production;
+
+        let mut bind: SocketAddr = get("HYPRBOX_BIND")
+            .unwrap_or_else(|| "127.0.0.1:4000".into())
+            .parse()
+            .map_err(|_| ConfigError("HYPRBOX_BIND must be an address such as 127.0.0.1:4000".into()))?;
+        if let Some(port) = get("PORT") {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| ConfigError(format!("PORT must be a port number (got {port:?})")))?;
+            bind.set_port(port);
+        }
+
+        let data_dir = PathBuf::from(get("HYPRBOX_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let database_url = get("DATABASE_URL")
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("hyprbox.db").display()));
+        hyprbox_store::normalize_url(&database_url).map_err(|e| ConfigError(e.to_string()))?;
+
+        let secret_key = match get("SECRET_KEY") {
+            Some(key) => key,
+            None if production => {
+                return Err(ConfigError(
+                    "SECRET_KEY is required when HYPRBOX_ENV=production: set it to a long random string \
+                     (for example the output of `openssl rand -hex 32`)"
+                        .into(),
+                ));
+            }
+            None => load_or_generate_secret(&data_dir)?,
+        };
+
+        let rate_limit: u32 = get("HYPRBOX_RATE_LIMIT").map_or(Ok(200), |v| {
+            v.parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ConfigError(format!("HYPRBOX_RATE_LIMIT must be a positive number (got {v:?})")))
+        })?;
+        let db_max_connections: u32 = get("HYPRBOX_DB_MAX_CONNECTIONS").map_or(Ok(8), |v| {
+            v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!("HYPRBOX_DB_MAX_CONNECTIONS must be a positive number (got {v:?})"))
+            })
+        })?;
+        let session_ttl = parse_duration("HYPRBOX_SESSION_TTL", &get("HYPRBOX_SESSION_TTL").unwrap_or("30m".into()))?;
+        if session_ttl < Duration::from_secs(60) {
+            return Err(ConfigError("HYPRBOX_SESSION_TTL must be at least 1m".into()));
+        }
+
+        let frontend_urls = get("FRONTEND_URL")
+            .unwrap_or_else(|| "http://localhost:5173".into())
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/').to_string())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>();
+        if let Some(bad) = frontend_urls.iter().find(|o| *o == "*" || !o.contains("://")) {
+            return Err(ConfigError(format!(
+                "FRONTEND_URL lists origins such as http://localhost:5173; {bad:?} is not one \
+                 (a wildcard cannot be combined with credentials)"
+            )));
+        }
+
+        let smtp_url = get("HYPRBOX_SMTP_URL").map(Secret::new);
+        if let Some(url) = &smtp_url {
+            if !(url.expose().starts_with("smtp://") || url.expose().starts_with("smtps://")) {
+                return Err(ConfigError("HYPRBOX_SMTP_URL must start with smtp:// or smtps://".into()));
+            }
+        }
+
+        Ok(Settings {
+            env,
+            bind,
+            database_url: Secret::new(database_url),
+            db_max_connections,
+            data_dir,
+            secret_key: Secret::new(secret_key),
+            frontend_urls,
+            trust_proxy: flag("HYPRBOX_TRUST_PROXY", false)?,
+            enable_docs: flag("HYPRBOX_ENABLE_DOCS", !production)?,
+            rate_limit,
+            session_ttl,
+            cookie_secure: flag("HYPRBOX_COOKIE_SECURE", production)?,
+            allow_public_registration: flag("HYPRBOX_ALLOW_PUBLIC_REGISTRATION", !production)?,
+            public_url: get("HYPRBOX_PUBLIC_URL")
+                .unwrap_or_else(|| format!("http://{bind}"))
+                .trim_end_matches('/')
+                .to_string(),
+            smtp_url,
+            mail_from: get("HYPRBOX_MAIL_FROM").unwrap_or_else(|| "HyprBox <hyprbox@localhost>".into()),
+        })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.env == Environment::Production
+    }
+
+    /// The database URL with any password replaced, for logs.
+    pub fn database_display(&self) -> String {
+        redact_url_password(self.database_url.expose())
+    }
+
+    /// One log line's worth of the effective configuration, secrets left out.
+    pub fn summary(&self) -> String {
+        format!(
+            "env={:?} bind={} database={} data_dir={} frontend_urls={:?} trust_proxy={} enable_docs={} \
+             rate_limit={}/min session_ttl={}s cookie_secure={} allow_public_registration={} public_url={} \
+             smtp={} mail_from={:?} secret_key=[redacted]",
+            self.env,
+            self.bind,
+            self.database_display(),
+            self.data_dir.display(),
+            self.frontend_urls,
+            self.trust_proxy,
+            self.enable_docs,
+            self.rate_limit,
+            self.session_ttl.as_secs(),
+            self.cookie_secure,
+            self.allow_public_registration,
+            self.public_url,
+            self.smtp_url.as_ref().map_or_else(|| "off".to_string(), |u| redact_url_password(u.expose())),
+            self.mail_from,
+        )
+    }
+}
+
+/// `scheme://user:password@host/…` → `scheme://user:***@host/…`.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Outside production a missing `SECRET_KEY` is generated once and kept in the data directory, so
+/// sessions survive restarts without any set-up.
+fn load_or_generate_secret(data_dir: &Path) -> Result<String, ConfigError> {
+    let path = data_dir.join("secret_key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| ConfigError(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let key = hex::encode(bytes);
+    write_private(&path, &key)
+        .map_err(|e| ConfigError(format!("cannot write {}: {e}", path.display())))?;
+    tracing::warn!(
+        path = %path.display(),
+        "SECRET_KEY is not set: generated one and stored it in the data directory (set SECRET_KEY in production)"
+    );
+    Ok(key)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn production_without_a_secret_key_refuses_to_start() {
+        let err = settings(&[("HYPRBOX_ENV", "production")]).unwrap_err();
+        assert!(err.0.contains("SECRET_KEY is required"));
+    }
+
+    #[test]
+    fn defaults_bind_loopback_on_4000_and_port_replaces_the_port() {
+        let s = settings(&[("SECRET_KEY", "k")]).unwrap();
+        assert_eq!(s.bind.to_string(), "127.0.0.1:4000");
+        assert_eq!(s.rate_limit, 200);
+        assert_eq!(s.session_ttl, Duration::from_secs(1800));
+        assert!(s.allow_public_registration && s.enable_docs && !s.cookie_secure);
+        let s = settings(&[("SECRET_KEY", "k"), ("PORT", "8000")]).unwrap();
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8000");
+        let s = settings(&[("SECRET_KEY", "k"), ("HYPRBOX_BIND", "0.0.0.0:1"), ("PORT", "7860")]).unwrap();
+        assert_eq!(s.bind.to_string(), "0.0.0.0:7860");
+    }
+
+    #[test]
+    fn production_defaults_close_registration_hide_docs_and_secure_the_cookie() {
+        let s = settings(&[("HYPRBOX_ENV", "production"), ("SECRET_KEY", "k")]).unwrap();
+        assert!(!s.allow_public_registration && !s.enable_docs && s.cookie_secure);
+    }
+
+    #[test]
+    fn a_wildcard_origin_is_refused() {
+        assert!(settings(&[("SECRET_KEY", "k"), ("FRONTEND_URL", "*")]).is_err());
+    }
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("x", "90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("x", "30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("x", "7d").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(parse_duration("x", "250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("x", "soon").is_err());
+        assert!(parse_duration("x", "5w").is_err());
+    }
+
+    #[test]
+    fn secrets_never_appear_in_the_logged_configuration() {
+        let s = settings(&[
+            ("SECRET_KEY", "topsecretkey"),
+            ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+            ("HYPRBOX_SMTP_URL", "smtp://mail:mailpass@smtp.example.com:587"),
+        ])
+        .unwrap();
+        let shown = format!("{} {:?}", s.summary(), s);
+        assert!(!shown.contains("topsecretkey") && !shown.contains("hunter2") && !shown.contains("mailpass"));
+        assert!(s.summary().contains("postgres://u:***@db/x"));
+    }
+
+    #[test]
+    fn a_generated_secret_is_kept_in_the_data_directory() {
+        let dir = std::env::temp_dir().join(format!("hyprbox-cfg-{}", uuid::Uuid::now_v7().simple()));
+        let dir_str = dir.to_string_lossy().into_owned();
+        let first = settings(&[("HYPRBOX_DATA_DIR", &dir_str)]).unwrap();
+        let second = settings(&[("HYPRBOX_DATA_DIR", &dir_str)]).unwrap();
+        assert_eq!(first.secret_key, second.secret_key);
+        assert_eq!(first.secret_key.expose().len(), 64);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

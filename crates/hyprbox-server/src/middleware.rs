@@ -1,0 +1,212 @@
+//! The middleware stack, outermost first, in one place:
+//!
+//! request id → trace span → panic catcher → error-shape guard → CORS → body limit → client IP →
+//! authentication (and sliding cookie renewal) → rate limit (and its headers) → router.
+//!
+//! CORS sits outside the rate limiter so a 429 still carries the CORS headers a browser needs to
+//! read it, and preflight requests are answered without counting against anyone's limit.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::header::{self, HeaderName, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{self, Caller};
+use crate::error::{ApiError, error_response};
+use crate::extract::ClientIp;
+use crate::ratelimit::Decision;
+use crate::state::AppState;
+
+/// The largest request body accepted, for every route.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+pub fn apply(router: Router, state: &AppState) -> Router {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(SequentialId::default()))
+            .layer(TraceLayer::new_for_http())
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(from_fn(error_shape))
+            .layer(cors(state))
+            .layer(from_fn(body_limit))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(from_fn_with_state(state.clone(), client_ip))
+            .layer(from_fn_with_state(state.clone(), auth::authenticate))
+            .layer(from_fn_with_state(state.clone(), rate_limit)),
+    )
+}
+
+/// Request ids from a counter: unique per process and cheaper than a random UUID per request.
+#[derive(Clone, Default)]
+struct SequentialId(Arc<AtomicU64>);
+
+impl MakeRequestId for SequentialId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{n:x}")).ok().map(RequestId::new)
+    }
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "a request handler panicked");
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "an internal error occurred")
+}
+
+/// Gives every error the `{error, message}` shape, whatever produced it (axum's own 404/405
+/// responses and rejections included), keeping headers such as `Allow` and `Retry-After`.
+async fn error_shape(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
+    let message = match status {
+        StatusCode::NOT_FOUND => "no such route",
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed for this route",
+        StatusCode::PAYLOAD_TOO_LARGE => "request body must be at most 1 MiB",
+        StatusCode::BAD_REQUEST => "the request is invalid",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported content type",
+        _ => status.canonical_reason().unwrap_or("request failed"),
+    };
+    let (mut parts, _) = response.into_parts();
+    let shaped = error_response(status, message);
+    parts.status = status;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in shaped.headers() {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, shaped.into_body())
+}
+
+fn cors(state: &AppState) -> CorsLayer {
+    let origins: Vec<HeaderValue> = state
+        .settings
+        .frontend_urls
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])
+        .expose_headers([
+            X_RATELIMIT_LIMIT,
+            X_RATELIMIT_REMAINING,
+            X_RATELIMIT_RESET,
+            header::RETRY_AFTER,
+            header::CONTENT_DISPOSITION,
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Refuses a declared oversized body before reading it; chunked bodies are cut by `DefaultBodyLimit`.
+async fn body_limit(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return ApiError::PayloadTooLarge("request body must be at most 1 MiB".into()).into_response();
+    }
+    next.run(request).await
+}
+
+async fn client_ip(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let ip = ClientIp::resolve(
+        request.headers(),
+        request.extensions().get::<ConnectInfo<SocketAddr>>(),
+        state.settings.trust_proxy,
+    );
+    request.extensions_mut().insert(ip);
+    next.run(request).await
+}
+
+/// Routes with a limit of their own (per client IP, per minute), as the contract lists them.
+fn route_limit(method: &Method, path: &str) -> Option<(&'static str, u32)> {
+    if method != Method::POST {
+        return None;
+    }
+    match path {
+        "/api/auth/register" | "/api/auth/signup" => Some(("register", 5)),
+        "/api/auth/login" => Some(("login", 10)),
+        "/api/auth/forgot-password" => Some(("forgot", 5)),
+        "/api/auth/reset-password" => Some(("reset", 10)),
+        "/api/auth/change-password" => Some(("change", 10)),
+        _ => None,
+    }
+}
+
+/// Server-sent event streams stay open for hours; counting them would be meaningless.
+fn is_exempt(path: &str) -> bool {
+    path.starts_with("/api/stream/") || path.ends_with("/stream")
+}
+
+async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if is_exempt(path) {
+        return next.run(request).await;
+    }
+    let ip = request.extensions().get::<ClientIp>().map_or([127, 0, 0, 1].into(), |c| c.0);
+    let limiter = &state.limiter;
+    let general = state.settings.rate_limit;
+    let decision = match route_limit(request.method(), path) {
+        Some((bucket, limit)) => limiter.check((bucket, ip), limit),
+        None => match request.extensions().get::<Caller>() {
+            Some(Caller::User(identity)) => limiter.check(("user", identity.user.id.as_str()), general),
+            Some(Caller::Node { prefix }) => limiter.check(("node", prefix.as_str()), general),
+            _ => limiter.check(("ip", ip), general),
+        },
+    };
+    let mut response = if decision.allowed {
+        next.run(request).await
+    } else {
+        ApiError::TooManyRequests {
+            retry_after_secs: decision.reset_secs,
+        }
+        .into_response()
+    };
+    set_rate_headers(&mut response, decision);
+    response
+}
+
+fn set_rate_headers(response: &mut Response<Body>, decision: Decision) {
+    let headers = response.headers_mut();
+    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
+    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
+    headers.insert(X_RATELIMIT_RESET, HeaderValue::from(decision.reset_secs));
+}

@@ -1,0 +1,121 @@
+//! Every route of the API, in one list. Handlers live in one module per resource.
+
+pub mod audit;
+pub mod auth;
+pub mod health;
+pub mod users;
+
+use axum::Router;
+use axum::routing::{get, patch, post};
+use hyprbox_store::users::User;
+use serde::Serialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/", get(health::root))
+        .route("/health", get(health::probe))
+        .route("/api/health", get(health::api_health))
+        .route("/api/auth/register", post(auth::register))
+        .route("/api/auth/signup", post(auth::signup))
+        .route("/api/auth/login", post(auth::login))
+        .route("/api/auth/logout", post(auth::logout))
+        .route("/api/auth/me", get(auth::me).put(auth::update_me).patch(auth::update_me))
+        .route("/api/auth/change-password", post(auth::change_password))
+        .route("/api/auth/forgot-password", post(auth::forgot_password))
+        .route("/api/auth/reset-password", post(auth::reset_password))
+        .route("/api/users", get(users::list).post(users::create))
+        .route("/api/users/{id}/role", patch(users::set_role))
+        .route("/api/users/{id}", axum::routing::delete(users::delete))
+        .route("/api/audit", get(audit::list));
+    if state.settings.enable_docs {
+        router = router.merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()));
+    }
+    router
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed for this route".into()) })
+        .with_state(state)
+}
+
+/// The user object of the contract; `name` and `full_name` carry the same value.
+#[derive(Clone, Serialize, ToSchema)]
+pub struct UserBody {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub full_name: String,
+    pub language: String,
+    /// `ADMIN`, `OPERATOR` or `VIEWER`.
+    pub role: &'static str,
+    #[serde(rename = "createdAt")]
+    pub created_at: String,
+}
+
+impl From<&User> for UserBody {
+    fn from(user: &User) -> Self {
+        UserBody {
+            id: user.id.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            full_name: user.name.clone(),
+            language: user.language.clone(),
+            role: user.role.as_str(),
+            created_at: rfc3339(user.created_at),
+        }
+    }
+}
+
+/// Unix milliseconds as an RFC 3339 UTC timestamp.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "HyprBox API", description = "Control plane for a fleet of Linux servers."),
+    paths(
+        health::root, health::probe, health::api_health,
+        auth::register, auth::signup, auth::login, auth::logout, auth::me, auth::update_me,
+        auth::change_password, auth::forgot_password, auth::reset_password,
+        users::list, users::create, users::set_role, users::delete,
+        audit::list,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "health", description = "Liveness and readiness"),
+        (name = "auth", description = "Sessions and the signed-in user"),
+        (name = "users", description = "Accounts (ADMIN)"),
+        (name = "audit", description = "The append-only audit log (ADMIN)"),
+    )
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme("cookie", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("hb_token"))));
+        components.add_security_scheme(
+            "nodeToken",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("hbnt_ node token")
+                    .build(),
+            ),
+        );
+    }
+}
