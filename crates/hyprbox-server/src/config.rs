@@ -65,7 +65,9 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        other => Err(ConfigError(format!("{name} must be true or false (got {other:?})"))),
+        other => Err(ConfigError(format!(
+            "{name} must be true or false (got {other:?})"
+        ))),
     }
 }
 
@@ -74,16 +76,22 @@ pub fn parse_duration(name: &str, value: &str) -> Result<Duration, ConfigError> 
     let value = value.trim();
     let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
     let (digits, unit) = value.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| ConfigError(format!("{name} must be a duration such as 30m, 12h or 7d (got {value:?})")))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        ConfigError(format!(
+            "{name} must be a duration such as 30m, 12h or 7d (got {value:?})"
+        ))
+    })?;
     let seconds = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(ConfigError(format!("{name}: unknown duration unit {unit:?} (use ms, s, m, h or d)"))),
+        _ => {
+            return Err(ConfigError(format!(
+                "{name}: unknown duration unit {unit:?} (use ms, s, m, h or d)"
+            )));
+        }
     };
     Ok(Duration::from_secs(seconds))
 }
@@ -97,7 +105,11 @@ impl Settings {
 
     /// Builds settings from any name → value lookup (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let flag = |name: &str, default: bool| get(name).map_or(Ok(default), |v| parse_bool(name, &v));
 
         let env = match get("HYPRBOX_ENV").as_deref() {
@@ -140,17 +152,23 @@ impl Settings {
         };
 
         let rate_limit: u32 = get("HYPRBOX_RATE_LIMIT").map_or(Ok(200), |v| {
-            v.parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ConfigError(format!("HYPRBOX_RATE_LIMIT must be a positive number (got {v:?})")))
+            v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "HYPRBOX_RATE_LIMIT must be a positive number (got {v:?})"
+                ))
+            })
         })?;
         let db_max_connections: u32 = get("HYPRBOX_DB_MAX_CONNECTIONS").map_or(Ok(8), |v| {
             v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                ConfigError(format!("HYPRBOX_DB_MAX_CONNECTIONS must be a positive number (got {v:?})"))
+                ConfigError(format!(
+                    "HYPRBOX_DB_MAX_CONNECTIONS must be a positive number (got {v:?})"
+                ))
             })
         })?;
-        let session_ttl = parse_duration("HYPRBOX_SESSION_TTL", &get("HYPRBOX_SESSION_TTL").unwrap_or("30m".into()))?;
+        let session_ttl = parse_duration(
+            "HYPRBOX_SESSION_TTL",
+            &get("HYPRBOX_SESSION_TTL").unwrap_or("30m".into()),
+        )?;
         if session_ttl < Duration::from_secs(60) {
             return Err(ConfigError("HYPRBOX_SESSION_TTL must be at least 1m".into()));
         }
@@ -169,10 +187,13 @@ impl Settings {
         }
 
         let smtp_url = get("HYPRBOX_SMTP_URL").map(Secret::new);
-        if let Some(url) = &smtp_url {
-            if !(url.expose().starts_with("smtp://") || url.expose().starts_with("smtps://")) {
-                return Err(ConfigError("HYPRBOX_SMTP_URL must start with smtp:// or smtps://".into()));
-            }
+        if smtp_url
+            .as_ref()
+            .is_some_and(|url| !(url.expose().starts_with("smtp://") || url.expose().starts_with("smtps://")))
+        {
+            return Err(ConfigError(
+                "HYPRBOX_SMTP_URL must start with smtp:// or smtps://".into(),
+            ));
         }
 
         Ok(Settings {
@@ -225,7 +246,9 @@ impl Settings {
             self.cookie_secure,
             self.allow_public_registration,
             self.public_url,
-            self.smtp_url.as_ref().map_or_else(|| "off".to_string(), |u| redact_url_password(u.expose())),
+            self.smtp_url
+                .as_ref()
+                .map_or_else(|| "off".to_string(), |u| redact_url_password(u.expose())),
             self.mail_from,
         )
     }
@@ -241,7 +264,11 @@ fn redact_url_password(url: &str) -> String {
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
             format!("{scheme}://{masked}@{host}{tail}")
         }
         None => url.to_string(),
@@ -258,13 +285,16 @@ fn load_or_generate_secret(data_dir: &Path) -> Result<String, ConfigError> {
             return Ok(existing);
         }
     }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| ConfigError(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        ConfigError(format!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        ))
+    })?;
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
     let key = hex::encode(bytes);
-    write_private(&path, &key)
-        .map_err(|e| ConfigError(format!("cannot write {}: {e}", path.display())))?;
+    write_private(&path, &key).map_err(|e| ConfigError(format!("cannot write {}: {e}", path.display())))?;
     tracing::warn!(
         path = %path.display(),
         "SECRET_KEY is not set: generated one and stored it in the data directory (set SECRET_KEY in production)"
@@ -276,7 +306,12 @@ fn load_or_generate_secret(data_dir: &Path) -> Result<String, ConfigError> {
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(contents.as_bytes())
 }
 
@@ -311,7 +346,12 @@ mod tests {
         assert!(s.allow_public_registration && s.enable_docs && !s.cookie_secure);
         let s = settings(&[("SECRET_KEY", "k"), ("PORT", "8000")]).unwrap();
         assert_eq!(s.bind.to_string(), "127.0.0.1:8000");
-        let s = settings(&[("SECRET_KEY", "k"), ("HYPRBOX_BIND", "0.0.0.0:1"), ("PORT", "7860")]).unwrap();
+        let s = settings(&[
+            ("SECRET_KEY", "k"),
+            ("HYPRBOX_BIND", "0.0.0.0:1"),
+            ("PORT", "7860"),
+        ])
+        .unwrap();
         assert_eq!(s.bind.to_string(), "0.0.0.0:7860");
     }
 

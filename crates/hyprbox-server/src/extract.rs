@@ -65,7 +65,10 @@ pub struct Query<T>(pub T);
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        ApiError::bad_request(format!("invalid query string: {}", serde_message(&rejection.body_text())))
+        ApiError::bad_request(format!(
+            "invalid query string: {}",
+            serde_message(&rejection.body_text())
+        ))
     }
 }
 
@@ -88,7 +91,11 @@ where
 pub struct ClientIp(pub IpAddr);
 
 impl ClientIp {
-    pub fn resolve(parts_headers: &axum::http::HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>, trust_proxy: bool) -> ClientIp {
+    pub fn resolve(
+        parts_headers: &axum::http::HeaderMap,
+        peer: Option<&ConnectInfo<SocketAddr>>,
+        trust_proxy: bool,
+    ) -> ClientIp {
         let forwarded = trust_proxy
             .then(|| {
                 parts_headers
@@ -100,9 +107,10 @@ impl ClientIp {
                     .next_back()
             })
             .flatten();
-        ClientIp(forwarded.unwrap_or_else(|| {
-            peer.map_or(IpAddr::from([127, 0, 0, 1]), |ConnectInfo(addr)| addr.ip())
-        }))
+        ClientIp(
+            forwarded
+                .unwrap_or_else(|| peer.map_or(IpAddr::from([127, 0, 0, 1]), |ConnectInfo(addr)| addr.ip())),
+        )
     }
 }
 

@@ -90,6 +90,13 @@ impl Application {
 }
 
 /// Builds the application and serves it on `listener` until `shutdown` is cancelled.
-pub async fn launch(settings: Settings, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    Application::build(settings).await?.serve(listener, shutdown).await
+pub async fn launch(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    Application::build(settings)
+        .await?
+        .serve(listener, shutdown)
+        .await
 }

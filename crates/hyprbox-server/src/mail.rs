@@ -7,8 +7,8 @@ use crate::config::Settings;
 
 pub enum Mailer {
     Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-        from: Mailbox,
+        transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
+        from: Box<Mailbox>,
     },
     /// Outside production without SMTP the link goes to the log, so a developer can use it.
     Log,
@@ -32,14 +32,21 @@ impl Mailer {
             .mail_from
             .parse()
             .map_err(|e| anyhow::anyhow!("HYPRBOX_MAIL_FROM is not a valid address: {e}"))?;
-        Ok(Mailer::Smtp { transport, from })
+        Ok(Mailer::Smtp {
+            transport: Box::new(transport),
+            from: Box::new(from),
+        })
     }
 
     /// Sends the reset link; failures are logged, never returned (the caller has already answered).
     pub async fn send_password_reset(&self, to: &str, link: &str) {
         match self {
             Mailer::Log => {
-                tracing::info!(to, link, "password reset requested (no SMTP configured; link logged)");
+                tracing::info!(
+                    to,
+                    link,
+                    "password reset requested (no SMTP configured; link logged)"
+                );
             }
             Mailer::Disabled => {
                 tracing::warn!("password reset requested but no SMTP is configured; no mail sent");
@@ -55,7 +62,7 @@ impl Mailer {
                      If it was not you, ignore this mail: your password stays as it is.\n"
                 );
                 let message = Message::builder()
-                    .from(from.clone())
+                    .from(Mailbox::clone(from))
                     .to(recipient)
                     .subject("Reset your HyprBox password")
                     .body(body);

@@ -1,8 +1,11 @@
 //! The middleware stack, outermost first, in one place:
 //!
 //! request id → trace span → panic catcher → error-shape guard → CORS → body limit → client IP →
-//! authentication (and sliding cookie renewal) → rate limit (and its headers) → router.
+//! authentication (and sliding cookie renewal) → rate limit (and its headers) → panic catcher →
+//! router.
 //!
+//! A panic in a handler is caught innermost, so its 500 still passes through the rate limiter
+//! (headers) and CORS; the outer catcher covers a panic in the middleware itself.
 //! CORS sits outside the rate limiter so a 429 still carries the CORS headers a browser needs to
 //! read it, and preflight requests are answered without counting against anyone's limit.
 
@@ -51,7 +54,8 @@ pub fn apply(router: Router, state: &AppState) -> Router {
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(from_fn_with_state(state.clone(), client_ip))
             .layer(from_fn_with_state(state.clone(), auth::authenticate))
-            .layer(from_fn_with_state(state.clone(), rate_limit)),
+            .layer(from_fn_with_state(state.clone(), rate_limit))
+            .layer(CatchPanicLayer::custom(panic_response)),
     )
 }
 
@@ -92,7 +96,11 @@ async fn error_shape(request: Request, next: Next) -> Response {
     if is_json {
         return response;
     }
-    let status = if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
     let message = match status {
         StatusCode::NOT_FOUND => "no such route",
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed for this route",
@@ -121,7 +129,13 @@ fn cors(state: &AppState) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_credentials(true)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])
         .expose_headers([
             X_RATELIMIT_LIMIT,
@@ -181,7 +195,10 @@ async fn rate_limit(State(state): State<AppState>, request: Request, next: Next)
     if is_exempt(path) {
         return next.run(request).await;
     }
-    let ip = request.extensions().get::<ClientIp>().map_or([127, 0, 0, 1].into(), |c| c.0);
+    let ip = request
+        .extensions()
+        .get::<ClientIp>()
+        .map_or([127, 0, 0, 1].into(), |c| c.0);
     let limiter = &state.limiter;
     let general = state.settings.rate_limit;
     let decision = match route_limit(request.method(), path) {
@@ -209,4 +226,43 @@ fn set_rate_headers(response: &mut Response<Body>, decision: Decision) {
     headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
     headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
     headers.insert(X_RATELIMIT_RESET, HeaderValue::from(decision.reset_secs));
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use hyprbox_store::testing::TestDatabase;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{Application, Settings};
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_with_the_error_shape_and_no_internals() {
+        let db = TestDatabase::new().await;
+        let settings = Settings::from_lookup(|k| match k {
+            "SECRET_KEY" => Some("k".into()),
+            "DATABASE_URL" => Some(db.url.clone()),
+            _ => None,
+        })
+        .unwrap();
+        let app = Application::build(settings).await.unwrap();
+        async fn boom() -> &'static str {
+            panic!("secret internals")
+        }
+        let router: Router = Router::new().route("/boom", get(boom));
+        let router = apply(router, app.state());
+        let response = router
+            .oneshot(axum::http::Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().contains_key(X_RATELIMIT_LIMIT));
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "internal_error");
+        assert!(!body.to_string().contains("secret internals"));
+    }
 }

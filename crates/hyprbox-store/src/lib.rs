@@ -126,12 +126,12 @@ impl Store {
         let url = match dialect {
             Dialect::Sqlite => {
                 let path = sqlite_path(&url);
-                if path != ":memory:" {
-                    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                        std::fs::create_dir_all(dir).map_err(|e| {
-                            StoreError::Config(format!("cannot create {}: {e}", dir.display()))
-                        })?;
-                    }
+                if let Some(dir) = Path::new(path)
+                    .parent()
+                    .filter(|d| path != ":memory:" && !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
                 }
                 if url.contains('?') {
                     url

@@ -47,11 +47,15 @@ async fn the_audit_table_refuses_update_and_delete() {
     )
     .await
     .unwrap();
-    let update = sqlx::query("UPDATE audit_events SET action = 'x'").execute(&mut *conn).await;
+    let update = sqlx::query("UPDATE audit_events SET action = 'x'")
+        .execute(&mut *conn)
+        .await;
     assert!(update.unwrap_err().to_string().contains("append-only"));
     let delete = sqlx::query("DELETE FROM audit_events").execute(&mut *conn).await;
     assert!(delete.unwrap_err().to_string().contains("append-only"));
-    let (events, total) = audit::page(&mut conn, &AuditFilter::default(), 50, 0).await.unwrap();
+    let (events, total) = audit::page(&mut conn, &AuditFilter::default(), 50, 0)
+        .await
+        .unwrap();
     assert_eq!(total, 1);
     assert_eq!(events[0].action, "user.login");
 }
@@ -85,7 +89,9 @@ async fn many_concurrent_first_registrations_make_exactly_one_admin() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let mut tx = store.begin().await?;
-            let user = users::register(&mut tx, &format!("u{i}@example.com"), "", "h", Some(Role::Viewer)).await?.unwrap();
+            let user = users::register(&mut tx, &format!("u{i}@example.com"), "", "h", Some(Role::Viewer))
+                .await?
+                .unwrap();
             tx.commit().await?;
             Ok::<_, StoreError>(user.role)
         }));
@@ -109,12 +115,20 @@ async fn a_failed_first_registration_gives_the_admin_claim_back() {
     assert!(err.unwrap_err().is_conflict());
     drop(tx);
     let mut tx = store.begin().await.unwrap();
-    let user = users::register(&mut tx, "new@example.com", "", "h", None).await.unwrap().unwrap();
+    let user = users::register(&mut tx, "new@example.com", "", "h", None)
+        .await
+        .unwrap()
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(user.role, Role::Admin);
     let mut tx = store.begin().await.unwrap();
-    let closed = users::register(&mut tx, "late@example.com", "", "h", None).await.unwrap();
-    assert!(closed.is_none(), "a closed registration writes nothing after the first user");
+    let closed = users::register(&mut tx, "late@example.com", "", "h", None)
+        .await
+        .unwrap();
+    assert!(
+        closed.is_none(),
+        "a closed registration writes nothing after the first user"
+    );
 }
 
 #[tokio::test]
@@ -127,13 +141,22 @@ async fn the_last_admin_can_be_neither_demoted_nor_deleted() {
         users::set_role(&mut tx, &admin.id, Role::Viewer).await.unwrap(),
         AdminGuarded::LastAdmin
     ));
-    assert!(matches!(users::delete(&mut tx, &admin.id).await.unwrap(), AdminGuarded::LastAdmin));
-    assert!(matches!(users::delete(&mut tx, "nobody").await.unwrap(), AdminGuarded::NotFound));
+    assert!(matches!(
+        users::delete(&mut tx, &admin.id).await.unwrap(),
+        AdminGuarded::LastAdmin
+    ));
+    assert!(matches!(
+        users::delete(&mut tx, "nobody").await.unwrap(),
+        AdminGuarded::NotFound
+    ));
     drop(tx);
 
     let second = add_user(&store, "second@example.com", Role::Admin).await;
     let mut tx = store.begin().await.unwrap();
-    let AdminGuarded::Done(demoted) = users::set_role(&mut tx, &second.id, Role::Operator).await.unwrap() else {
+    let AdminGuarded::Done(demoted) = users::set_role(&mut tx, &second.id, Role::Operator)
+        .await
+        .unwrap()
+    else {
         panic!("a second admin can be demoted");
     };
     tx.commit().await.unwrap();
@@ -160,7 +183,12 @@ async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
     let done = [x.await.unwrap().unwrap(), y.await.unwrap().unwrap()];
     assert_eq!(done.iter().filter(|d| **d).count(), 1);
     let mut conn = store.conn().await.unwrap();
-    let admins = users::list(&mut conn).await.unwrap().into_iter().filter(|u| u.role == Role::Admin).count();
+    let admins = users::list(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.role == Role::Admin)
+        .count();
     assert_eq!(admins, 1);
 }
 
@@ -171,7 +199,9 @@ async fn a_reset_token_used_concurrently_succeeds_exactly_once() {
     let user = add_user(&store, "r@example.com", Role::Viewer).await;
     let now = now_ms();
     let mut conn = store.conn().await.unwrap();
-    resets::insert(&mut conn, "hash", &user.id, now, now + 3_600_000).await.unwrap();
+    resets::insert(&mut conn, "hash", &user.id, now, now + 3_600_000)
+        .await
+        .unwrap();
     drop(conn);
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -199,7 +229,9 @@ async fn an_expired_reset_token_is_not_consumed() {
     let user = add_user(&store, "r@example.com", Role::Viewer).await;
     let now = now_ms();
     let mut conn = store.conn().await.unwrap();
-    resets::insert(&mut conn, "old", &user.id, now - 10, now - 1).await.unwrap();
+    resets::insert(&mut conn, "old", &user.id, now - 10, now - 1)
+        .await
+        .unwrap();
     assert_eq!(resets::consume(&mut conn, "old", now).await.unwrap(), None);
 }
 
@@ -213,7 +245,14 @@ async fn audit_pages_filter_and_count_newest_first() {
             &mut conn,
             &NewAuditEvent {
                 user_id: Some(if i % 2 == 0 { "u1" } else { "u2" }.into()),
-                user_email: Some(if i % 2 == 0 { "one@example.com" } else { "two@example.com" }.into()),
+                user_email: Some(
+                    if i % 2 == 0 {
+                        "one@example.com"
+                    } else {
+                        "two@example.com"
+                    }
+                    .into(),
+                ),
                 action: if i < 5 { "user.login" } else { "user.create" }.into(),
                 resource_type: Some("user".into()),
                 resource_id: Some(format!("r{i}")),
@@ -223,9 +262,16 @@ async fn audit_pages_filter_and_count_newest_first() {
         .await
         .unwrap();
     }
-    let (all, total) = audit::page(&mut conn, &AuditFilter::default(), 3, 0).await.unwrap();
+    let (all, total) = audit::page(&mut conn, &AuditFilter::default(), 3, 0)
+        .await
+        .unwrap();
     assert_eq!(total, 7);
-    assert_eq!(all.iter().map(|e| e.resource_id.clone().unwrap()).collect::<Vec<_>>(), ["r6", "r5", "r4"]);
+    assert_eq!(
+        all.iter()
+            .map(|e| e.resource_id.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["r6", "r5", "r4"]
+    );
     let by_email = AuditFilter {
         user: Some("ONE@example.com".into()),
         action: Some("user.login".into()),
@@ -233,7 +279,11 @@ async fn audit_pages_filter_and_count_newest_first() {
     };
     let (events, total) = audit::page(&mut conn, &by_email, 50, 0).await.unwrap();
     assert_eq!(total, 3);
-    assert!(events.iter().all(|e| e.user_id.as_deref() == Some("u1") && e.action == "user.login"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.user_id.as_deref() == Some("u1") && e.action == "user.login")
+    );
     let by_resource = AuditFilter {
         resource_type: Some("user".into()),
         resource_id: Some("r5".into()),

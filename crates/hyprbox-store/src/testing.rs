@@ -77,7 +77,9 @@ impl Drop for TestDatabase {
             // Drop runs inside the test's runtime, which cannot be blocked on; a short-lived
             // runtime on its own thread does the async cleanup.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 rt.block_on(async {
                     let mut conn = sqlx::AnyConnection::connect(&admin_url).await?;
                     conn.execute(sqlx::AssertSqlSafe(format!(
@@ -104,6 +106,9 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/x"
         );
         assert_eq!(with_database("postgres://h:1", "x"), "postgres://h:1/x");
-        assert_eq!(with_database("postgres://h/db?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://h/db?sslmode=disable", "x"),
+            "postgres://h/x?sslmode=disable"
+        );
     }
 }

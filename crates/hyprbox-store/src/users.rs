@@ -173,7 +173,9 @@ pub async fn by_email(conn: &mut AnyConnection, email: &str) -> Result<Option<Us
 /// Every user, oldest first.
 pub async fn list(conn: &mut AnyConnection) -> Result<Vec<User>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM users ORDER BY created_at, id");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter().map(from_row).collect()
 }
 

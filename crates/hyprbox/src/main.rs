@@ -7,7 +7,11 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "hyprbox", version, about = "HyprBox: a control plane for a fleet of Linux servers")]
+#[command(
+    name = "hyprbox",
+    version,
+    about = "HyprBox: a control plane for a fleet of Linux servers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

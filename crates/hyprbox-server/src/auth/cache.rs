@@ -43,7 +43,10 @@ impl SessionCache {
         if users.len() >= MAX_USERS {
             users.clear();
         }
-        users.entry(user.id.clone()).or_insert_with(|| Some(Arc::new(user))).clone()
+        users
+            .entry(user.id.clone())
+            .or_insert_with(|| Some(Arc::new(user)))
+            .clone()
     }
 
     /// Records a user as changed by a committed write.
@@ -59,7 +62,10 @@ impl SessionCache {
     }
 
     pub fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked.read().unwrap_or_else(|e| e.into_inner()).contains_key(jti)
+        self.revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(jti)
     }
 
     pub fn revoke(&self, jti: &str, expires_at_secs: i64) {

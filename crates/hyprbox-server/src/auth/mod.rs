@@ -45,7 +45,9 @@ pub enum Caller {
     /// A user token that failed a check (signature, expiry, user gone, token version, revoked).
     Rejected,
     /// A node token (`hbnt_…`), carried by agents; the public prefix keys its rate limit.
-    Node { prefix: String },
+    Node {
+        prefix: String,
+    },
 }
 
 impl Caller {
@@ -126,7 +128,10 @@ pub async fn verify_user_token(state: &AppState, token: &str) -> Result<Option<I
 
 async fn user_caller(state: &AppState, token: &str, via_cookie: bool) -> Result<Caller, ApiError> {
     Ok(match verify_user_token(state, token).await? {
-        Some(identity) => Caller::User(Identity { via_cookie, ..identity }),
+        Some(identity) => Caller::User(Identity {
+            via_cookie,
+            ..identity
+        }),
         None => Caller::Rejected,
     })
 }
@@ -168,7 +173,11 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
 
 /// The `Set-Cookie` value that carries a session token.
 pub fn session_cookie(state: &AppState, token: &str) -> String {
-    let secure = if state.settings.cookie_secure { "; Secure" } else { "" };
+    let secure = if state.settings.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
     format!(
         "{COOKIE_NAME}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{secure}",
         state.keys.ttl().as_secs()
@@ -177,13 +186,21 @@ pub fn session_cookie(state: &AppState, token: &str) -> String {
 
 /// `Set-Cookie` values that clear both session cookie names.
 pub fn clearing_cookies(state: &AppState) -> [String; 2] {
-    let secure = if state.settings.cookie_secure { "; Secure" } else { "" };
+    let secure = if state.settings.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
     [COOKIE_NAME, LEGACY_COOKIE_NAME]
         .map(|name| format!("{name}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{secure}"))
 }
 
 fn caller(parts: &Parts) -> Caller {
-    parts.extensions.get::<Caller>().cloned().unwrap_or(Caller::Anonymous)
+    parts
+        .extensions
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anonymous)
 }
 
 /// Any signed-in user (read access). Anything else: 401.
@@ -204,7 +221,10 @@ fn require(identity: Identity, role: Role) -> Result<Identity, ApiError> {
     if identity.user.role.at_least(role) {
         Ok(identity)
     } else {
-        Err(ApiError::Forbidden(format!("this action needs the {} role", role.as_str())))
+        Err(ApiError::Forbidden(format!(
+            "this action needs the {} role",
+            role.as_str()
+        )))
     }
 }
 

@@ -13,10 +13,14 @@ pub const MAX_LEN: usize = 128;
 pub fn validate(field: &str, password: &str) -> Result<(), ApiError> {
     let len = password.chars().count();
     if len < MIN_LEN {
-        return Err(ApiError::bad_request(format!("{field} must be at least {MIN_LEN} characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at least {MIN_LEN} characters"
+        )));
     }
     if len > MAX_LEN {
-        return Err(ApiError::bad_request(format!("{field} must be at most {MAX_LEN} characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most {MAX_LEN} characters"
+        )));
     }
     Ok(())
 }
@@ -39,7 +43,11 @@ pub async fn hash(password: String) -> Result<String, ApiError> {
 pub async fn verify(password: String, stored: String) -> Result<bool, ApiError> {
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&stored)
-            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
             .unwrap_or(false)
     })
     .await
@@ -69,8 +77,18 @@ mod tests {
 
     #[test]
     fn lengths_outside_8_to_128_are_refused_by_name() {
-        assert!(validate("password", "1234567").unwrap_err().to_string().contains("password must be at least 8"));
-        assert!(validate("newPassword", &"x".repeat(129)).unwrap_err().to_string().contains("newPassword"));
+        assert!(
+            validate("password", "1234567")
+                .unwrap_err()
+                .to_string()
+                .contains("password must be at least 8")
+        );
+        assert!(
+            validate("newPassword", &"x".repeat(129))
+                .unwrap_err()
+                .to_string()
+                .contains("newPassword")
+        );
         assert!(validate("password", "12345678").is_ok());
     }
 }

@@ -68,8 +68,7 @@ impl JwtKeys {
 
     pub fn sign(&self, claims: &Claims) -> String {
         // Signing HS256 with an in-memory key cannot fail for a serialisable struct.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .unwrap_or_default()
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).unwrap_or_default()
     }
 
     /// The claims of a well-signed, unexpired token; `None` for anything else.
@@ -89,8 +88,15 @@ mod tests {
         let keys = JwtKeys::new(b"one", Duration::from_secs(60));
         let (token, claims) = keys.issue("u1", 3);
         let back = keys.verify(&token).unwrap();
-        assert_eq!((back.sub.as_str(), back.tv, back.jti.as_str()), ("u1", 3, claims.jti.as_str()));
-        assert!(JwtKeys::new(b"two", Duration::from_secs(60)).verify(&token).is_none());
+        assert_eq!(
+            (back.sub.as_str(), back.tv, back.jti.as_str()),
+            ("u1", 3, claims.jti.as_str())
+        );
+        assert!(
+            JwtKeys::new(b"two", Duration::from_secs(60))
+                .verify(&token)
+                .is_none()
+        );
     }
 
     #[test]
@@ -105,12 +111,21 @@ mod tests {
             exp: now - 60,
         });
         assert!(keys.verify(&expired).is_none());
-        assert!(keys.verify("hbnt_abcdefgh0123456789012345678901234567890").is_none());
+        assert!(
+            keys.verify("hbnt_abcdefgh0123456789012345678901234567890")
+                .is_none()
+        );
     }
 
     #[test]
     fn half_life_is_measured_from_issue_time() {
-        let claims = Claims { sub: String::new(), tv: 0, jti: String::new(), iat: 1000, exp: 2800 };
+        let claims = Claims {
+            sub: String::new(),
+            tv: 0,
+            jti: String::new(),
+            iat: 1000,
+            exp: 2800,
+        };
         assert!(!claims.past_half_life(1900));
         assert!(claims.past_half_life(1901));
     }

@@ -2,8 +2,8 @@
 //! password change and the forgotten-password flow.
 
 use axum::extract::State;
-use axum::http::header::SET_COOKIE;
 use axum::http::StatusCode;
+use axum::http::header::SET_COOKIE;
 use axum::response::{AppendHeaders, IntoResponse, Response};
 use hyprbox_store::audit::{self, NewAuditEvent};
 use hyprbox_store::users::{self, Role, User};
@@ -123,10 +123,14 @@ pub fn normalize_email(email: &str) -> Result<String, ApiError> {
 pub fn validate_name(field: &str, name: &str) -> Result<String, ApiError> {
     let name = name.trim();
     if name.chars().count() > 200 {
-        return Err(ApiError::bad_request(format!("{field} must be at most 200 characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most 200 characters"
+        )));
     }
     if name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!("{field} must not contain control characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must not contain control characters"
+        )));
     }
     Ok(name.to_string())
 }
@@ -176,7 +180,11 @@ async fn create_account(
         Some(name) => validate_name("name", name)?,
         None => String::new(),
     };
-    let name = if name.is_empty() { email.split('@').next().unwrap_or("").to_string() } else { name };
+    let name = if name.is_empty() {
+        email.split('@').next().unwrap_or("").to_string()
+    } else {
+        name
+    };
     let hash = password::hash(password_text).await?;
     let otherwise = state.settings.allow_public_registration.then_some(Role::Viewer);
 
@@ -189,7 +197,9 @@ async fn create_account(
             ));
         }
         Err(err) if err.is_conflict() => {
-            return Err(ApiError::Conflict("an account with this email already exists".into()));
+            return Err(ApiError::Conflict(
+                "an account with this email already exists".into(),
+            ));
         }
         Err(err) => return Err(err.into()),
     };
@@ -260,7 +270,9 @@ pub async fn login(
         users::by_email(&mut conn, &email).await?
     };
     // An unknown email still pays for one Argon2id verification, so timing does not tell.
-    let stored = found.as_ref().map_or_else(|| state.dummy_hash.clone(), |u| u.password_hash.clone());
+    let stored = found
+        .as_ref()
+        .map_or_else(|| state.dummy_hash.clone(), |u| u.password_hash.clone());
     let matches = password::verify(body.password, stored).await?;
     let mut conn = state.store.conn().await?;
     let user = match found {
@@ -312,7 +324,9 @@ pub async fn update_me(
 ) -> ApiResult<Json<MeBody>> {
     let name = match (body.full_name.as_deref(), body.name.as_deref()) {
         (Some(a), Some(b)) if a.trim() != b.trim() => {
-            return Err(ApiError::bad_request("full_name and name must be equal when both are sent"));
+            return Err(ApiError::bad_request(
+                "full_name and name must be equal when both are sent",
+            ));
         }
         (Some(value), _) => Some(("full_name", value)),
         (None, Some(value)) => Some(("name", value)),
@@ -332,9 +346,14 @@ pub async fn update_me(
         validate_language(language)?;
     }
     let mut conn = state.store.conn().await?;
-    let user = users::update_profile(&mut conn, &identity.user.id, name.as_deref(), body.language.as_deref())
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
+    let user = users::update_profile(
+        &mut conn,
+        &identity.user.id,
+        name.as_deref(),
+        body.language.as_deref(),
+    )
+    .await?
+    .ok_or_else(ApiError::unauthorized)?;
     state.sessions.put(&user);
     Ok(Json(me_body(&user)))
 }
@@ -348,8 +367,13 @@ pub async fn logout(
 ) -> ApiResult<Response> {
     if let Some(identity) = identity {
         let mut tx = state.store.begin().await?;
-        hyprbox_store::sessions::revoke(&mut tx, &identity.claims.jti, &identity.user.id, identity.claims.exp * 1000)
-            .await?;
+        hyprbox_store::sessions::revoke(
+            &mut tx,
+            &identity.claims.jti,
+            &identity.user.id,
+            identity.claims.exp * 1000,
+        )
+        .await?;
         audit::record(&mut tx, &event("user.logout", Some(&identity.user), ip)).await?;
         tx.commit().await?;
         state.sessions.revoke(&identity.claims.jti, identity.claims.exp);
@@ -382,7 +406,9 @@ pub async fn change_password(
         return Err(ApiError::Unauthorized("the current password is wrong".into()));
     }
     if body.new_password == body.current_password {
-        return Err(ApiError::bad_request("newPassword must differ from the current password"));
+        return Err(ApiError::bad_request(
+            "newPassword must differ from the current password",
+        ));
     }
     let hash = password::hash(body.new_password).await?;
     let mut tx = state.store.begin().await?;

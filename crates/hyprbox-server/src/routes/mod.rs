@@ -25,7 +25,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/signup", post(auth::signup))
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/logout", post(auth::logout))
-        .route("/api/auth/me", get(auth::me).put(auth::update_me).patch(auth::update_me))
+        .route(
+            "/api/auth/me",
+            get(auth::me).put(auth::update_me).patch(auth::update_me),
+        )
         .route("/api/auth/change-password", post(auth::change_password))
         .route("/api/auth/forgot-password", post(auth::forgot_password))
         .route("/api/auth/reset-password", post(auth::reset_password))
@@ -38,7 +41,9 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed for this route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("method not allowed for this route".into())
+        })
         .with_state(state)
 }
 
@@ -105,9 +110,17 @@ impl Modify for SecuritySchemes {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
-        components.add_security_scheme("cookie", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("hb_token"))));
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("hb_token"))),
+        );
         components.add_security_scheme(
             "nodeToken",
             SecurityScheme::Http(

@@ -40,10 +40,17 @@ pub struct RoleRequest {
 }
 
 fn parse_role(role: &str) -> Result<Role, ApiError> {
-    Role::parse(role.trim()).ok_or_else(|| ApiError::bad_request("role must be one of ADMIN, OPERATOR, VIEWER"))
+    Role::parse(role.trim())
+        .ok_or_else(|| ApiError::bad_request("role must be one of ADMIN, OPERATOR, VIEWER"))
 }
 
-fn event(actor: &Identity, action: &str, target: &User, ip: ClientIp, metadata: serde_json::Value) -> NewAuditEvent {
+fn event(
+    actor: &Identity,
+    action: &str,
+    target: &User,
+    ip: ClientIp,
+    metadata: serde_json::Value,
+) -> NewAuditEvent {
     NewAuditEvent {
         user_id: Some(actor.user.id.clone()),
         user_email: Some(actor.user.email.clone()),
@@ -86,7 +93,11 @@ pub async fn create(
     let role = parse_role(&body.role)?;
     password::validate("password", &body.password)?;
     let name = validate_name("name", body.name.as_deref().unwrap_or(""))?;
-    let name = if name.is_empty() { email.split('@').next().unwrap_or("").to_string() } else { name };
+    let name = if name.is_empty() {
+        email.split('@').next().unwrap_or("").to_string()
+    } else {
+        name
+    };
     let hash = password::hash(body.password).await?;
     let mut tx = state.store.begin().await?;
     let new = NewUser {
@@ -98,14 +109,21 @@ pub async fn create(
     let user = match users::insert(&mut tx, &new).await {
         Ok(user) => user,
         Err(err) if err.is_conflict() => {
-            return Err(ApiError::Conflict("an account with this email already exists".into()));
+            return Err(ApiError::Conflict(
+                "an account with this email already exists".into(),
+            ));
         }
         Err(err) => return Err(err.into()),
     };
     let metadata = serde_json::json!({ "email": user.email, "role": role.as_str() });
     audit::record(&mut tx, &event(&actor, "user.create", &user, ip, metadata)).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(OneUserBody { user: UserBody::from(&user) })))
+    Ok((
+        StatusCode::CREATED,
+        Json(OneUserBody {
+            user: UserBody::from(&user),
+        }),
+    ))
 }
 
 #[utoipa::path(patch, path = "/api/users/{id}/role", tag = "users", request_body = RoleRequest,
@@ -138,7 +156,9 @@ pub async fn set_role(
     audit::record(&mut tx, &event(&actor, "user.role", &user, ip, metadata)).await?;
     tx.commit().await?;
     state.sessions.put(&user);
-    Ok(Json(OneUserBody { user: UserBody::from(&user) }))
+    Ok(Json(OneUserBody {
+        user: UserBody::from(&user),
+    }))
 }
 
 #[utoipa::path(delete, path = "/api/users/{id}", tag = "users",

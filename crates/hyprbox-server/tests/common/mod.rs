@@ -1,0 +1,265 @@
+//! The HTTP test harness: a real server on 127.0.0.1:0 over a fresh database (SQLite, or Postgres
+//! when HYPRBOX_TEST_DATABASE_URL is set), and a client with helpers.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use hyprbox_server::{AppState, Application, Settings};
+use hyprbox_store::testing::TestDatabase;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "test-secret-key-for-hyprbox-tests-only";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    _db: TestDatabase,
+}
+
+/// A signed-in user as the tests see it.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub token: String,
+    pub id: String,
+    pub email: String,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    /// Asserts the contract's error shape and returns the tag.
+    pub fn error_tag(&self) -> &str {
+        let tag = self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error shape in {}", self.text));
+        assert!(
+            self.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "no message in {}",
+            self.text
+        );
+        tag
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::with(&[]).await
+    }
+
+    /// A server with extra settings (as environment variables would give them).
+    pub async fn with(env: &[(&str, &str)]) -> TestApp {
+        let db = TestDatabase::new().await;
+        let mut vars: HashMap<String, String> = HashMap::from([
+            ("SECRET_KEY".to_string(), SECRET.to_string()),
+            ("DATABASE_URL".to_string(), db.url.clone()),
+            ("HYPRBOX_DB_MAX_CONNECTIONS".to_string(), "4".to_string()),
+        ]);
+        for (k, v) in env {
+            vars.insert((*k).to_string(), (*v).to_string());
+        }
+        let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("test settings");
+        let app = Application::build(settings).await.expect("build the application");
+        let state = app.state().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.serve(listener, shutdown.clone()));
+        TestApp {
+            addr,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            state,
+            shutdown,
+            server: Some(server),
+            _db: db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends a request with an optional Bearer token and JSON body; reads the whole answer.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        read(request.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Answer {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    /// A POST that appears to come from `ip` (needs `HYPRBOX_TRUST_PROXY=true`).
+    pub async fn post_from(&self, ip: &str, path: &str, body: Value) -> Answer {
+        let request = self
+            .client
+            .post(self.url(path))
+            .header("x-forwarded-for", ip)
+            .json(&body);
+        read(request.send().await.expect("request")).await
+    }
+
+    /// Registers the first user (who becomes ADMIN).
+    pub async fn register_admin(&self) -> Session {
+        let answer = self
+            .post(
+                "/api/auth/register",
+                None,
+                json!({"email": "admin@example.com", "password": PASSWORD, "name": "Admin"}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+        assert_eq!(answer.body["user"]["role"], "ADMIN");
+        session(&answer)
+    }
+
+    /// Has the admin create a user with `role`, then signs them in.
+    pub async fn user_with_role(&self, admin: &Session, email: &str, role: &str) -> Session {
+        let created = self
+            .post(
+                "/api/users",
+                Some(&admin.token),
+                json!({"email": email, "password": PASSWORD, "role": role}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        self.login(email, PASSWORD).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Session {
+        let answer = self
+            .post(
+                "/api/auth/login",
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        session(&answer)
+    }
+
+    /// Cancels the server and waits for it to stop; returns what `serve` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.server.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn session(answer: &Answer) -> Session {
+    Session {
+        token: answer.body["token"].as_str().expect("token").to_string(),
+        id: answer.body["user"]["id"].as_str().expect("user id").to_string(),
+        email: answer.body["user"]["email"].as_str().expect("email").to_string(),
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+/// The value of the named cookie in a list of Set-Cookie headers.
+pub fn cookie<'a>(set_cookies: &'a [String], name: &str) -> Option<&'a str> {
+    set_cookies.iter().find_map(|c| {
+        c.strip_prefix(&format!("{name}="))
+            .map(|rest| rest.split(';').next().unwrap_or(""))
+    })
+}
+
+/// A one-session-at-a-time SMTP server that hands each received message (headers and body) to
+/// the test. Just enough of RFC 5321 for lettre's client.
+pub async fn smtp_listener() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("smtp://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 test ESMTP\r\n").await.ok()?;
+                let mut in_data = false;
+                let mut message = String::new();
+                while let Some(line) = lines.next_line().await.ok()? {
+                    if in_data {
+                        if line == "." {
+                            in_data = false;
+                            tx.send(std::mem::take(&mut message)).ok()?;
+                            write.write_all(b"250 OK queued\r\n").await.ok()?;
+                        } else {
+                            message.push_str(line.strip_prefix('.').unwrap_or(&line));
+                            message.push('\n');
+                        }
+                        continue;
+                    }
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250-test\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => {
+                            write.write_all(b"221 bye\r\n").await.ok()?;
+                            return Some(());
+                        }
+                        _ => b"250 OK\r\n",
+                    };
+                    write.write_all(reply).await.ok()?;
+                }
+                Some(())
+            });
+        }
+    });
+    (url, rx)
+}
