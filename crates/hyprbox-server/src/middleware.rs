@@ -1,8 +1,12 @@
 //! The middleware stack, outermost first, in one place:
 //!
-//! request id → trace span → panic catcher → error-shape guard → CORS → body limit → client IP →
-//! authentication (and sliding cookie renewal) → rate limit (and its headers) → panic catcher →
-//! router.
+//! request id → trace span → panic catcher → CORS → body limit → the gate → panic catcher → router.
+//!
+//! The gate is one function doing, in order: refuse a declared oversized body, resolve the client
+//! IP, resolve the caller (user, node token or anonymous), charge the rate limit; then, on the way
+//! out, renew a cookie session past half its life, write the rate-limit headers, and give any error
+//! without it the `{error, message}` shape. One middleware instead of five, because each layer costs
+//! a boxed future on every request of the hot paths.
 //!
 //! A panic in a handler is caught innermost, so its 500 still passes through the rate limiter
 //! (headers) and CORS; the outer catcher covers a panic in the middleware itself.
@@ -20,7 +24,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{Method, StatusCode};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -48,13 +52,9 @@ pub fn apply(router: Router, state: &AppState) -> Router {
             .layer(TraceLayer::new_for_http())
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(CatchPanicLayer::custom(panic_response))
-            .layer(from_fn(error_shape))
             .layer(cors(state))
-            .layer(from_fn(body_limit))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-            .layer(from_fn_with_state(state.clone(), client_ip))
-            .layer(from_fn_with_state(state.clone(), auth::authenticate))
-            .layer(from_fn_with_state(state.clone(), rate_limit))
+            .layer(from_fn_with_state(state.clone(), gate))
             .layer(CatchPanicLayer::custom(panic_response)),
     )
 }
@@ -82,8 +82,7 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
 
 /// Gives every error the `{error, message}` shape, whatever produced it (axum's own 404/405
 /// responses and rejections included), keeping headers such as `Allow` and `Retry-After`.
-async fn error_shape(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+fn error_shape(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -147,29 +146,6 @@ fn cors(state: &AppState) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Refuses a declared oversized body before reading it; chunked bodies are cut by `DefaultBodyLimit`.
-async fn body_limit(request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return ApiError::PayloadTooLarge("request body must be at most 1 MiB".into()).into_response();
-    }
-    next.run(request).await
-}
-
-async fn client_ip(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let ip = ClientIp::resolve(
-        request.headers(),
-        request.extensions().get::<ConnectInfo<SocketAddr>>(),
-        state.settings.trust_proxy,
-    );
-    request.extensions_mut().insert(ip);
-    next.run(request).await
-}
-
 /// Routes with a limit of their own (per client IP, per minute), as the contract lists them.
 fn route_limit(method: &Method, path: &str) -> Option<(&'static str, u32)> {
     if method != Method::POST {
@@ -190,34 +166,55 @@ fn is_exempt(path: &str) -> bool {
     path.starts_with("/api/stream/") || path.ends_with("/stream")
 }
 
-async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The one middleware between CORS and the router; see the module documentation.
+async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let too_large = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > MAX_BODY_BYTES as u64);
+    let ip = ClientIp::resolve(
+        request.headers(),
+        request.extensions().get::<ConnectInfo<SocketAddr>>(),
+        state.settings.trust_proxy,
+    );
+    let caller = auth::resolve_caller(&state, request.headers()).await;
+
     let path = request.uri().path();
-    if is_exempt(path) {
-        return next.run(request).await;
-    }
-    let ip = request
-        .extensions()
-        .get::<ClientIp>()
-        .map_or([127, 0, 0, 1].into(), |c| c.0);
-    let limiter = &state.limiter;
-    let general = state.settings.rate_limit;
-    let decision = match route_limit(request.method(), path) {
-        Some((bucket, limit)) => limiter.check((bucket, ip), limit),
-        None => match request.extensions().get::<Caller>() {
-            Some(Caller::User(identity)) => limiter.check(("user", identity.user.id.as_str()), general),
-            Some(Caller::Node { prefix }) => limiter.check(("node", prefix.as_str()), general),
-            _ => limiter.check(("ip", ip), general),
-        },
-    };
-    let mut response = if decision.allowed {
-        next.run(request).await
-    } else {
-        ApiError::TooManyRequests {
+    let decision = (!is_exempt(path)).then(|| {
+        let limiter = &state.limiter;
+        let general = state.settings.rate_limit;
+        match (route_limit(request.method(), path), &caller) {
+            (Some((bucket, limit)), _) => limiter.check((bucket, ip.0), limit),
+            (None, Ok(Caller::User(identity))) => limiter.check(("user", identity.user.id.as_str()), general),
+            (None, Ok(Caller::Node { prefix })) => limiter.check(("node", prefix.as_str()), general),
+            (None, _) => limiter.check(("ip", ip.0), general),
+        }
+    });
+
+    let renewal = caller.as_ref().ok().and_then(auth::renewal);
+    let mut response = match (caller, decision) {
+        (_, Some(decision)) if !decision.allowed => ApiError::TooManyRequests {
             retry_after_secs: decision.reset_secs,
         }
-        .into_response()
+        .into_response(),
+        _ if too_large => {
+            ApiError::PayloadTooLarge("request body must be at most 1 MiB".into()).into_response()
+        }
+        (Err(err), _) => err.into_response(),
+        (Ok(caller), _) => {
+            request.extensions_mut().insert(ip);
+            request.extensions_mut().insert(caller);
+            error_shape(next.run(request).await)
+        }
     };
-    set_rate_headers(&mut response, decision);
+    if let Some(renewal) = renewal {
+        auth::renew_cookie(&state, &mut response, renewal);
+    }
+    if let Some(decision) = decision {
+        set_rate_headers(&mut response, decision);
+    }
     response
 }
 

@@ -1,4 +1,4 @@
-//! Who is calling: credentials are resolved once per request by [`authenticate`] (the rate limiter
+//! Who is calling: credentials are resolved once per request by [`resolve_caller`] (the rate limiter
 //! keys signed-in users by id, so it needs the identity before the handler runs), and handlers state
 //! what they need with the extractors [`CurrentUser`], [`Operator`], [`Admin`] and [`MaybeUser`].
 //! Ownership checks stay explicit in handlers.
@@ -9,12 +9,11 @@ pub mod tokens;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::FromRequestParts;
 use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use hyprbox_store::users::{self, Role, User};
 
 use crate::error::ApiError;
@@ -136,39 +135,38 @@ async fn user_caller(state: &AppState, token: &str, via_cookie: bool) -> Result<
     })
 }
 
-/// Resolves the caller, runs the request, and renews a cookie session past half its life.
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let caller = match credential(request.headers()) {
+/// Resolves the credential a request carries (Bearer first, then the cookies).
+pub async fn resolve_caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    match credential(headers) {
         Credential::None => Ok(Caller::Anonymous),
         Credential::Bearer(token) if token.starts_with(NODE_TOKEN_PREFIX) => Ok(Caller::Node {
             prefix: token[NODE_TOKEN_PREFIX.len()..].chars().take(8).collect(),
         }),
-        Credential::Bearer(token) => user_caller(&state, token, false).await,
-        Credential::Cookie(token) => user_caller(&state, token, true).await,
-    };
-    let caller = match caller {
-        Ok(caller) => caller,
-        Err(err) => return err.into_response(),
-    };
-    let renew = match &caller {
+        Credential::Bearer(token) => user_caller(state, token, false).await,
+        Credential::Cookie(token) => user_caller(state, token, true).await,
+    }
+}
+
+/// The session to renew after the request, when a cookie session is past half its life.
+pub fn renewal(caller: &Caller) -> Option<(String, i64)> {
+    match caller {
         Caller::User(identity) if identity.via_cookie => identity
             .claims
             .past_half_life(chrono::Utc::now().timestamp())
             .then(|| (identity.user.id.clone(), identity.user.token_version)),
         _ => None,
-    };
-    request.extensions_mut().insert(caller);
-    let mut response = next.run(request).await;
-    if let Some((user_id, token_version)) = renew {
-        let sets_cookie = response.headers().contains_key(SET_COOKIE);
-        if response.status() != StatusCode::UNAUTHORIZED && !sets_cookie {
-            let (token, _) = state.keys.issue(&user_id, token_version);
-            if let Ok(value) = HeaderValue::from_str(&session_cookie(&state, &token)) {
-                response.headers_mut().append(SET_COOKIE, value);
-            }
-        }
     }
-    response
+}
+
+/// Adds a fresh session cookie to a successful answer that does not set one itself.
+pub fn renew_cookie(state: &AppState, response: &mut Response, (user_id, token_version): (String, i64)) {
+    if response.status() == StatusCode::UNAUTHORIZED || response.headers().contains_key(SET_COOKIE) {
+        return;
+    }
+    let (token, _) = state.keys.issue(&user_id, token_version);
+    if let Ok(value) = HeaderValue::from_str(&session_cookie(state, &token)) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
 }
 
 /// The `Set-Cookie` value that carries a session token.
