@@ -54,14 +54,14 @@ impl Application {
         }
         let mailer = mail::Mailer::from_settings(&settings)?;
         let keys = auth::tokens::JwtKeys::new(settings.secret_key.expose().as_bytes(), settings.session_ttl);
-        let dummy_hash = tokio::task::spawn_blocking(auth::password::dummy_hash).await?;
+        let passwords = tokio::task::spawn_blocking(auth::password::Passwords::new).await?;
         let state = AppState::new(state::Inner {
             store,
             keys,
             sessions,
             limiter: ratelimit::RateLimiter::default(),
             mailer,
-            dummy_hash,
+            passwords,
             started_at: Instant::now(),
             settings,
         });

@@ -7,6 +7,7 @@ use std::time::Instant;
 use hyprbox_store::Store;
 
 use crate::auth::cache::SessionCache;
+use crate::auth::password::Passwords;
 use crate::auth::tokens::JwtKeys;
 use crate::config::Settings;
 use crate::mail::Mailer;
@@ -22,8 +23,7 @@ pub struct Inner {
     pub sessions: SessionCache,
     pub limiter: RateLimiter,
     pub mailer: Mailer,
-    /// Verified against when a login names an unknown email (equal timing).
-    pub dummy_hash: String,
+    pub passwords: Passwords,
     pub started_at: Instant,
 }
 

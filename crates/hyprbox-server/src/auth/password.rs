@@ -1,8 +1,10 @@
-//! Password hashing with Argon2id (the crate's defaults), off the async runtime.
+//! Password hashing with Argon2id (the crate's defaults), off the async runtime and bounded.
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 
@@ -32,34 +34,68 @@ fn hash_blocking(password: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("argon2 hash: {e}")))
 }
 
-/// Hashes on the blocking pool: Argon2id takes tens of milliseconds on purpose.
-pub async fn hash(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || hash_blocking(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
+fn verify_blocking(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
 }
 
-/// Verifies on the blocking pool. An unparsable stored hash simply does not match.
-pub async fn verify(password: String, stored: String) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&stored)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))
+/// Argon2id hashing and verification on the blocking pool, at most one per CPU at a time.
+///
+/// Each Argon2id run takes about 19 MiB and tens of milliseconds on purpose; without the bound,
+/// a burst of sign-ins would run dozens at once and hold gigabytes.
+pub struct Passwords {
+    permits: Semaphore,
+    /// A real hash of a random password, verified against when an email is unknown so that
+    /// "no such user" costs the same time as "wrong password".
+    dummy: String,
 }
 
-/// A real Argon2id hash of a random password, verified against when an email is unknown so that
-/// "no such user" costs the same time as "wrong password".
-pub fn dummy_hash() -> String {
-    let mut bytes = [0u8; 24];
-    rand::fill(&mut bytes);
-    hash_blocking(&hex::encode(bytes)).unwrap_or_default()
+impl Default for Passwords {
+    fn default() -> Self {
+        Passwords::new()
+    }
+}
+
+impl Passwords {
+    /// Computes the dummy hash; call from a blocking context (it takes one Argon2id run).
+    pub fn new() -> Passwords {
+        let mut bytes = [0u8; 24];
+        rand::fill(&mut bytes);
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Passwords {
+            permits: Semaphore::new(cpus),
+            dummy: hash_blocking(&hex::encode(bytes)).unwrap_or_default(),
+        }
+    }
+
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        self.run(move || hash_blocking(&password)).await?
+    }
+
+    /// Whether `password` matches `stored`; an unparsable stored hash simply does not match.
+    /// With no stored hash (unknown user) the dummy is verified and the answer is `false`.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, ApiError> {
+        let known = stored.is_some();
+        let stored = stored.unwrap_or_else(|| self.dummy.clone());
+        let matches = self.run(move || verify_blocking(&password, &stored)).await?;
+        Ok(known && matches)
+    }
 }
 
 #[cfg(test)]
@@ -68,11 +104,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_password_verifies_against_its_own_hash_only() {
-        let stored = hash("correct horse".into()).await.unwrap();
+        let passwords = Passwords::new();
+        let stored = passwords.hash("correct horse".into()).await.unwrap();
         assert!(stored.starts_with("$argon2id$"));
-        assert!(verify("correct horse".into(), stored.clone()).await.unwrap());
-        assert!(!verify("wrong horse".into(), stored).await.unwrap());
-        assert!(!verify("x".into(), "not a hash".into()).await.unwrap());
+        assert!(
+            passwords
+                .verify("correct horse".into(), Some(stored.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !passwords
+                .verify("wrong horse".into(), Some(stored))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !passwords
+                .verify("x".into(), Some("not a hash".into()))
+                .await
+                .unwrap()
+        );
+        assert!(!passwords.verify("x".into(), None).await.unwrap());
     }
 
     #[test]

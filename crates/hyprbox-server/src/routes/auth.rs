@@ -185,7 +185,7 @@ async fn create_account(
     } else {
         name
     };
-    let hash = password::hash(password_text).await?;
+    let hash = state.passwords.hash(password_text).await?;
     let otherwise = state.settings.allow_public_registration.then_some(Role::Viewer);
 
     let mut tx = state.store.begin().await?;
@@ -270,10 +270,8 @@ pub async fn login(
         users::by_email(&mut conn, &email).await?
     };
     // An unknown email still pays for one Argon2id verification, so timing does not tell.
-    let stored = found
-        .as_ref()
-        .map_or_else(|| state.dummy_hash.clone(), |u| u.password_hash.clone());
-    let matches = password::verify(body.password, stored).await?;
+    let stored = found.as_ref().map(|u| u.password_hash.clone());
+    let matches = state.passwords.verify(body.password, stored).await?;
     let mut conn = state.store.conn().await?;
     let user = match found {
         Some(user) if matches => user,
@@ -402,7 +400,12 @@ pub async fn change_password(
     Json(body): Json<ChangePasswordRequest>,
 ) -> ApiResult<Response> {
     password::validate("newPassword", &body.new_password)?;
-    if !password::verify(body.current_password.clone(), identity.user.password_hash.clone()).await? {
+    let stored = Some(identity.user.password_hash.clone());
+    if !state
+        .passwords
+        .verify(body.current_password.clone(), stored)
+        .await?
+    {
         return Err(ApiError::Unauthorized("the current password is wrong".into()));
     }
     if body.new_password == body.current_password {
@@ -410,7 +413,7 @@ pub async fn change_password(
             "newPassword must differ from the current password",
         ));
     }
-    let hash = password::hash(body.new_password).await?;
+    let hash = state.passwords.hash(body.new_password).await?;
     let mut tx = state.store.begin().await?;
     let user = users::set_password(&mut tx, &identity.user.id, &hash)
         .await?
@@ -472,7 +475,7 @@ pub async fn reset_password(
     Json(body): Json<ResetPasswordRequest>,
 ) -> ApiResult<Json<OkBody>> {
     password::validate("newPassword", &body.new_password)?;
-    let hash = password::hash(body.new_password).await?;
+    let hash = state.passwords.hash(body.new_password).await?;
     let now = now_ms();
     let mut tx = state.store.begin().await?;
     let Some(user_id) = resets::consume(&mut tx, &sha256_hex(body.token.trim()), now).await? else {

@@ -98,7 +98,7 @@ pub async fn create(
     } else {
         name
     };
-    let hash = password::hash(body.password).await?;
+    let hash = state.passwords.hash(body.password).await?;
     let mut tx = state.store.begin().await?;
     let new = NewUser {
         email: &email,
