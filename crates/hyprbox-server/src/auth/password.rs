@@ -4,7 +4,9 @@ use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
-use tokio::sync::Semaphore;
+use std::sync::{Arc, Mutex, mpsc};
+
+use tokio::sync::oneshot;
 
 use crate::error::ApiError;
 
@@ -44,12 +46,16 @@ fn verify_blocking(password: &str, stored: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Argon2id hashing and verification on the blocking pool, at most one per CPU at a time.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Argon2id hashing and verification on a few dedicated threads, one per CPU.
 ///
-/// Each Argon2id run takes about 19 MiB and tens of milliseconds on purpose; without the bound,
-/// a burst of sign-ins would run dozens at once and hold gigabytes.
+/// Each Argon2id run allocates ~19 MiB and takes tens of milliseconds on purpose. On tokio's
+/// blocking pool a burst of sign-ins ran on dozens of threads at once, and the allocator kept a
+/// 19 MiB block per thread afterwards (300 MiB after a login benchmark); a fixed set of threads
+/// bounds both the concurrency and what stays resident.
 pub struct Passwords {
-    permits: Semaphore,
+    jobs: mpsc::Sender<Job>,
     /// A real hash of a random password, verified against when an email is unknown so that
     /// "no such user" costs the same time as "wrong password".
     dummy: String,
@@ -62,26 +68,50 @@ impl Default for Passwords {
 }
 
 impl Passwords {
-    /// Computes the dummy hash; call from a blocking context (it takes one Argon2id run).
+    /// Starts the worker threads and computes the dummy hash (one Argon2id run, on this thread).
     pub fn new() -> Passwords {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        for n in 0..workers {
+            let receiver = Arc::clone(&receiver);
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job, not while running it.
+                        let job = match receiver.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        // A panicking job must not shrink the pool; its caller sees a dropped answer.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::error!(error = %err, "cannot start a password-hashing thread");
+            }
+        }
         let mut bytes = [0u8; 24];
         rand::fill(&mut bytes);
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         Passwords {
-            permits: Semaphore::new(cpus),
+            jobs: sender,
             dummy: hash_blocking(&hex::encode(bytes)).unwrap_or_default(),
         }
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-        let _permit = self
-            .permits
-            .acquire()
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = answer.send(work());
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| ApiError::Internal(anyhow::anyhow!("password workers stopped")))?;
+        answered
             .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))
+            .map_err(|_| ApiError::Internal(anyhow::anyhow!("password hashing failed")))
     }
 
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
