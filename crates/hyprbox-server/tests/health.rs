@@ -76,7 +76,7 @@ async fn the_openapi_document_describes_every_route_with_its_security() {
         ("/api/auth/signup", &["post"]),
         ("/api/auth/login", &["post"]),
         ("/api/auth/logout", &["post"]),
-        ("/api/auth/me", &["get", "put"]),
+        ("/api/auth/me", &["get", "put", "patch"]),
         ("/api/auth/change-password", &["post"]),
         ("/api/auth/forgot-password", &["post"]),
         ("/api/auth/reset-password", &["post"]),

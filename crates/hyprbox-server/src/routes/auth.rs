@@ -356,7 +356,22 @@ pub async fn update_me(
     Ok(Json(me_body(&user)))
 }
 
+#[utoipa::path(patch, path = "/api/auth/me", tag = "auth", request_body = UpdateMeRequest,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Updated profile (same as PUT)", body = MeBody),
+        (status = 400, description = "Empty or invalid field", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody)))]
+pub async fn patch_me(
+    state: State<AppState>,
+    user: CurrentUser,
+    body: Json<UpdateMeRequest>,
+) -> ApiResult<Json<MeBody>> {
+    update_me(state, user, body).await
+}
+
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
+    security((), ("bearer" = []), ("cookie" = [])),
     responses((status = 200, description = "Signed out; the token is revoked and both cookies cleared", body = MessageBody)))]
 pub async fn logout(
     State(state): State<AppState>,

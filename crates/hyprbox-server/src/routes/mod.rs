@@ -27,7 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/logout", post(auth::logout))
         .route(
             "/api/auth/me",
-            get(auth::me).put(auth::update_me).patch(auth::update_me),
+            get(auth::me).put(auth::update_me).patch(auth::patch_me),
         )
         .route("/api/auth/change-password", post(auth::change_password))
         .route("/api/auth/forgot-password", post(auth::forgot_password))
@@ -87,7 +87,7 @@ pub fn rfc3339(ms: i64) -> String {
     info(title = "HyprBox API", description = "Control plane for a fleet of Linux servers."),
     paths(
         health::root, health::probe, health::api_health,
-        auth::register, auth::signup, auth::login, auth::logout, auth::me, auth::update_me,
+        auth::register, auth::signup, auth::login, auth::logout, auth::me, auth::update_me, auth::patch_me,
         auth::change_password, auth::forgot_password, auth::reset_password,
         users::list, users::create, users::set_role, users::delete,
         audit::list,
