@@ -40,6 +40,11 @@ fn compute(
 ) -> Result<(), argon2::Error> {
     let blocks = params.block_count();
     if memory.len() < blocks {
+        // At least 32 MiB of capacity: glibc serves an allocation that large with a mapping of its
+        // own (its dynamic mmap threshold never exceeds 32 MiB), so dropping it gives the pages
+        // back to the system; the capacity Argon2 does not touch never becomes resident.
+        let at_least = (32 << 20) / std::mem::size_of::<Block>();
+        *memory = Vec::with_capacity(blocks.max(at_least));
         memory.resize(blocks, Block::default());
     }
     argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
