@@ -854,3 +854,35 @@ async fn a_cookie_session_past_half_its_life_gets_a_fresh_cookie() {
     assert!(bearer.set_cookies().is_empty());
     let _ = session;
 }
+
+#[tokio::test]
+async fn an_expired_reset_token_gets_the_same_400_as_an_invalid_one() {
+    use sha2::Digest;
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let token = "e".repeat(64);
+    let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let mut conn = app.state.store.conn().await.unwrap();
+    let now = hyprbox_store::now_ms();
+    hyprbox_store::resets::insert(&mut conn, &hash, &admin.id, now - 7_200_000, now - 3_600_000)
+        .await
+        .unwrap();
+    drop(conn);
+    let expired = app
+        .post(
+            "/api/auth/reset-password",
+            None,
+            json!({"token": token, "newPassword": "never applied"}),
+        )
+        .await;
+    let invalid = app
+        .post(
+            "/api/auth/reset-password",
+            None,
+            json!({"token": "f".repeat(64), "newPassword": "never applied"}),
+        )
+        .await;
+    assert_eq!(expired.status, StatusCode::BAD_REQUEST);
+    assert_eq!(expired.body, invalid.body);
+    app.login("admin@example.com", PASSWORD).await;
+}

@@ -66,6 +66,7 @@ async fn a_body_over_1_mib_is_refused_with_413() {
     let answer = common::read(declared.send().await.unwrap()).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(answer.error_tag(), "payload_too_large");
+    assert!(answer.headers.contains_key("x-ratelimit-remaining"));
 
     // Without a Content-Length (chunked), the body is cut while it is read.
     let chunks = futures_stream(big.into_bytes());

@@ -3,7 +3,7 @@
 use crate::audit::{self, AuditFilter, NewAuditEvent};
 use crate::testing::TestDatabase;
 use crate::users::{self, AdminGuarded, NewUser, Role};
-use crate::{ConnectOptions, Store, StoreError, now_ms, resets};
+use crate::{ConnectOptions, Store, StoreError, now_ms, resets, sessions};
 
 async fn store(db: &TestDatabase) -> Store {
     let store = Store::connect(&db.url, &ConnectOptions::default()).await.unwrap();
@@ -290,4 +290,56 @@ async fn audit_pages_filter_and_count_newest_first() {
         ..Default::default()
     };
     assert_eq!(audit::export(&mut conn, &by_resource, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn pruning_removes_only_expired_revoked_ids_and_reset_tokens() {
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let user = add_user(&store, "p@example.com", Role::Viewer).await;
+    let now = now_ms();
+    let mut conn = store.conn().await.unwrap();
+    sessions::revoke(&mut conn, "old", &user.id, now - 1)
+        .await
+        .unwrap();
+    sessions::revoke(&mut conn, "live", &user.id, now + 60_000)
+        .await
+        .unwrap();
+    resets::insert(&mut conn, "expired", &user.id, now - 10, now - 1)
+        .await
+        .unwrap();
+    resets::insert(&mut conn, "fresh", &user.id, now, now + 60_000)
+        .await
+        .unwrap();
+
+    assert_eq!(sessions::prune(&mut conn, now, 1000).await.unwrap(), 1);
+    assert_eq!(resets::prune(&mut conn, now, 1000).await.unwrap(), 1);
+    let left: Vec<String> = sessions::active(&mut conn, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(j, _)| j)
+        .collect();
+    assert_eq!(left, ["live"]);
+    assert_eq!(
+        resets::consume(&mut conn, "fresh", now).await.unwrap(),
+        Some(user.id.clone())
+    );
+}
+
+#[tokio::test]
+async fn pruning_works_in_bounded_batches() {
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let user = add_user(&store, "b@example.com", Role::Viewer).await;
+    let mut conn = store.conn().await.unwrap();
+    for i in 0..5 {
+        sessions::revoke(&mut conn, &format!("j{i}"), &user.id, 1)
+            .await
+            .unwrap();
+    }
+    assert_eq!(sessions::prune(&mut conn, now_ms(), 2).await.unwrap(), 2);
+    assert_eq!(sessions::prune(&mut conn, now_ms(), 2).await.unwrap(), 2);
+    assert_eq!(sessions::prune(&mut conn, now_ms(), 2).await.unwrap(), 1);
+    assert_eq!(sessions::prune(&mut conn, now_ms(), 2).await.unwrap(), 0);
 }

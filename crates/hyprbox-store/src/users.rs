@@ -83,18 +83,21 @@ fn from_row(row: &AnyRow) -> Result<User, StoreError> {
 
 /// Inserts a user. A duplicate email is [`StoreError::Conflict`].
 pub async fn insert(conn: &mut AnyConnection, new: &NewUser<'_>) -> Result<User, StoreError> {
-    let now = now_ms();
+    insert_with_id(conn, &new_id(), new).await
+}
+
+async fn insert_with_id(conn: &mut AnyConnection, id: &str, new: &NewUser<'_>) -> Result<User, StoreError> {
     let sql = format!(
         "INSERT INTO users (id, email, name, language, role, password_hash, token_version, created_at, updated_at) \
          VALUES ($1, $2, $3, 'en', $4, $5, 0, $6, $6) RETURNING {COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(new_id())
+        .bind(id)
         .bind(new.email)
         .bind(new.name)
         .bind(new.role.as_str())
         .bind(new.password_hash)
-        .bind(now)
+        .bind(now_ms())
         .fetch_one(&mut *conn)
         .await?;
     from_row(&row)
@@ -128,20 +131,13 @@ pub async fn register(
         (false, Some(role)) => role,
         (false, None) => return Ok(None),
     };
-    let sql = format!(
-        "INSERT INTO users (id, email, name, language, role, password_hash, token_version, created_at, updated_at) \
-         VALUES ($1, $2, $3, 'en', $4, $5, 0, $6, $6) RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&id)
-        .bind(email)
-        .bind(name)
-        .bind(role.as_str())
-        .bind(password_hash)
-        .bind(now_ms())
-        .fetch_one(&mut *conn)
-        .await?;
-    from_row(&row).map(Some)
+    let new = NewUser {
+        email,
+        name,
+        role,
+        password_hash,
+    };
+    insert_with_id(conn, &id, &new).await.map(Some)
 }
 
 /// Whether any user ever registered (the first-admin claim is taken).
