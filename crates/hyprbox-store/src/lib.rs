@@ -7,12 +7,14 @@
 
 pub mod audit;
 mod error;
+pub mod nodes;
 pub mod resets;
 pub mod sessions;
 #[cfg(test)]
 mod store_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod tokens;
 pub mod users;
 
 use std::ops::{Deref, DerefMut};

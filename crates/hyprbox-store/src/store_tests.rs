@@ -343,3 +343,198 @@ async fn pruning_works_in_bounded_batches() {
     assert_eq!(sessions::prune(&mut conn, now_ms(), 2).await.unwrap(), 1);
     assert_eq!(sessions::prune(&mut conn, now_ms(), 2).await.unwrap(), 0);
 }
+
+fn node(id: &str, at: i64) -> crate::nodes::Node {
+    crate::nodes::Node {
+        node_id: id.into(),
+        config: "{}".into(),
+        created_at: at,
+        last_seen_at: at,
+        ..Default::default()
+    }
+}
+
+fn beat(id: &str, at: i64, cpu: f64) -> crate::nodes::HeartbeatRow {
+    crate::nodes::HeartbeatRow {
+        node_id: id.into(),
+        at,
+        cpu_percent: Some(cpu),
+        ram_percent: Some(1.0),
+        disk_percent: None,
+        status: None,
+    }
+}
+
+#[tokio::test]
+async fn a_node_upsert_keeps_inventory_that_was_not_sent() {
+    use crate::nodes;
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let mut tx = store.begin().await.unwrap();
+    let first = nodes::Node {
+        hostname: Some("web-1".into()),
+        os: Some("debian".into()),
+        cpu_percent: Some(5.0),
+        ..node("n1", 1000)
+    };
+    nodes::write_batch(&mut tx, &[first], &[beat("n1", 1000, 5.0)], &[])
+        .await
+        .unwrap();
+    let second = nodes::Node {
+        os: Some("ubuntu".into()),
+        cpu_percent: Some(7.0),
+        ..node("n1", 2000)
+    };
+    nodes::write_batch(&mut tx, &[second], &[beat("n1", 2000, 7.0)], &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    let all = nodes::all(&mut conn).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].hostname.as_deref(), Some("web-1"));
+    assert_eq!(all[0].os.as_deref(), Some("ubuntu"));
+    assert_eq!(all[0].cpu_percent, Some(7.0));
+    assert_eq!((all[0].created_at, all[0].last_seen_at), (1000, 2000));
+}
+
+#[tokio::test]
+async fn batches_larger_than_one_statement_are_written_whole() {
+    use crate::nodes;
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let ids: Vec<String> = (0..130).map(|i| format!("n{i:03}")).collect();
+    let many: Vec<_> = ids.iter().map(|id| node(id, 1)).collect();
+    let beats: Vec<_> = ids
+        .iter()
+        .flat_map(|id| (0..3).map(move |t| beat(id, 10 + t, t as f64)))
+        .collect();
+    let mut tx = store.begin().await.unwrap();
+    nodes::write_batch(&mut tx, &many, &beats, &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    assert_eq!(nodes::all(&mut conn).await.unwrap().len(), 130);
+    let history = nodes::history(&mut conn, "n129", 2).await.unwrap();
+    assert_eq!(
+        history.iter().map(|h| h.at).collect::<Vec<_>>(),
+        [11, 12],
+        "the last two, oldest first"
+    );
+    let sparks = nodes::recent_cpu(&mut conn, 2).await.unwrap();
+    assert_eq!(sparks.len(), 260);
+    assert_eq!(sparks[0], ("n000".to_string(), 1.0));
+    assert_eq!(sparks[1], ("n000".to_string(), 2.0));
+}
+
+#[tokio::test]
+async fn deleting_a_node_removes_its_history_and_events() {
+    use crate::nodes;
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let event = nodes::NodeEvent {
+        id: crate::new_id(),
+        node_id: "n1".into(),
+        at: 5,
+        kind: "cpu.high".into(),
+        severity: "WARN".into(),
+        message: "CPU at 91%".into(),
+        metadata: "{}".into(),
+    };
+    let mut tx = store.begin().await.unwrap();
+    nodes::write_batch(
+        &mut tx,
+        &[node("n1", 1), node("n2", 1)],
+        &[beat("n1", 1, 1.0), beat("n2", 1, 1.0)],
+        std::slice::from_ref(&event),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    assert_eq!(nodes::events(&mut conn, "n1", 8).await.unwrap(), [event]);
+    assert!(
+        nodes::set_config(&mut conn, "n1", "{\"scan_interval\":60}")
+            .await
+            .unwrap()
+    );
+    assert!(!nodes::set_config(&mut conn, "nope", "{}").await.unwrap());
+    let mut tx = store.begin().await.unwrap();
+    assert!(nodes::delete(&mut tx, "n1").await.unwrap());
+    assert!(!nodes::delete(&mut tx, "n1").await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(nodes::history(&mut conn, "n1", 10).await.unwrap().is_empty());
+    assert!(nodes::events(&mut conn, "n1", 8).await.unwrap().is_empty());
+    assert_eq!(nodes::history(&mut conn, "n2", 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn history_is_pruned_by_time_window() {
+    use crate::nodes;
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let beats: Vec<_> = (0..10).map(|t| beat("n1", t * 100, 1.0)).collect();
+    let mut tx = store.begin().await.unwrap();
+    nodes::write_batch(&mut tx, &[node("n1", 0)], &beats, &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    assert_eq!(nodes::oldest_heartbeat(&mut conn).await.unwrap(), Some(0));
+    assert_eq!(nodes::prune_history(&mut conn, 0, 450).await.unwrap(), 5);
+    assert_eq!(nodes::oldest_heartbeat(&mut conn).await.unwrap(), Some(500));
+}
+
+#[tokio::test]
+async fn node_tokens_are_found_by_prefix_scoped_by_owner_and_revoked_softly() {
+    use crate::tokens::{self, NodeToken};
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let token = NodeToken {
+        id: crate::new_id(),
+        prefix: "abcdefgh".into(),
+        token_hash: "h".into(),
+        name: "web".into(),
+        node_id: Some("web-1".into()),
+        created_by: "u1".into(),
+        created_at: 1,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    let mut conn = store.conn().await.unwrap();
+    tokens::insert(&mut conn, &token).await.unwrap();
+    let clash = tokens::insert(
+        &mut conn,
+        &NodeToken {
+            id: crate::new_id(),
+            ..token.clone()
+        },
+    )
+    .await;
+    assert!(clash.unwrap_err().is_conflict());
+    assert_eq!(
+        tokens::by_prefix(&mut conn, "abcdefgh").await.unwrap().unwrap(),
+        token
+    );
+    assert!(
+        tokens::by_id(&mut conn, &token.id, Some("u2"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(tokens::by_id(&mut conn, &token.id, None).await.unwrap().is_some());
+    assert_eq!(tokens::list(&mut conn, Some("u2")).await.unwrap().len(), 0);
+    assert_eq!(tokens::list(&mut conn, Some("u1")).await.unwrap().len(), 1);
+    let revoked = tokens::revoke(&mut conn, &token.id, 50).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(50));
+    let again = tokens::revoke(&mut conn, &token.id, 90).await.unwrap().unwrap();
+    assert_eq!(again.revoked_at, Some(50));
+    tokens::touch(&mut conn, &token.id, 70).await.unwrap();
+    assert_eq!(
+        tokens::by_prefix(&mut conn, "abcdefgh")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(70)
+    );
+}
