@@ -23,7 +23,7 @@ pub fn validate_node_id(field: &str, node_id: &str) -> Result<(), String> {
 
 /// `POST /api/nodes/heartbeat`: the agent's report, snake_case as in the reference. Inventory fields
 /// (hostname … architecture, totals) overwrite the stored value only when sent.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Heartbeat {
     pub node_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,7 +126,7 @@ impl Heartbeat {
 }
 
 /// `202` answer to a heartbeat.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HeartbeatAck {
     pub received: bool,

@@ -59,6 +59,12 @@ pub struct Settings {
     pub public_url: String,
     pub smtp_url: Option<Secret>,
     pub mail_from: String,
+    /// Refuse heartbeats without a node token.
+    pub require_node_token: bool,
+    /// A node is OFFLINE once its last heartbeat is older than this.
+    pub node_offline_after: Duration,
+    /// Heartbeat history older than this is pruned.
+    pub history_retention: Duration,
 }
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
@@ -94,6 +100,14 @@ pub fn parse_duration(name: &str, value: &str) -> Result<Duration, ConfigError> 
         }
     };
     Ok(Duration::from_secs(seconds))
+}
+
+fn positive_duration(name: &str, value: &str) -> Result<Duration, ConfigError> {
+    let duration = parse_duration(name, value)?;
+    if duration.is_zero() {
+        return Err(ConfigError(format!("{name} must be longer than zero")));
+    }
+    Ok(duration)
 }
 
 impl Settings {
@@ -216,6 +230,15 @@ impl Settings {
                 .to_string(),
             smtp_url,
             mail_from: get("HYPRBOX_MAIL_FROM").unwrap_or_else(|| "HyprBox <hyprbox@localhost>".into()),
+            require_node_token: flag("HYPRBOX_REQUIRE_NODE_TOKEN", production)?,
+            node_offline_after: positive_duration(
+                "HYPRBOX_NODE_OFFLINE_AFTER",
+                &get("HYPRBOX_NODE_OFFLINE_AFTER").unwrap_or_else(|| "10m".into()),
+            )?,
+            history_retention: positive_duration(
+                "HYPRBOX_HISTORY_RETENTION",
+                &get("HYPRBOX_HISTORY_RETENTION").unwrap_or_else(|| "7d".into()),
+            )?,
         })
     }
 
@@ -233,7 +256,8 @@ impl Settings {
         format!(
             "env={:?} bind={} database={} data_dir={} frontend_urls={:?} trust_proxy={} enable_docs={} \
              rate_limit={}/min session_ttl={}s cookie_secure={} allow_public_registration={} public_url={} \
-             smtp={} mail_from={:?} secret_key=[redacted]",
+             smtp={} mail_from={:?} require_node_token={} node_offline_after={}s history_retention={}s \
+             secret_key=[redacted]",
             self.env,
             self.bind,
             self.database_display(),
@@ -250,6 +274,9 @@ impl Settings {
                 .as_ref()
                 .map_or_else(|| "off".to_string(), |u| redact_url_password(u.expose())),
             self.mail_from,
+            self.require_node_token,
+            self.node_offline_after.as_secs(),
+            self.history_retention.as_secs(),
         )
     }
 }
@@ -359,6 +386,16 @@ mod tests {
     fn production_defaults_close_registration_hide_docs_and_secure_the_cookie() {
         let s = settings(&[("HYPRBOX_ENV", "production"), ("SECRET_KEY", "k")]).unwrap();
         assert!(!s.allow_public_registration && !s.enable_docs && s.cookie_secure);
+        assert!(s.require_node_token);
+    }
+
+    #[test]
+    fn fleet_defaults_are_ten_minutes_offline_and_seven_days_of_history() {
+        let s = settings(&[("SECRET_KEY", "k")]).unwrap();
+        assert!(!s.require_node_token);
+        assert_eq!(s.node_offline_after, Duration::from_secs(600));
+        assert_eq!(s.history_retention, Duration::from_secs(7 * 86_400));
+        assert!(settings(&[("SECRET_KEY", "k"), ("HYPRBOX_HISTORY_RETENTION", "0")]).is_err());
     }
 
     #[test]

@@ -7,13 +7,16 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod extract;
+pub mod fleet;
 pub mod mail;
 mod middleware;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
-mod workers;
+pub mod workers;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -31,6 +34,7 @@ pub use state::AppState;
 pub struct Application {
     state: AppState,
     router: Router,
+    queue: tokio::sync::mpsc::Receiver<writer::Pending>,
 }
 
 impl Application {
@@ -52,6 +56,14 @@ impl Application {
                 sessions.revoke(&jti, expires_at_ms / 1000);
             }
         }
+        let fleet = fleet::Fleet::default();
+        {
+            let mut conn = store.conn().await?;
+            let nodes = hyprbox_store::nodes::all(&mut conn).await?;
+            let cpu = hyprbox_store::nodes::recent_cpu(&mut conn, fleet::SPARK_LEN as i64).await?;
+            fleet.load(nodes, cpu);
+        }
+        let (writer, queue) = writer::BatchWriter::new();
         let mailer = mail::Mailer::from_settings(&settings)?;
         let keys = auth::tokens::JwtKeys::new(settings.secret_key.expose().as_bytes(), settings.session_ttl);
         let passwords = tokio::task::spawn_blocking(auth::password::Passwords::new).await?;
@@ -62,30 +74,46 @@ impl Application {
             limiter: ratelimit::RateLimiter::default(),
             mailer,
             passwords,
+            node_tokens: auth::node_tokens::NodeTokens::default(),
+            fleet,
+            hub: events::EventHub::default(),
+            writer,
+            shutdown: CancellationToken::new(),
             started_at: Instant::now(),
             settings,
         });
         let router = middleware::apply(routes::router(state.clone()), &state);
-        Ok(Application { state, router })
+        Ok(Application { state, router, queue })
     }
 
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish and stops the
-    /// background loops.
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish (live streams
+    /// end), flushes the heartbeat queue and stops the background loops.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let workers = workers::spawn(&self.state, shutdown.child_token());
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        let Application { state, router, queue } = self;
+        let stopping = state.shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            stopping.cancel();
+        });
+        // The background loops stop only after the last request is answered, so the writer
+        // still takes what in-flight heartbeats queue.
+        let background = CancellationToken::new();
+        let writer = tokio::spawn(writer::run(state.store.clone(), queue, background.clone()));
+        let workers = workers::spawn(&state, background.clone());
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(listener, service)
+            .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())
             .await
-            .context("the HTTP server failed")?;
-        shutdown.cancel();
+            .context("the HTTP server failed");
+        background.cancel();
         workers.wait().await;
-        self.state.store.close().await;
-        Ok(())
+        writer.await.context("the heartbeat writer failed")?;
+        state.store.close().await;
+        served
     }
 }
 

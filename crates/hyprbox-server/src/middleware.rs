@@ -182,16 +182,27 @@ async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -
     let caller = auth::resolve_caller(&state, request.headers()).await;
 
     let path = request.uri().path();
-    let decision = (!is_exempt(path)).then(|| {
-        let limiter = &state.limiter;
-        let general = state.settings.rate_limit;
-        match (route_limit(request.method(), path), &caller) {
-            (Some((bucket, limit)), _) => limiter.check((bucket, ip.0), limit),
-            (None, Ok(Caller::User(identity))) => limiter.check(("user", identity.user.id.as_str()), general),
-            (None, Ok(Caller::Node { prefix })) => limiter.check(("node", prefix.as_str()), general),
-            (None, _) => limiter.check(("ip", ip.0), general),
+    let decision = match (route_limit(request.method(), path), &caller) {
+        _ if is_exempt(path) => None,
+        (Some((bucket, limit)), _) => Some(state.limiter.check((bucket, ip.0), limit)),
+        // The node a heartbeat speaks for is in its body: the handler charges (token, node) itself,
+        // because a whole fleet may share one token behind one NAT address.
+        (None, _) if is_node_keyed(path) => None,
+        (None, Ok(Caller::User(identity))) => Some(
+            state
+                .limiter
+                .check(("user", identity.user.id.as_str()), state.settings.rate_limit),
+        ),
+        (None, Ok(Caller::Node(node))) => {
+            let pinned = node.pinned.as_deref().unwrap_or("");
+            Some(
+                state
+                    .limiter
+                    .check(("node", node.prefix.as_str(), pinned), state.settings.rate_limit),
+            )
         }
-    });
+        (None, _) => Some(state.limiter.check(("ip", ip.0), state.settings.rate_limit)),
+    };
 
     let renewal = caller.as_ref().ok().and_then(auth::renewal);
     let mut response = match (caller, decision) {
@@ -212,10 +223,15 @@ async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -
     if let Some(renewal) = renewal {
         auth::renew_cookie(&state, &mut response, renewal);
     }
-    if let Some(decision) = decision {
+    if let Some(decision) = decision.or_else(|| response.extensions().get::<Decision>().copied()) {
         set_rate_headers(&mut response, decision);
     }
     response
+}
+
+/// Routes whose handler charges the rate limit itself, per (token, node).
+fn is_node_keyed(path: &str) -> bool {
+    path == "/api/nodes/heartbeat"
 }
 
 fn set_rate_headers(response: &mut Response<Body>, decision: Decision) {

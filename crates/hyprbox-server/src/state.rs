@@ -7,11 +7,16 @@ use std::time::Instant;
 use hyprbox_store::Store;
 
 use crate::auth::cache::SessionCache;
+use crate::auth::node_tokens::NodeTokens;
 use crate::auth::password::Passwords;
 use crate::auth::tokens::JwtKeys;
 use crate::config::Settings;
+use crate::events::EventHub;
+use crate::fleet::Fleet;
 use crate::mail::Mailer;
 use crate::ratelimit::RateLimiter;
+use crate::writer::BatchWriter;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -24,6 +29,12 @@ pub struct Inner {
     pub limiter: RateLimiter,
     pub mailer: Mailer,
     pub passwords: Passwords,
+    pub node_tokens: NodeTokens,
+    pub fleet: Fleet,
+    pub hub: EventHub,
+    pub writer: BatchWriter,
+    /// Cancelled when a graceful shutdown starts: long-lived streams end on it.
+    pub shutdown: CancellationToken,
     pub started_at: Instant,
 }
 

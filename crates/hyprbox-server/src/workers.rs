@@ -2,16 +2,19 @@
 
 use std::time::Duration;
 
-use hyprbox_store::{StoreError, now_ms, resets, sessions};
+use hyprbox_store::{StoreError, nodes, now_ms, resets, sessions};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
-/// How often expired revoked-token ids and reset tokens are pruned.
+/// How often expired revoked-token ids, reset tokens and old heartbeat history are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Rows deleted per statement, so a prune never holds the database for long.
 const PRUNE_BATCH: i64 = 1000;
+/// Heartbeat history is deleted this many milliseconds of data at a time (50,000 rows at 10,000
+/// heartbeats a second), so each statement stays short.
+const HISTORY_WINDOW_MS: i64 = 5_000;
 
 pub struct Workers(JoinSet<()>);
 
@@ -32,11 +35,34 @@ async fn prune_loop(state: AppState, shutdown: CancellationToken) {
         if let Err(err) = prune_once(&state).await {
             tracing::warn!(error = %err, "pruning expired sessions failed; will retry");
         }
+        match prune_history(&state).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "pruned heartbeat history past its retention"),
+            Err(err) => tracing::warn!(error = %err, "pruning heartbeat history failed; will retry"),
+        }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(PRUNE_EVERY) => {}
         }
     }
+}
+
+/// Deletes heartbeats older than `HYPRBOX_HISTORY_RETENTION`, oldest first, a short window of
+/// data per statement; returns how many rows went.
+pub async fn prune_history(state: &AppState) -> Result<u64, StoreError> {
+    let retention = i64::try_from(state.settings.history_retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = now_ms().saturating_sub(retention);
+    let mut conn = state.store.conn().await?;
+    let mut total = 0;
+    while let Some(oldest) = nodes::oldest_heartbeat(&mut conn).await? {
+        if oldest >= cutoff {
+            break;
+        }
+        total += nodes::prune_history(&mut conn, oldest, (oldest + HISTORY_WINDOW_MS).min(cutoff)).await?;
+        // Let heartbeats and reads through between statements.
+        tokio::task::yield_now().await;
+    }
+    Ok(total)
 }
 
 /// Deletes expired revoked-token ids and expired reset tokens in bounded batches.

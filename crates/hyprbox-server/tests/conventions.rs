@@ -140,24 +140,6 @@ async fn signed_in_users_are_limited_per_user_not_per_address() {
 }
 
 #[tokio::test]
-async fn node_token_traffic_is_limited_per_token_not_per_address() {
-    let app = TestApp::with(&[("HYPRBOX_RATE_LIMIT", "2")]).await;
-    let node = |prefix: &str| format!("hbnt_{prefix}0123456789abcdefghijklmnopqrstuv");
-    for _ in 0..2 {
-        app.get("/health", Some(&node("aaaaaaaa"))).await;
-    }
-    assert_eq!(
-        app.get("/health", Some(&node("aaaaaaaa"))).await.status,
-        StatusCode::TOO_MANY_REQUESTS
-    );
-    assert_eq!(
-        app.get("/health", Some(&node("bbbbbbbb"))).await.status,
-        StatusCode::OK
-    );
-    assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
-}
-
-#[tokio::test]
 async fn x_forwarded_for_counts_only_when_the_proxy_is_trusted() {
     let untrusted = TestApp::with(&[("HYPRBOX_RATE_LIMIT", "2")]).await;
     let from = |app: &TestApp, ip: &str| {

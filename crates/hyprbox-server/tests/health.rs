@@ -84,6 +84,18 @@ async fn the_openapi_document_describes_every_route_with_its_security() {
         ("/api/users/{id}/role", &["patch"]),
         ("/api/users/{id}", &["delete"]),
         ("/api/audit", &["get"]),
+        ("/api/tokens", &["get", "post"]),
+        ("/api/tokens/{id}", &["delete"]),
+        ("/api/nodes", &["get"]),
+        ("/api/nodes/heartbeat", &["post"]),
+        ("/api/nodes/sparks", &["get"]),
+        ("/api/nodes/me/config", &["get"]),
+        ("/api/nodes/{nodeId}", &["delete"]),
+        ("/api/nodes/{nodeId}/status", &["get"]),
+        ("/api/nodes/{nodeId}/history", &["get"]),
+        ("/api/nodes/{nodeId}/activity", &["get"]),
+        ("/api/nodes/{nodeId}/config", &["patch"]),
+        ("/api/stream/nodes", &["get"]),
     ] {
         for method in methods {
             assert!(

@@ -4,6 +4,7 @@
 //! Ownership checks stay explicit in handlers.
 
 pub mod cache;
+pub mod node_tokens;
 pub mod password;
 pub mod tokens;
 
@@ -41,23 +42,11 @@ pub struct Identity {
 pub enum Caller {
     Anonymous,
     User(Identity),
-    /// A user token that failed a check (signature, expiry, user gone, token version, revoked).
+    /// A token that failed a check (signature, expiry, user gone, token version, revoked; or a node
+    /// token that is unknown, wrong or revoked).
     Rejected,
-    /// A node token (`hbnt_…`), carried by agents; the public prefix keys its rate limit.
-    Node {
-        prefix: String,
-    },
-}
-
-impl Caller {
-    /// The rate-limit key for callers that are not keyed by IP.
-    pub fn limit_key(&self) -> Option<String> {
-        match self {
-            Caller::User(identity) => Some(format!("user:{}", identity.user.id)),
-            Caller::Node { prefix } => Some(format!("node:{prefix}")),
-            Caller::Anonymous | Caller::Rejected => None,
-        }
-    }
+    /// A verified, unrevoked node token (`hbnt_…`), carried by agents.
+    Node(node_tokens::NodeIdentity),
 }
 
 enum Credential<'a> {
@@ -125,6 +114,21 @@ pub async fn verify_user_token(state: &AppState, token: &str) -> Result<Option<I
     }))
 }
 
+async fn node_caller(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let Some((identity, entry)) = state.node_tokens.verify(&state.store, token).await? else {
+        return Ok(Caller::Rejected);
+    };
+    let now = hyprbox_store::now_ms();
+    if entry.touch_due(now) {
+        let used = crate::writer::Pending::TokenUsed {
+            id: identity.token_id.clone(),
+            at: now,
+        };
+        state.writer.queue(used).await;
+    }
+    Ok(Caller::Node(identity))
+}
+
 async fn user_caller(state: &AppState, token: &str, via_cookie: bool) -> Result<Caller, ApiError> {
     Ok(match verify_user_token(state, token).await? {
         Some(identity) => Caller::User(Identity {
@@ -139,9 +143,7 @@ async fn user_caller(state: &AppState, token: &str, via_cookie: bool) -> Result<
 pub async fn resolve_caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     match credential(headers) {
         Credential::None => Ok(Caller::Anonymous),
-        Credential::Bearer(token) if token.starts_with(NODE_TOKEN_PREFIX) => Ok(Caller::Node {
-            prefix: token[NODE_TOKEN_PREFIX.len()..].chars().take(8).collect(),
-        }),
+        Credential::Bearer(token) if token.starts_with(NODE_TOKEN_PREFIX) => node_caller(state, token).await,
         Credential::Bearer(token) => user_caller(state, token, false).await,
         Credential::Cookie(token) => user_caller(state, token, true).await,
     }
@@ -261,5 +263,37 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeUser {
             Caller::User(identity) => Some(identity),
             _ => None,
         }))
+    }
+}
+
+/// A node token (node-auth). A missing, invalid or revoked token, or a user's token: 401.
+pub struct NodeAuth(pub node_tokens::NodeIdentity);
+
+impl<S: Send + Sync> FromRequestParts<S> for NodeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match caller(parts) {
+            Caller::Node(identity) => Ok(NodeAuth(identity)),
+            _ => Err(ApiError::Unauthorized("a valid node token is required".into())),
+        }
+    }
+}
+
+/// A node token, or no credential at all (anonymous heartbeats, when allowed). A credential that is
+/// not a live node token (invalid, revoked, a user's JWT) is a 401.
+pub struct MaybeNode(pub Option<node_tokens::NodeIdentity>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeNode {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match caller(parts) {
+            Caller::Node(identity) => Ok(MaybeNode(Some(identity))),
+            Caller::Anonymous => Ok(MaybeNode(None)),
+            Caller::User(_) | Caller::Rejected => {
+                Err(ApiError::Unauthorized("a valid node token is required".into()))
+            }
+        }
     }
 }

@@ -3,6 +3,9 @@
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod nodes;
+pub mod stream;
+pub mod tokens;
 pub mod users;
 
 use axum::Router;
@@ -35,7 +38,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users", get(users::list).post(users::create))
         .route("/api/users/{id}/role", patch(users::set_role))
         .route("/api/users/{id}", axum::routing::delete(users::delete))
-        .route("/api/audit", get(audit::list));
+        .route("/api/audit", get(audit::list))
+        .route("/api/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/api/nodes", get(nodes::list))
+        .route("/api/nodes/heartbeat", post(nodes::heartbeat))
+        .route("/api/nodes/sparks", get(nodes::sparks))
+        .route("/api/nodes/me/config", get(nodes::my_config))
+        .route("/api/nodes/{nodeId}", axum::routing::delete(nodes::delete))
+        .route("/api/nodes/{nodeId}/status", get(nodes::status))
+        .route("/api/nodes/{nodeId}/history", get(nodes::history))
+        .route("/api/nodes/{nodeId}/activity", get(nodes::activity))
+        .route("/api/nodes/{nodeId}/config", patch(nodes::patch_config))
+        .route("/api/stream/nodes", get(stream::nodes));
     if state.settings.enable_docs {
         router = router.merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()));
     }
@@ -91,6 +106,10 @@ pub fn rfc3339(ms: i64) -> String {
         auth::change_password, auth::forgot_password, auth::reset_password,
         users::list, users::create, users::set_role, users::delete,
         audit::list,
+        tokens::create, tokens::list, tokens::revoke,
+        nodes::heartbeat, nodes::list, nodes::sparks, nodes::status, nodes::history, nodes::activity,
+        nodes::my_config, nodes::patch_config, nodes::delete,
+        stream::nodes,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
@@ -99,6 +118,8 @@ pub fn rfc3339(ms: i64) -> String {
         (name = "auth", description = "Sessions and the signed-in user"),
         (name = "users", description = "Accounts (ADMIN)"),
         (name = "audit", description = "The append-only audit log (ADMIN)"),
+        (name = "tokens", description = "Node tokens for agents (OPERATOR)"),
+        (name = "nodes", description = "Heartbeats and the fleet"),
     )
 )]
 pub struct ApiDoc;

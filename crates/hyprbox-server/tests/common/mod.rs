@@ -22,7 +22,7 @@ pub struct TestApp {
     pub state: AppState,
     shutdown: CancellationToken,
     server: Option<JoinHandle<anyhow::Result<()>>>,
-    _db: TestDatabase,
+    db: Option<TestDatabase>,
 }
 
 /// A signed-in user as the tests see it.
@@ -95,7 +95,7 @@ impl TestApp {
             state,
             shutdown,
             server: Some(server),
-            _db: db,
+            db: Some(db),
         }
     }
 
@@ -176,6 +176,50 @@ impl TestApp {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.server.take().unwrap().await.unwrap()
+    }
+
+    /// Stops the server but keeps its database, to look at what it left behind.
+    pub async fn stop_keeping_database(mut self) -> (anyhow::Result<()>, TestDatabase) {
+        self.shutdown.cancel();
+        let stopped = self.server.take().unwrap().await.unwrap();
+        (stopped, self.db.take().unwrap())
+    }
+
+    /// Mints a node token as `operator`; returns the plaintext and the answer's `meta`.
+    pub async fn mint_token(&self, operator: &Session, node_id: Option<&str>) -> (String, Value) {
+        let answer = self
+            .post(
+                "/api/tokens",
+                Some(&operator.token),
+                json!({"name": "agent", "nodeId": node_id}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+        (
+            answer.body["token"].as_str().unwrap().to_string(),
+            answer.body["meta"].clone(),
+        )
+    }
+
+    /// Posts a heartbeat with an optional node token.
+    pub async fn heartbeat(&self, token: Option<&str>, body: Value) -> Answer {
+        self.post("/api/nodes/heartbeat", token, body).await
+    }
+
+    /// Polls `check` until it holds or 10 s pass.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !check().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
     }
 }
 

@@ -1,0 +1,426 @@
+//! The live picture of the fleet, in memory: each node's latest state, its last 100 CPU values
+//! (sparks) and its heartbeat spacing. Heartbeats update it; `GET /api/nodes`, `/sparks` and
+//! `/status` read it, so those reads cost no query. It is loaded from the database at start.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::RwLock;
+
+use hyprbox_proto::Heartbeat;
+use hyprbox_store::nodes::{HeartbeatRow, Node, NodeEvent};
+
+const SHARDS: usize = 16;
+/// CPU values kept per node for sparklines.
+pub const SPARK_LEN: usize = 100;
+/// Heartbeat gaps kept per node to compute the median spacing.
+const GAPS_KEPT: usize = 21;
+/// A reconnect needs this many known gaps before a median is trusted.
+const GAPS_FOR_MEDIAN: usize = 3;
+pub const CPU_HIGH: f64 = 80.0;
+pub const RAM_HIGH: f64 = 90.0;
+
+#[derive(Clone, Debug)]
+pub struct NodeState {
+    pub node: Node,
+    pub sparks: VecDeque<f64>,
+    gaps: VecDeque<i64>,
+    /// The last heartbeat as received (values and time), for `/status`.
+    pub last: Option<HeartbeatRow>,
+}
+
+/// What one heartbeat changed: the rows for the batch writer and the events it raised.
+pub struct Applied {
+    /// The node row to upsert: this heartbeat's values, inventory only where sent.
+    pub upsert: Node,
+    pub row: HeartbeatRow,
+    pub events: Vec<NodeEvent>,
+    pub status: &'static str,
+}
+
+pub struct Fleet {
+    shards: Vec<RwLock<HashMap<String, NodeState>>>,
+    hasher: RandomState,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+/// `OFFLINE` past the offline threshold, else `DEGRADED` when the agent said so, else `ONLINE`.
+pub fn status(node: &Node, now: i64, offline_after_ms: i64) -> &'static str {
+    if now - node.last_seen_at > offline_after_ms {
+        "OFFLINE"
+    } else if node
+        .status
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("degraded"))
+    {
+        "DEGRADED"
+    } else {
+        "ONLINE"
+    }
+}
+
+fn median(gaps: &VecDeque<i64>) -> Option<i64> {
+    if gaps.len() < GAPS_FOR_MEDIAN {
+        return None;
+    }
+    let mut sorted: Vec<i64> = gaps.iter().copied().collect();
+    sorted.sort_unstable();
+    Some(sorted[sorted.len() / 2])
+}
+
+fn event(
+    node_id: &str,
+    at: i64,
+    kind: &str,
+    severity: &str,
+    message: String,
+    metadata: serde_json::Value,
+) -> NodeEvent {
+    NodeEvent {
+        id: hyprbox_store::new_id(),
+        node_id: node_id.to_string(),
+        at,
+        kind: kind.into(),
+        severity: severity.into(),
+        message,
+        metadata: metadata.to_string(),
+    }
+}
+
+impl Fleet {
+    fn shard(&self, node_id: &str) -> &RwLock<HashMap<String, NodeState>> {
+        let index = usize::try_from(self.hasher.hash_one(node_id) % SHARDS as u64).unwrap_or(0);
+        &self.shards[index]
+    }
+
+    /// Loads stored nodes and their recent CPU values.
+    pub fn load(&self, nodes: Vec<Node>, cpu: Vec<(String, f64)>) {
+        for node in nodes {
+            let id = node.node_id.clone();
+            let state = NodeState {
+                node,
+                sparks: VecDeque::with_capacity(SPARK_LEN),
+                gaps: VecDeque::new(),
+                last: None,
+            };
+            self.shard(&id)
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, state);
+        }
+        for (id, value) in cpu {
+            if let Some(state) = self
+                .shard(&id)
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&id)
+            {
+                if state.sparks.len() == SPARK_LEN {
+                    state.sparks.pop_front();
+                }
+                state.sparks.push_back(value);
+            }
+        }
+    }
+
+    /// Applies a validated heartbeat received at `now`: registers the node on first contact,
+    /// updates its state, and detects threshold crossings and reconnects.
+    pub fn apply(&self, hb: &Heartbeat, now: i64, offline_after_ms: i64) -> Applied {
+        let mut shard = self.shard(&hb.node_id).write().unwrap_or_else(|e| e.into_inner());
+        // Two heartbeats of one node in the same millisecond would have no order in the history;
+        // the later one is stamped a millisecond after the earlier.
+        let now = shard.get(&hb.node_id).map_or(now, |s| now.max(s.node.last_seen_at + 1));
+        let to_i64 = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok());
+        let upsert = Node {
+            node_id: hb.node_id.clone(),
+            hostname: hb.hostname.clone(),
+            os: hb.os.clone(),
+            status: hb.status.as_ref().map(|s| s.to_ascii_lowercase()),
+            agent_version: hb.agent_version.clone(),
+            ip: hb.ip.clone(),
+            region: hb.region.clone(),
+            kernel: hb.kernel.clone(),
+            architecture: hb.architecture.clone(),
+            cpu_percent: hb.cpu_percent,
+            ram_percent: hb.ram_percent,
+            disk_percent: hb.disk_percent,
+            uptime_seconds: to_i64(hb.uptime_seconds),
+            load_avg: hb.load_avg.map(|l| serde_json::json!(l).to_string()),
+            mem_total_bytes: to_i64(hb.mem_total_bytes),
+            disk_total_bytes: to_i64(hb.disk_total_bytes),
+            config: "{}".into(),
+            created_at: now,
+            last_seen_at: now,
+        };
+        let row = HeartbeatRow {
+            node_id: hb.node_id.clone(),
+            at: now,
+            cpu_percent: hb.cpu_percent,
+            ram_percent: hb.ram_percent,
+            disk_percent: hb.disk_percent,
+            status: upsert.status.clone(),
+        };
+        let mut events = Vec::new();
+        let state = shard.entry(hb.node_id.clone()).or_insert_with(|| NodeState {
+            node: Node {
+                last_seen_at: now,
+                ..upsert.clone()
+            },
+            sparks: VecDeque::with_capacity(SPARK_LEN),
+            gaps: VecDeque::new(),
+            last: None,
+        });
+        let id = &hb.node_id;
+        let previous = &state.node;
+        if let (Some(before), Some(after)) = (previous.cpu_percent, hb.cpu_percent)
+            && before < CPU_HIGH
+            && after >= CPU_HIGH
+        {
+            let message = format!("CPU at {after:.0}% (threshold {CPU_HIGH:.0}%)");
+            events.push(event(
+                id,
+                now,
+                "cpu.high",
+                "WARN",
+                message,
+                serde_json::json!({"cpuPercent": after}),
+            ));
+        }
+        if let (Some(before), Some(after)) = (previous.ram_percent, hb.ram_percent)
+            && before < RAM_HIGH
+            && after >= RAM_HIGH
+        {
+            let message = format!("RAM at {after:.0}% (threshold {RAM_HIGH:.0}%)");
+            events.push(event(
+                id,
+                now,
+                "ram.high",
+                "WARN",
+                message,
+                serde_json::json!({"ramPercent": after}),
+            ));
+        }
+        if state.last.is_some() {
+            let gap = now - previous.last_seen_at;
+            if let Some(median) = median(&state.gaps)
+                && median > 0
+                && gap > 5 * median
+            {
+                let message = format!("reconnected after {}s without heartbeats", gap / 1000);
+                events.push(event(
+                    id,
+                    now,
+                    "reconnect",
+                    "INFO",
+                    message,
+                    serde_json::json!({"gapMs": gap}),
+                ));
+            }
+            if state.gaps.len() == GAPS_KEPT {
+                state.gaps.pop_front();
+            }
+            state.gaps.push_back(gap);
+        }
+        merge(&mut state.node, &upsert);
+        if let Some(cpu) = hb.cpu_percent {
+            if state.sparks.len() == SPARK_LEN {
+                state.sparks.pop_front();
+            }
+            state.sparks.push_back(cpu);
+        }
+        state.last = Some(row.clone());
+        let status = status(&state.node, now, offline_after_ms);
+        Applied {
+            upsert,
+            row,
+            events,
+            status,
+        }
+    }
+
+    /// Every node's state, sorted by node id.
+    pub fn snapshot(&self) -> Vec<NodeState> {
+        let mut all: Vec<NodeState> = Vec::new();
+        for shard in &self.shards {
+            all.extend(shard.read().unwrap_or_else(|e| e.into_inner()).values().cloned());
+        }
+        all.sort_by(|a, b| a.node.node_id.cmp(&b.node.node_id));
+        all
+    }
+
+    /// Every node's last `limit` CPU values, oldest first.
+    pub fn sparks(&self, limit: usize) -> Vec<(String, Vec<f64>)> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            for (id, state) in shard.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                let skip = state.sparks.len().saturating_sub(limit);
+                all.push((id.clone(), state.sparks.iter().skip(skip).copied().collect()));
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    pub fn get(&self, node_id: &str) -> Option<NodeState> {
+        self.shard(node_id)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node_id)
+            .cloned()
+    }
+
+    pub fn set_config(&self, node_id: &str, config: String) {
+        if let Some(state) = self
+            .shard(node_id)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(node_id)
+        {
+            state.node.config = config;
+        }
+    }
+
+    pub fn remove(&self, node_id: &str) -> bool {
+        self.shard(node_id)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node_id)
+            .is_some()
+    }
+}
+
+/// Writes into `node` what `update` carries (metrics always, inventory where sent).
+fn merge(node: &mut Node, update: &Node) {
+    fn keep<T: Clone>(slot: &mut Option<T>, value: &Option<T>) {
+        if value.is_some() {
+            slot.clone_from(value);
+        }
+    }
+    keep(&mut node.hostname, &update.hostname);
+    keep(&mut node.os, &update.os);
+    keep(&mut node.status, &update.status);
+    keep(&mut node.agent_version, &update.agent_version);
+    keep(&mut node.ip, &update.ip);
+    keep(&mut node.region, &update.region);
+    keep(&mut node.kernel, &update.kernel);
+    keep(&mut node.architecture, &update.architecture);
+    keep(&mut node.cpu_percent, &update.cpu_percent);
+    keep(&mut node.ram_percent, &update.ram_percent);
+    keep(&mut node.disk_percent, &update.disk_percent);
+    keep(&mut node.uptime_seconds, &update.uptime_seconds);
+    keep(&mut node.load_avg, &update.load_avg);
+    keep(&mut node.mem_total_bytes, &update.mem_total_bytes);
+    keep(&mut node.disk_total_bytes, &update.disk_total_bytes);
+    node.last_seen_at = update.last_seen_at;
+}
+
+/// Merges two pending upserts of one node inside a batch (the later one wins where it has values),
+/// since one statement may not touch the same row twice.
+pub fn merge_upserts(earlier: &mut Node, later: &Node) {
+    merge(earlier, later);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(cpu: f64, ram: f64) -> Heartbeat {
+        Heartbeat {
+            node_id: "n1".into(),
+            cpu_percent: Some(cpu),
+            ram_percent: Some(ram),
+            ..Default::default()
+        }
+    }
+
+    const OFFLINE: i64 = 600_000;
+
+    #[test]
+    fn status_is_offline_exactly_past_the_threshold_and_degraded_when_reported() {
+        let node = Node {
+            last_seen_at: 1_000,
+            ..Default::default()
+        };
+        assert_eq!(status(&node, 1_000 + OFFLINE, OFFLINE), "ONLINE");
+        assert_eq!(status(&node, 1_001 + OFFLINE, OFFLINE), "OFFLINE");
+        let degraded = Node {
+            status: Some("degraded".into()),
+            ..node
+        };
+        assert_eq!(status(&degraded, 1_000, OFFLINE), "DEGRADED");
+        assert_eq!(status(&degraded, 2_000 + OFFLINE, OFFLINE), "OFFLINE");
+    }
+
+    #[test]
+    fn a_threshold_crossing_raises_one_event_at_the_crossing_only() {
+        let fleet = Fleet::default();
+        let kinds = |a: &Applied| a.events.iter().map(|e| e.kind.clone()).collect::<Vec<_>>();
+        assert!(
+            fleet.apply(&hb(85.0, 95.0), 0, OFFLINE).events.is_empty(),
+            "no previous value"
+        );
+        assert!(fleet.apply(&hb(50.0, 50.0), 1_000, OFFLINE).events.is_empty());
+        assert_eq!(
+            kinds(&fleet.apply(&hb(80.0, 90.0), 2_000, OFFLINE)),
+            ["cpu.high", "ram.high"]
+        );
+        assert!(
+            fleet.apply(&hb(99.0, 99.0), 3_000, OFFLINE).events.is_empty(),
+            "still high"
+        );
+        assert!(fleet.apply(&hb(79.9, 89.9), 4_000, OFFLINE).events.is_empty());
+        assert_eq!(kinds(&fleet.apply(&hb(81.0, 10.0), 5_000, OFFLINE)), ["cpu.high"]);
+    }
+
+    #[test]
+    fn a_gap_longer_than_five_median_spacings_is_a_reconnect() {
+        let fleet = Fleet::default();
+        for t in 0..5 {
+            assert!(fleet.apply(&hb(1.0, 1.0), t * 1_000, OFFLINE).events.is_empty());
+        }
+        assert!(
+            fleet
+                .apply(&hb(1.0, 1.0), 4_000 + 5_000, OFFLINE)
+                .events
+                .is_empty(),
+            "exactly 5x"
+        );
+        let applied = fleet.apply(&hb(1.0, 1.0), 9_000 + 5_001, OFFLINE);
+        assert_eq!(applied.events.len(), 1);
+        assert_eq!(applied.events[0].kind, "reconnect");
+    }
+
+    #[test]
+    fn sparks_keep_the_last_hundred_values_oldest_first() {
+        let fleet = Fleet::default();
+        for i in 0..150 {
+            fleet.apply(&hb(f64::from(i % 100), 1.0), i64::from(i) * 1000, OFFLINE);
+        }
+        let sparks = fleet.sparks(24);
+        assert_eq!(sparks[0].1.len(), 24);
+        assert_eq!(sparks[0].1.last(), Some(&49.0));
+        assert_eq!(fleet.get("n1").unwrap().sparks.len(), SPARK_LEN);
+    }
+
+    #[test]
+    fn inventory_is_kept_unless_sent() {
+        let fleet = Fleet::default();
+        let first = Heartbeat {
+            hostname: Some("web-1".into()),
+            ..hb(1.0, 1.0)
+        };
+        fleet.apply(&first, 0, OFFLINE);
+        fleet.apply(&hb(2.0, 2.0), 1_000, OFFLINE);
+        let state = fleet.get("n1").unwrap();
+        assert_eq!(state.node.hostname.as_deref(), Some("web-1"));
+        assert_eq!(state.node.cpu_percent, Some(2.0));
+        assert_eq!((state.node.created_at, state.node.last_seen_at), (0, 1_000));
+    }
+}

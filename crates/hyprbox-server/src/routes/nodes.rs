@@ -1,0 +1,604 @@
+//! `/api/nodes`: heartbeats from agents, and the fleet as operators see it (list, sparks, status,
+//! history, activity), node config and decommissioning.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hyprbox_proto::{Heartbeat, HeartbeatAck, validate_node_id};
+use hyprbox_store::audit::{self, NewAuditEvent};
+use hyprbox_store::nodes::{self, Node};
+use hyprbox_store::now_ms;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use super::rfc3339;
+use crate::auth::{CurrentUser, Identity, MaybeNode, NodeAuth, Operator};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ClientIp, Json, Query};
+use crate::fleet::{self, NodeState};
+use crate::state::AppState;
+use crate::writer::Pending;
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeBody {
+    pub node_id: String,
+    pub hostname: Option<String>,
+    pub os: Option<String>,
+    /// `ONLINE`, `DEGRADED` or `OFFLINE`, computed when asked.
+    pub status: &'static str,
+    pub last_seen_at: String,
+    pub cpu_percent: Option<f64>,
+    pub ram_percent: Option<f64>,
+    pub disk_percent: Option<f64>,
+    pub agent_version: Option<String>,
+    pub ip: Option<String>,
+    pub region: Option<String>,
+    pub kernel: Option<String>,
+    pub architecture: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NodesBody {
+    pub nodes: Vec<NodeBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SparksBody {
+    /// nodeId → CPU values, oldest first.
+    #[schema(value_type = Object)]
+    pub sparks: Map<String, Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeDetail {
+    #[serde(flatten)]
+    pub node: NodeBody,
+    pub uptime_seconds: Option<i64>,
+    pub load_avg: Option<[f64; 3]>,
+    pub mem_total_bytes: Option<i64>,
+    pub disk_total_bytes: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastHeartbeat {
+    pub cpu_percent: Option<f64>,
+    pub ram_percent: Option<f64>,
+    pub disk_percent: Option<f64>,
+    pub status: Option<String>,
+    pub received_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusBody {
+    pub node: NodeDetail,
+    pub last_heartbeat: Option<LastHeartbeat>,
+    #[schema(value_type = Object)]
+    pub config: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPoint {
+    pub at: String,
+    pub cpu_percent: Option<f64>,
+    pub ram_percent: Option<f64>,
+    pub disk_percent: Option<f64>,
+    pub status: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HistoryBody {
+    pub history: Vec<HistoryPoint>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ActivityBody {
+    /// `{type, severity, message, at, …details}`, newest first, at most 8.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConfigBody {
+    #[schema(value_type = Object)]
+    pub config: Value,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitQuery {
+    pub limit: Option<String>,
+}
+
+/// `?limit=` as a whole number in `1..=max`, or `default` when absent.
+pub fn parse_limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match raw.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be a whole number from 1 to {max}"))),
+    }
+}
+
+fn offline_ms(state: &AppState) -> i64 {
+    i64::try_from(state.settings.node_offline_after.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn node_body(node: &Node, now: i64, offline_after_ms: i64) -> NodeBody {
+    NodeBody {
+        node_id: node.node_id.clone(),
+        hostname: node.hostname.clone(),
+        os: node.os.clone(),
+        status: fleet::status(node, now, offline_after_ms),
+        last_seen_at: rfc3339(node.last_seen_at),
+        cpu_percent: node.cpu_percent,
+        ram_percent: node.ram_percent,
+        disk_percent: node.disk_percent,
+        agent_version: node.agent_version.clone(),
+        ip: node.ip.clone(),
+        region: node.region.clone(),
+        kernel: node.kernel.clone(),
+        architecture: node.architecture.clone(),
+        created_at: rfc3339(node.created_at),
+    }
+}
+
+fn config_value(config: &str) -> Value {
+    serde_json::from_str(config).unwrap_or_else(|_| Value::Object(Map::new()))
+}
+
+/// A `nodeId` from the path: 400 when malformed, 404 when unknown.
+fn known_node(state: &AppState, node_id: &str) -> Result<NodeState, ApiError> {
+    validate_node_id("nodeId", node_id).map_err(ApiError::BadRequest)?;
+    state
+        .fleet
+        .get(node_id)
+        .ok_or_else(|| ApiError::not_found("node"))
+}
+
+#[utoipa::path(post, path = "/api/nodes/heartbeat", tag = "nodes", request_body = Heartbeat,
+    security((), ("nodeToken" = [])),
+    responses(
+        (status = 202, description = "Received (written within 250 ms)", body = HeartbeatAck),
+        (status = 400, description = "A field breaks its rule; the message names it", body = ErrorBody),
+        (status = 401, description = "No valid node token (when one is required)", body = ErrorBody),
+        (status = 403, description = "The token is pinned to another node", body = ErrorBody),
+        (status = 429, description = "Rate-limited per (token, node)", body = ErrorBody)))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    MaybeNode(node): MaybeNode,
+    Json(body): Json<Heartbeat>,
+) -> Response {
+    if node.is_none() && state.settings.require_node_token {
+        return ApiError::Unauthorized("a node token is required".into()).into_response();
+    }
+    if let Err(message) = body.validate() {
+        return ApiError::BadRequest(message).into_response();
+    }
+    let token_key = node.as_ref().map_or("", |n| n.prefix.as_str());
+    let decision = state.limiter.check(
+        ("node", token_key, body.node_id.as_str()),
+        state.settings.rate_limit,
+    );
+    let mut response = if node.as_ref().is_some_and(|n| !n.may_act_for(&body.node_id)) {
+        ApiError::Forbidden("this token is pinned to another node".into()).into_response()
+    } else if !decision.allowed {
+        ApiError::TooManyRequests {
+            retry_after_secs: decision.reset_secs,
+        }
+        .into_response()
+    } else {
+        accept(&state, &body).await
+    };
+    response.extensions_mut().insert(decision);
+    response
+}
+
+async fn accept(state: &AppState, body: &Heartbeat) -> Response {
+    let now = now_ms();
+    let applied = state.fleet.apply(body, now, offline_ms(state));
+    state.hub.publish(
+        "heartbeat",
+        &serde_json::json!({
+            "nodeId": body.node_id,
+            "cpuPercent": body.cpu_percent,
+            "ramPercent": body.ram_percent,
+            "diskPercent": body.disk_percent,
+            "status": applied.status,
+            "at": rfc3339(applied.row.at),
+        }),
+    );
+    for event in &applied.events {
+        state.hub.publish(
+            "activity",
+            &serde_json::json!({
+                "nodeId": event.node_id,
+                "type": event.kind,
+                "severity": event.severity,
+                "message": event.message,
+                "at": rfc3339(event.at),
+            }),
+        );
+    }
+    let queued = state
+        .writer
+        .queue(Pending::Heartbeat {
+            upsert: applied.upsert,
+            row: applied.row,
+        })
+        .await;
+    for event in applied.events {
+        state.writer.queue(Pending::Event(event)).await;
+    }
+    if !queued {
+        return ApiError::Unavailable("the server is shutting down".into()).into_response();
+    }
+    let ack = HeartbeatAck {
+        received: true,
+        node_id: body.node_id.clone(),
+    };
+    (StatusCode::ACCEPTED, Json(ack)).into_response()
+}
+
+#[utoipa::path(get, path = "/api/nodes", tag = "nodes", security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Every node with its computed status", body = NodesBody),
+        (status = 401, description = "Not signed in", body = ErrorBody)))]
+pub async fn list(State(state): State<AppState>, _: CurrentUser) -> Json<NodesBody> {
+    let now = now_ms();
+    let offline = offline_ms(&state);
+    let nodes = state
+        .fleet
+        .snapshot()
+        .iter()
+        .map(|s| node_body(&s.node, now, offline))
+        .collect();
+    Json(NodesBody { nodes })
+}
+
+#[utoipa::path(get, path = "/api/nodes/sparks", tag = "nodes", params(LimitQuery),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The last `limit` (1–100, default 24) CPU values of every node", body = SparksBody),
+        (status = 400, description = "Invalid limit", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody)))]
+pub async fn sparks(
+    State(state): State<AppState>,
+    _: CurrentUser,
+    Query(query): Query<LimitQuery>,
+) -> ApiResult<Json<SparksBody>> {
+    let limit = parse_limit(query.limit.as_deref(), 24, fleet::SPARK_LEN as i64)?;
+    let sparks = state
+        .fleet
+        .sparks(usize::try_from(limit).unwrap_or(24))
+        .into_iter()
+        .map(|(id, values)| (id, Value::from(values)))
+        .collect();
+    Ok(Json(SparksBody { sparks }))
+}
+
+#[utoipa::path(get, path = "/api/nodes/{nodeId}/status", tag = "nodes",
+    params(("nodeId" = String, Path, description = "Node id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The node, its last heartbeat and its config", body = StatusBody),
+        (status = 400, description = "Malformed nodeId", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "Unknown node", body = ErrorBody)))]
+pub async fn status(
+    State(state): State<AppState>,
+    _: CurrentUser,
+    Path(node_id): Path<String>,
+) -> ApiResult<Json<StatusBody>> {
+    let state_of = known_node(&state, &node_id)?;
+    let node = &state_of.node;
+    let detail = NodeDetail {
+        node: node_body(node, now_ms(), offline_ms(&state)),
+        uptime_seconds: node.uptime_seconds,
+        load_avg: node
+            .load_avg
+            .as_deref()
+            .and_then(|l| serde_json::from_str(l).ok()),
+        mem_total_bytes: node.mem_total_bytes,
+        disk_total_bytes: node.disk_total_bytes,
+    };
+    let last_heartbeat = state_of.last.as_ref().map(|h| LastHeartbeat {
+        cpu_percent: h.cpu_percent,
+        ram_percent: h.ram_percent,
+        disk_percent: h.disk_percent,
+        status: h.status.clone(),
+        received_at: rfc3339(h.at),
+    });
+    Ok(Json(StatusBody {
+        node: detail,
+        last_heartbeat,
+        config: config_value(&node.config),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/nodes/{nodeId}/history", tag = "nodes",
+    params(("nodeId" = String, Path, description = "Node id"), LimitQuery),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The last `limit` (default 50, at most 1000) heartbeats, oldest first", body = HistoryBody),
+        (status = 400, description = "Malformed nodeId or limit", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "Unknown node", body = ErrorBody)))]
+pub async fn history(
+    State(state): State<AppState>,
+    _: CurrentUser,
+    Path(node_id): Path<String>,
+    Query(query): Query<LimitQuery>,
+) -> ApiResult<Json<HistoryBody>> {
+    known_node(&state, &node_id)?;
+    let limit = parse_limit(query.limit.as_deref(), 50, 1000)?;
+    let mut conn = state.store.conn().await?;
+    let rows = nodes::history(&mut conn, &node_id, limit).await?;
+    let history = rows
+        .into_iter()
+        .map(|h| HistoryPoint {
+            at: rfc3339(h.at),
+            cpu_percent: h.cpu_percent,
+            ram_percent: h.ram_percent,
+            disk_percent: h.disk_percent,
+            status: h.status,
+        })
+        .collect();
+    Ok(Json(HistoryBody { history }))
+}
+
+#[utoipa::path(get, path = "/api/nodes/{nodeId}/activity", tag = "nodes",
+    params(("nodeId" = String, Path, description = "Node id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The node's 8 most recent events, newest first", body = ActivityBody),
+        (status = 400, description = "Malformed nodeId", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "Unknown node", body = ErrorBody)))]
+pub async fn activity(
+    State(state): State<AppState>,
+    _: CurrentUser,
+    Path(node_id): Path<String>,
+) -> ApiResult<Json<ActivityBody>> {
+    known_node(&state, &node_id)?;
+    let mut conn = state.store.conn().await?;
+    let events = nodes::events(&mut conn, &node_id, 8)
+        .await?
+        .into_iter()
+        .map(|e| {
+            let mut event = match serde_json::from_str::<Value>(&e.metadata) {
+                Ok(Value::Object(map)) => map,
+                _ => Map::new(),
+            };
+            event.insert("id".into(), e.id.into());
+            event.insert("nodeId".into(), e.node_id.into());
+            event.insert("type".into(), e.kind.into());
+            event.insert("severity".into(), e.severity.into());
+            event.insert("message".into(), e.message.into());
+            event.insert("at".into(), rfc3339(e.at).into());
+            Value::Object(event)
+        })
+        .collect();
+    Ok(Json(ActivityBody { events }))
+}
+
+#[utoipa::path(get, path = "/api/nodes/me/config", tag = "nodes", security(("nodeToken" = [])),
+    responses(
+        (status = 200, description = "The agent config of the token's node", body = ConfigBody),
+        (status = 400, description = "A fleet-wide token has no node of its own", body = ErrorBody),
+        (status = 401, description = "No valid node token", body = ErrorBody)))]
+pub async fn my_config(
+    State(state): State<AppState>,
+    NodeAuth(node): NodeAuth,
+) -> ApiResult<Json<ConfigBody>> {
+    let Some(node_id) = node.pinned else {
+        return Err(ApiError::bad_request(
+            "a fleet-wide token has no node of its own; use a token pinned to this node",
+        ));
+    };
+    let config = state
+        .fleet
+        .get(&node_id)
+        .map_or_else(|| Value::Object(Map::new()), |s| config_value(&s.node.config));
+    Ok(Json(ConfigBody { config }))
+}
+
+/// RFC 7386: `null` removes a key, an object merges recursively, anything else replaces.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// The agent config keys and their rules.
+fn validate_config(config: &Map<String, Value>) -> Result<(), ApiError> {
+    for (key, value) in config {
+        match key.as_str() {
+            "tls_paths" => {
+                let paths = value
+                    .as_array()
+                    .ok_or_else(|| ApiError::bad_request("tls_paths must be a list of absolute paths"))?;
+                let valid = |p: &Value| {
+                    p.as_str()
+                        .is_some_and(|p| p.starts_with('/') && p.len() <= 4096 && !p.contains('\0'))
+                };
+                if paths.len() > 256 || !paths.iter().all(valid) {
+                    return Err(ApiError::bad_request(
+                        "tls_paths must be a list of absolute paths",
+                    ));
+                }
+            }
+            "scan_interval" | "heartbeat_interval" => {
+                if !value.as_i64().is_some_and(|v| (10..=86_400).contains(&v)) {
+                    return Err(ApiError::BadRequest(format!(
+                        "{key} must be a whole number of seconds from 10 to 86400"
+                    )));
+                }
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown config key {other:?} (known: tls_paths, scan_interval, heartbeat_interval)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn node_event(actor: &Identity, action: &str, node_id: &str, ip: ClientIp, metadata: Value) -> NewAuditEvent {
+    NewAuditEvent {
+        user_id: Some(actor.user.id.clone()),
+        user_email: Some(actor.user.email.clone()),
+        action: action.into(),
+        resource_type: Some("node".into()),
+        resource_id: Some(node_id.to_string()),
+        ip: Some(ip.0.to_string()),
+        metadata: Some(metadata.to_string()),
+    }
+}
+
+#[utoipa::path(patch, path = "/api/nodes/{nodeId}/config", tag = "nodes",
+    params(("nodeId" = String, Path, description = "Node id")),
+    request_body(content = Object, description = "A JSON merge patch (RFC 7386) of the agent config"),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The config after the patch", body = ConfigBody),
+        (status = 400, description = "Not an object, or a key breaks its rule (nothing changed)", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Below OPERATOR", body = ErrorBody),
+        (status = 404, description = "Unknown node", body = ErrorBody)))]
+pub async fn patch_config(
+    State(state): State<AppState>,
+    Operator(actor): Operator,
+    ip: ClientIp,
+    Path(node_id): Path<String>,
+    Json(patch): Json<Value>,
+) -> ApiResult<Json<ConfigBody>> {
+    let current = known_node(&state, &node_id)?;
+    if !patch.is_object() {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object (a merge patch)",
+        ));
+    }
+    let mut config = config_value(&current.node.config);
+    merge_patch(&mut config, &patch);
+    if let Value::Object(map) = &config {
+        validate_config(map)?;
+    }
+    let text = config.to_string();
+    let mut tx = state.store.begin().await?;
+    if !nodes::set_config(&mut tx, &node_id, &text).await? {
+        // Known in memory but its first heartbeat is still on its way to the disk.
+        return Err(ApiError::Conflict(
+            "the node is being registered; try again in a moment".into(),
+        ));
+    }
+    audit::record(
+        &mut tx,
+        &node_event(
+            &actor,
+            "node.config",
+            &node_id,
+            ip,
+            serde_json::json!({"patch": patch}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    state.fleet.set_config(&node_id, text);
+    Ok(Json(ConfigBody { config }))
+}
+
+#[utoipa::path(delete, path = "/api/nodes/{nodeId}", tag = "nodes",
+    params(("nodeId" = String, Path, description = "Node id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 204, description = "The node and its history are gone"),
+        (status = 400, description = "Malformed nodeId", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Below OPERATOR", body = ErrorBody),
+        (status = 404, description = "Unknown node", body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Operator(actor): Operator,
+    ip: ClientIp,
+    Path(node_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    known_node(&state, &node_id)?;
+    let mut tx = state.store.begin().await?;
+    nodes::delete(&mut tx, &node_id).await?;
+    audit::record(
+        &mut tx,
+        &node_event(&actor, "node.delete", &node_id, ip, serde_json::json!({})),
+    )
+    .await?;
+    tx.commit().await?;
+    state.fleet.remove(&node_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut target, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(target, json!({"a": "z", "c": {"d": "e"}}));
+        let mut target = json!({"a": [1, 2]});
+        merge_patch(&mut target, &json!({"a": [3], "b": {"x": 1}}));
+        assert_eq!(target, json!({"a": [3], "b": {"x": 1}}));
+        let mut target = json!({"a": 1});
+        merge_patch(&mut target, &json!({"a": null, "n": null}));
+        assert_eq!(target, json!({}));
+    }
+
+    #[test]
+    fn config_keys_are_checked() {
+        let ok = json!({"tls_paths": ["/etc/ssl/a.pem"], "scan_interval": 60, "heartbeat_interval": 10});
+        assert!(validate_config(ok.as_object().unwrap()).is_ok());
+        for bad in [
+            json!({"tls_paths": ["relative.pem"]}),
+            json!({"tls_paths": "/etc/ssl"}),
+            json!({"scan_interval": 9}),
+            json!({"heartbeat_interval": 86_401}),
+            json!({"scan_interval": 60.5}),
+            json!({"scan_intervall": 60}),
+        ] {
+            assert!(validate_config(bad.as_object().unwrap()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_are_whole_numbers_in_range() {
+        assert_eq!(parse_limit(None, 24, 100).unwrap(), 24);
+        assert_eq!(parse_limit(Some("100"), 24, 100).unwrap(), 100);
+        for bad in ["0", "101", "-1", "ten", "2.5"] {
+            assert!(parse_limit(Some(bad), 24, 100).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! `/api/tokens` (OPERATOR): node tokens for agents — created (shown once), listed, revoked.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use hyprbox_store::audit::{self, NewAuditEvent};
+use hyprbox_store::tokens::{self, NodeToken};
+use hyprbox_store::users::Role;
+use hyprbox_store::{new_id, now_ms};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::rfc3339;
+use crate::auth::node_tokens::{generate, stored_hash};
+use crate::auth::{Identity, Operator};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ClientIp, Json};
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateTokenRequest {
+    pub name: String,
+    /// Pin the token to this node; omit for a fleet-wide token.
+    pub node_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenMeta {
+    pub id: String,
+    pub prefix: String,
+    pub name: String,
+    pub node_id: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    /// The plaintext `hbnt_…` token: shown this once, never again.
+    pub token: String,
+    pub meta: TokenMeta,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenBody {
+    pub id: String,
+    pub prefix: String,
+    pub name: String,
+    pub node_id: Option<String>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokensBody {
+    pub tokens: Vec<TokenBody>,
+}
+
+impl From<&NodeToken> for TokenBody {
+    fn from(t: &NodeToken) -> Self {
+        TokenBody {
+            id: t.id.clone(),
+            prefix: t.prefix.clone(),
+            name: t.name.clone(),
+            node_id: t.node_id.clone(),
+            created_at: rfc3339(t.created_at),
+            last_used_at: t.last_used_at.map(rfc3339),
+            revoked_at: t.revoked_at.map(rfc3339),
+        }
+    }
+}
+
+/// Whose tokens a caller may see: their own, or every token for an ADMIN.
+fn owner(identity: &Identity) -> Option<&str> {
+    (identity.user.role != Role::Admin).then_some(identity.user.id.as_str())
+}
+
+fn event(actor: &Identity, action: &str, token: &NodeToken, ip: ClientIp) -> NewAuditEvent {
+    NewAuditEvent {
+        user_id: Some(actor.user.id.clone()),
+        user_email: Some(actor.user.email.clone()),
+        action: action.into(),
+        resource_type: Some("node_token".into()),
+        resource_id: Some(token.id.clone()),
+        ip: Some(ip.0.to_string()),
+        metadata: Some(
+            serde_json::json!({"name": token.name, "prefix": token.prefix, "nodeId": token.node_id})
+                .to_string(),
+        ),
+    }
+}
+
+#[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = CreateTokenRequest,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 201, description = "Created; the plaintext token is in this answer only", body = CreatedToken),
+        (status = 400, description = "Invalid name or nodeId", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Below OPERATOR", body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Operator(actor): Operator,
+    ip: ClientIp,
+    Json(body): Json<CreateTokenRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "name must be 1 to 100 characters without control characters",
+        ));
+    }
+    if let Some(node_id) = &body.node_id {
+        hyprbox_proto::validate_node_id("nodeId", node_id).map_err(ApiError::BadRequest)?;
+    }
+    // A prefix collision (1 in 62^8 per pair) is drawn again rather than reported.
+    for _ in 0..3 {
+        let (plaintext, prefix) = generate();
+        let token = NodeToken {
+            id: new_id(),
+            prefix,
+            token_hash: stored_hash(&plaintext),
+            name: name.to_string(),
+            node_id: body.node_id.clone(),
+            created_by: actor.user.id.clone(),
+            created_at: now_ms(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let mut tx = state.store.begin().await?;
+        match tokens::insert(&mut tx, &token).await {
+            Ok(()) => {}
+            Err(err) if err.is_conflict() => continue,
+            Err(err) => return Err(err.into()),
+        }
+        audit::record(&mut tx, &event(&actor, "token.create", &token, ip)).await?;
+        tx.commit().await?;
+        state.node_tokens.put(&token);
+        let meta = TokenMeta {
+            id: token.id,
+            prefix: token.prefix,
+            name: token.name,
+            node_id: token.node_id,
+            created_at: rfc3339(token.created_at),
+        };
+        return Ok((
+            StatusCode::CREATED,
+            Json(CreatedToken {
+                token: plaintext,
+                meta,
+            }),
+        ));
+    }
+    Err(ApiError::Internal(anyhow::anyhow!(
+        "could not draw a unique token prefix"
+    )))
+}
+
+#[utoipa::path(get, path = "/api/tokens", tag = "tokens", security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Your tokens (every token for an ADMIN), never the secret", body = TokensBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Below OPERATOR", body = ErrorBody)))]
+pub async fn list(State(state): State<AppState>, Operator(actor): Operator) -> ApiResult<Json<TokensBody>> {
+    let mut conn = state.store.conn().await?;
+    let tokens = tokens::list(&mut conn, owner(&actor)).await?;
+    Ok(Json(TokensBody {
+        tokens: tokens.iter().map(TokenBody::from).collect(),
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 204, description = "Revoked; its next call is refused"),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Below OPERATOR", body = ErrorBody),
+        (status = 404, description = "No such token, or another user's", body = ErrorBody)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Operator(actor): Operator,
+    ip: ClientIp,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let mut tx = state.store.begin().await?;
+    if tokens::by_id(&mut tx, &id, owner(&actor)).await?.is_none() {
+        return Err(ApiError::not_found("token"));
+    }
+    let token = tokens::revoke(&mut tx, &id, now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found("token"))?;
+    audit::record(&mut tx, &event(&actor, "token.revoke", &token, ip)).await?;
+    tx.commit().await?;
+    state.node_tokens.revoke(&token);
+    Ok(StatusCode::NO_CONTENT)
+}

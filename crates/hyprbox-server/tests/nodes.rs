@@ -1,0 +1,684 @@
+//! `/api/nodes` and `/api/stream/nodes`: heartbeats in, the fleet out.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestApp;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn beat(node: &str, cpu: f64) -> Value {
+    json!({"node_id": node, "cpu_percent": cpu, "ram_percent": 40.0, "disk_percent": 50.0})
+}
+
+async fn node_list(app: &TestApp, token: &str) -> Vec<Value> {
+    app.get("/api/nodes", Some(token)).await.body["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_first_heartbeat_registers_the_node() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let (token, _) = app.mint_token(&admin, None).await;
+    let body = json!({
+        "node_id": "prod-eu-1", "hostname": "prod-eu-1", "os": "Debian 12", "cpu_percent": 12.5,
+        "ram_percent": 40, "disk_percent": 71.2, "status": "ok", "agent_version": "0.1.0",
+        "ip": "10.0.0.5", "region": "eu-west", "kernel": "6.1.0", "architecture": "x86_64",
+        "uptime_seconds": 3600, "load_avg": [0.5, 0.4, 0.3], "mem_total_bytes": 8_000_000_000u64,
+        "disk_total_bytes": 100_000_000_000u64, "unknown_field": "ignored"
+    });
+    let answer = app.heartbeat(Some(&token), body).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    assert_eq!(answer.body, json!({"received": true, "nodeId": "prod-eu-1"}));
+    assert!(answer.headers.contains_key("x-ratelimit-remaining"));
+
+    let nodes = node_list(&app, &admin.token).await;
+    assert_eq!(nodes.len(), 1);
+    let node = &nodes[0];
+    assert_eq!(node["nodeId"], "prod-eu-1");
+    assert_eq!(node["status"], "ONLINE");
+    assert_eq!(node["cpuPercent"], 12.5);
+    assert_eq!(node["os"], "Debian 12");
+    assert_eq!(node["architecture"], "x86_64");
+    for field in [
+        "hostname",
+        "lastSeenAt",
+        "ramPercent",
+        "diskPercent",
+        "agentVersion",
+        "ip",
+        "region",
+        "kernel",
+        "createdAt",
+    ] {
+        assert!(!node[field].is_null(), "{field}");
+    }
+    let status = app.get("/api/nodes/prod-eu-1/status", Some(&admin.token)).await;
+    assert_eq!(status.status, StatusCode::OK);
+    assert_eq!(status.body["node"]["uptimeSeconds"], 3600);
+    assert_eq!(status.body["node"]["loadAvg"], json!([0.5, 0.4, 0.3]));
+    assert_eq!(status.body["lastHeartbeat"]["cpuPercent"], 12.5);
+    assert!(status.body["lastHeartbeat"]["receivedAt"].is_string());
+    assert_eq!(status.body["config"], json!({}));
+}
+
+#[tokio::test]
+async fn inventory_is_kept_unless_sent_and_survives_a_restart() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    app.heartbeat(
+        None,
+        json!({"node_id": "n1", "hostname": "web-1", "os": "Debian"}),
+    )
+    .await;
+    app.heartbeat(None, json!({"node_id": "n1", "os": "Ubuntu", "cpu_percent": 3}))
+        .await;
+    let node = &node_list(&app, &admin.token).await[0];
+    assert_eq!(
+        (node["hostname"].as_str(), node["os"].as_str()),
+        (Some("web-1"), Some("Ubuntu"))
+    );
+
+    let settings = app.state.settings.clone();
+    let (stopped, db) = app.stop_keeping_database().await;
+    stopped.unwrap();
+    let again = hyprbox_server::Application::build(settings).await.unwrap();
+    let state = again
+        .state()
+        .fleet
+        .get("n1")
+        .expect("the node was written before the stop");
+    assert_eq!(state.node.hostname.as_deref(), Some("web-1"));
+    assert_eq!(state.node.os.as_deref(), Some("Ubuntu"));
+    assert_eq!(state.sparks.iter().copied().collect::<Vec<_>>(), [3.0]);
+    drop(db);
+}
+
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_when_the_server_stops_gracefully() {
+    let app = TestApp::spawn().await;
+    let mut sent = 0;
+    for i in 0..300 {
+        let answer = app.heartbeat(None, beat(&format!("n{}", i % 30), 1.0)).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+        sent += 1;
+    }
+    let settings = app.state.settings.clone();
+    // Stop at once: most of these are still queued for the writer.
+    let (stopped, db) = app.stop_keeping_database().await;
+    stopped.unwrap();
+    let store = hyprbox_store::Store::connect(settings.database_url.expose(), &Default::default())
+        .await
+        .unwrap();
+    let mut conn = store.conn().await.unwrap();
+    let mut written = 0;
+    for n in 0..30 {
+        written += hyprbox_store::nodes::history(&mut conn, &format!("n{n}"), 1000)
+            .await
+            .unwrap()
+            .len();
+    }
+    assert_eq!(written, sent);
+    drop(conn);
+    store.close().await;
+    drop(db);
+}
+
+#[tokio::test]
+async fn anonymous_heartbeats_follow_the_require_node_token_setting() {
+    let open = TestApp::spawn().await;
+    assert_eq!(
+        open.heartbeat(None, beat("n1", 1.0)).await.status,
+        StatusCode::ACCEPTED
+    );
+    let closed = TestApp::with(&[("HYPRBOX_REQUIRE_NODE_TOKEN", "true")]).await;
+    let refused = closed.heartbeat(None, beat("n1", 1.0)).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.error_tag(), "unauthorized");
+    let production = TestApp::with(&[("HYPRBOX_ENV", "production")]).await;
+    assert_eq!(
+        production.heartbeat(None, beat("n1", 1.0)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_user_token_or_a_bad_node_token_is_refused_on_the_heartbeat() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let with_jwt = app.heartbeat(Some(&admin.token), beat("n1", 1.0)).await;
+    assert_eq!(with_jwt.status, StatusCode::UNAUTHORIZED);
+    let bogus = app
+        .heartbeat(
+            Some("hbnt_abcdefgh0123456789012345678901234567890123"),
+            beat("n1", 1.0),
+        )
+        .await;
+    assert_eq!(bogus.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_pinned_token_may_only_speak_for_its_own_node() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let (pinned, _) = app.mint_token(&admin, Some("web-1")).await;
+    assert_eq!(
+        app.heartbeat(Some(&pinned), beat("web-1", 1.0)).await.status,
+        StatusCode::ACCEPTED
+    );
+    let other = app.heartbeat(Some(&pinned), beat("web-2", 1.0)).await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    assert_eq!(other.error_tag(), "forbidden");
+    let (fleet_wide, _) = app.mint_token(&admin, None).await;
+    for node in ["web-2", "web-3"] {
+        assert_eq!(
+            app.heartbeat(Some(&fleet_wide), beat(node, 1.0)).await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+    assert_eq!(node_list(&app, &admin.token).await.len(), 3);
+}
+
+#[tokio::test]
+async fn every_invalid_heartbeat_field_is_a_400_naming_it_and_registers_nothing() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let cases = [
+        (json!({"cpu_percent": 1}), "node_id"),
+        (json!({"node_id": ""}), "node_id"),
+        (json!({"node_id": "bad/id"}), "node_id"),
+        (json!({"node_id": "x".repeat(65)}), "node_id"),
+        (json!({"node_id": "n1", "cpu_percent": 100.1}), "cpu_percent"),
+        (json!({"node_id": "n1", "ram_percent": -1}), "ram_percent"),
+        (json!({"node_id": "n1", "disk_percent": "full"}), "disk_percent"),
+        (json!({"node_id": "n1", "load_avg": [1, 2]}), "load_avg"),
+        (json!({"node_id": "n1", "uptime_seconds": -5}), "uptime_seconds"),
+        (json!({"node_id": "n1", "status": "on fire"}), "status"),
+        (json!({"node_id": "n1", "hostname": "h".repeat(300)}), "hostname"),
+        (json!({"node_id": 7}), "node_id"),
+    ];
+    for (body, field) in cases {
+        let answer = app.heartbeat(None, body.clone()).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}: {}", answer.text);
+        assert!(
+            answer.body["message"].as_str().unwrap().contains(field),
+            "{body}: {}",
+            answer.text
+        );
+    }
+    assert!(node_list(&app, &admin.token).await.is_empty());
+}
+
+#[tokio::test]
+async fn nodes_go_offline_past_the_threshold_and_degraded_when_they_say_so() {
+    let app = TestApp::with(&[("HYPRBOX_NODE_OFFLINE_AFTER", "1s")]).await;
+    let admin = app.register_admin().await;
+    app.heartbeat(None, json!({"node_id": "sick", "status": "degraded"}))
+        .await;
+    app.heartbeat(None, json!({"node_id": "fine", "status": "ok"}))
+        .await;
+    let nodes = node_list(&app, &admin.token).await;
+    let status_of =
+        |nodes: &[Value], id: &str| nodes.iter().find(|n| n["nodeId"] == id).unwrap()["status"].clone();
+    assert_eq!(status_of(&nodes, "sick"), "DEGRADED");
+    assert_eq!(status_of(&nodes, "fine"), "ONLINE");
+    app.eventually("OFFLINE", || async {
+        let nodes = node_list(&app, &admin.token).await;
+        status_of(&nodes, "sick") == "OFFLINE" && status_of(&nodes, "fine") == "OFFLINE"
+    })
+    .await;
+    app.heartbeat(None, json!({"node_id": "fine"})).await;
+    assert_eq!(status_of(&node_list(&app, &admin.token).await, "fine"), "ONLINE");
+}
+
+#[tokio::test]
+async fn sparks_give_every_node_its_last_values_oldest_first() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    for i in 0..30 {
+        app.heartbeat(None, beat("a", f64::from(i))).await;
+    }
+    app.heartbeat(None, beat("b", 99.0)).await;
+    let sparks = app.get("/api/nodes/sparks", Some(&admin.token)).await;
+    assert_eq!(sparks.status, StatusCode::OK);
+    let a: Vec<f64> = serde_json::from_value(sparks.body["sparks"]["a"].clone()).unwrap();
+    assert_eq!(
+        a,
+        (6..30).map(f64::from).collect::<Vec<_>>(),
+        "the default 24, oldest first"
+    );
+    assert_eq!(sparks.body["sparks"]["b"], json!([99.0]));
+    let three = app.get("/api/nodes/sparks?limit=3", Some(&admin.token)).await;
+    assert_eq!(three.body["sparks"]["a"], json!([27.0, 28.0, 29.0]));
+    for bad in ["0", "101", "x"] {
+        let answer = app
+            .get(&format!("/api/nodes/sparks?limit={bad}"), Some(&admin.token))
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(
+        app.get("/api/nodes/sparks", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn history_returns_the_last_heartbeats_oldest_first_within_its_limits() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    for i in 0..60 {
+        app.heartbeat(None, beat("n1", f64::from(i))).await;
+    }
+    app.eventually("history written", || async {
+        app.get("/api/nodes/n1/history?limit=1000", Some(&admin.token))
+            .await
+            .body["history"]
+            .as_array()
+            .is_some_and(|h| h.len() == 60)
+    })
+    .await;
+    let history = app.get("/api/nodes/n1/history", Some(&admin.token)).await;
+    let cpu: Vec<f64> = history.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["cpuPercent"].as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        cpu,
+        (10..60).map(f64::from).collect::<Vec<_>>(),
+        "the default 50, oldest first"
+    );
+    assert!(history.body["history"][0]["at"].is_string());
+    let five = app.get("/api/nodes/n1/history?limit=5", Some(&admin.token)).await;
+    assert_eq!(five.body["history"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        app.get("/api/nodes/n1/history?limit=1001", Some(&admin.token))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.get("/api/nodes/nobody/history", Some(&admin.token))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/api/nodes/bad%20id/history", Some(&admin.token))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.get("/api/nodes/nobody/status", Some(&admin.token))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn activity_shows_threshold_crossings_newest_first() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    for (cpu, ram) in [(10.0, 10.0), (85.0, 10.0), (10.0, 10.0), (10.0, 95.0)] {
+        app.heartbeat(
+            None,
+            json!({"node_id": "n1", "cpu_percent": cpu, "ram_percent": ram}),
+        )
+        .await;
+    }
+    app.eventually("two events", || async {
+        app.get("/api/nodes/n1/activity", Some(&admin.token)).await.body["events"]
+            .as_array()
+            .is_some_and(|e| e.len() == 2)
+    })
+    .await;
+    let events = app.get("/api/nodes/n1/activity", Some(&admin.token)).await;
+    let kinds: Vec<&str> = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["ram.high", "cpu.high"]);
+    let event = &events.body["events"][1];
+    assert_eq!(event["severity"], "WARN");
+    assert!(event["message"].as_str().unwrap().contains("85"));
+    assert!(event["at"].is_string());
+    assert_eq!(
+        app.get("/api/nodes/nobody/activity", Some(&admin.token))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn a_pinned_agent_reads_its_config_and_a_fleet_wide_one_gets_400() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let (pinned, _) = app.mint_token(&admin, Some("n1")).await;
+    let (fleet_wide, _) = app.mint_token(&admin, None).await;
+    app.heartbeat(Some(&pinned), beat("n1", 1.0)).await;
+    app.eventually("the node on disk", || async {
+        app.get("/api/nodes/n1/history", Some(&admin.token)).await.body["history"]
+            .as_array()
+            .is_some_and(|h| h.len() == 1)
+    })
+    .await;
+    let patched = app
+        .call(
+            Method::PATCH,
+            "/api/nodes/n1/config",
+            Some(&admin.token),
+            Some(json!({"scan_interval": 60})),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    let mine = app.get("/api/nodes/me/config", Some(&pinned)).await;
+    assert_eq!(mine.status, StatusCode::OK);
+    assert_eq!(mine.body, json!({"config": {"scan_interval": 60}}));
+    let fleet = app.get("/api/nodes/me/config", Some(&fleet_wide)).await;
+    assert_eq!(fleet.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.get("/api/nodes/me/config", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/api/nodes/me/config", Some(&admin.token)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn config_is_a_merge_patch_validated_before_anything_changes() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let viewer = app.user_with_role(&admin, "v@example.com", "VIEWER").await;
+    app.heartbeat(None, beat("n1", 1.0)).await;
+    app.eventually("the node on disk", || async {
+        app.get("/api/nodes/n1/history", Some(&admin.token)).await.body["history"]
+            .as_array()
+            .is_some_and(|h| h.len() == 1)
+    })
+    .await;
+    let patch = |body: Value| {
+        app.call(
+            Method::PATCH,
+            "/api/nodes/n1/config",
+            Some(&admin.token),
+            Some(body),
+        )
+    };
+    let first = patch(json!({"tls_paths": ["/etc/ssl/site.pem"], "scan_interval": 300})).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let second = patch(json!({"scan_interval": null, "heartbeat_interval": 30})).await;
+    assert_eq!(
+        second.body,
+        json!({"config": {"tls_paths": ["/etc/ssl/site.pem"], "heartbeat_interval": 30}})
+    );
+    for bad in [
+        json!({"scan_interval": 5}),
+        json!({"heartbeat_interval": 100_000}),
+        json!({"tls_paths": ["relative/path.pem"]}),
+        json!({"colour": "blue"}),
+        json!(["not", "an", "object"]),
+    ] {
+        let answer = patch(bad.clone()).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        answer.error_tag();
+    }
+    let status = app.get("/api/nodes/n1/status", Some(&admin.token)).await;
+    assert_eq!(
+        status.body["config"],
+        json!({"tls_paths": ["/etc/ssl/site.pem"], "heartbeat_interval": 30})
+    );
+    let denied = app
+        .call(
+            Method::PATCH,
+            "/api/nodes/n1/config",
+            Some(&viewer.token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let unknown = app
+        .call(
+            Method::PATCH,
+            "/api/nodes/nobody/config",
+            Some(&admin.token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let audit = app.get("/api/audit?action=node.config", Some(&admin.token)).await;
+    assert_eq!(audit.body["total"], 2);
+    assert_eq!(audit.body["events"][0]["resourceId"], "n1");
+}
+
+#[tokio::test]
+async fn deleting_a_node_removes_it_and_its_history() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let viewer = app.user_with_role(&admin, "v@example.com", "VIEWER").await;
+    for _ in 0..3 {
+        app.heartbeat(None, beat("old", 1.0)).await;
+    }
+    app.heartbeat(None, beat("keep", 1.0)).await;
+    app.eventually("history written", || async {
+        app.get("/api/nodes/old/history", Some(&admin.token)).await.body["history"]
+            .as_array()
+            .is_some_and(|h| h.len() == 3)
+    })
+    .await;
+    assert_eq!(
+        app.call(Method::DELETE, "/api/nodes/old", Some(&viewer.token), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.call(Method::DELETE, "/api/nodes/old", Some(&admin.token), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let ids: Vec<Value> = node_list(&app, &admin.token)
+        .await
+        .iter()
+        .map(|n| n["nodeId"].clone())
+        .collect();
+    assert_eq!(ids, [json!("keep")]);
+    assert_eq!(
+        app.get("/api/nodes/old/history", Some(&admin.token)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.call(Method::DELETE, "/api/nodes/old", Some(&admin.token), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let mut conn = app.state.store.conn().await.unwrap();
+    assert!(
+        hyprbox_store::nodes::history(&mut conn, "old", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let audit = app.get("/api/audit?action=node.delete", Some(&admin.token)).await;
+    assert_eq!(audit.body["total"], 1);
+}
+
+#[tokio::test]
+async fn history_past_its_retention_is_pruned() {
+    let app = TestApp::with(&[("HYPRBOX_HISTORY_RETENTION", "1s")]).await;
+    let admin = app.register_admin().await;
+    for _ in 0..5 {
+        app.heartbeat(None, beat("n1", 1.0)).await;
+    }
+    app.eventually("history written", || async {
+        app.get("/api/nodes/n1/history", Some(&admin.token)).await.body["history"]
+            .as_array()
+            .is_some_and(|h| h.len() == 5)
+    })
+    .await;
+    app.eventually("history pruned", || async {
+        hyprbox_server::workers::prune_history(&app.state).await.unwrap();
+        app.get("/api/nodes/n1/history", Some(&admin.token)).await.body["history"] == json!([])
+    })
+    .await;
+    // The node itself stays.
+    assert_eq!(node_list(&app, &admin.token).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_fleet_behind_one_token_is_limited_per_node_not_per_token() {
+    let app = TestApp::with(&[("HYPRBOX_RATE_LIMIT", "2")]).await;
+    let admin = app.register_admin().await;
+    let (token, _) = app.mint_token(&admin, None).await;
+    for _ in 0..2 {
+        assert_eq!(
+            app.heartbeat(Some(&token), beat("a", 1.0)).await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+    let limited = app.heartbeat(Some(&token), beat("a", 1.0)).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers.contains_key("retry-after"));
+    assert_eq!(limited.headers["x-ratelimit-remaining"], "0");
+    assert_eq!(
+        app.heartbeat(Some(&token), beat("b", 1.0)).await.status,
+        StatusCode::ACCEPTED
+    );
+}
+
+/// Reads server-sent events until `done` holds for the text read so far (it is shown only the
+/// new chunk and a little before it, so long streams stay cheap to scan).
+async fn read_sse(response: &mut reqwest::Response, done: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("events in time")
+            .unwrap();
+        let start = text.len().saturating_sub(256);
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("the stream stays open")));
+        let window = text.get(start..).unwrap_or(&text);
+        if done(window) {
+            return text;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_stream_carries_heartbeats_posted_by_another_client() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let mut stream = app
+        .client
+        .get(app.url("/api/stream/nodes"))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    app.heartbeat(
+        None,
+        json!({"node_id": "n1", "cpu_percent": 10, "ram_percent": 10}),
+    )
+    .await;
+    app.heartbeat(
+        None,
+        json!({"node_id": "n1", "cpu_percent": 90, "ram_percent": 10}),
+    )
+    .await;
+    let text = read_sse(&mut stream, |t| t.contains("event: activity")).await;
+    assert!(text.contains("event: heartbeat"), "{text}");
+    let data = text
+        .lines()
+        .skip_while(|l| *l != "event: heartbeat")
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap();
+    let event: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(event["nodeId"], "n1");
+    assert_eq!(event["status"], "ONLINE");
+    assert!(event["at"].is_string() && event["cpuPercent"].is_number());
+    assert!(text.contains("cpu.high"));
+    assert_eq!(
+        app.get("/api/stream/nodes", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_does_not_slow_heartbeats() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let mut stuck = app
+        .client
+        .get(app.url("/api/stream/nodes"))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    let posts: Vec<_> = (0..8)
+        .map(|worker| {
+            let client = app.client.clone();
+            let url = app.url("/api/nodes/heartbeat");
+            tokio::spawn(async move {
+                for i in 0..1000 {
+                    let body = json!({"node_id": format!("n{worker}-{}", i % 50), "cpu_percent": 1.0});
+                    let status = client.post(&url).json(&body).send().await.unwrap().status();
+                    assert_eq!(status, StatusCode::ACCEPTED);
+                }
+            })
+        })
+        .collect();
+    let all = tokio::time::timeout(Duration::from_secs(60), async {
+        for post in posts {
+            post.await.unwrap();
+        }
+    })
+    .await;
+    assert!(
+        all.is_ok(),
+        "8,000 heartbeats must go through while a subscriber reads nothing"
+    );
+    // The stuck subscriber is still served once it reads again.
+    let text = read_sse(&mut stuck, |t| t.contains("event: heartbeat")).await;
+    assert!(text.contains("\"nodeId\":\"n"), "{text}");
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let mut stream = app
+        .client
+        .get(app.url("/api/stream/nodes"))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
+    assert!(stopped.expect("shutdown does not wait on a live stream").is_ok());
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(end.is_ok());
+}
