@@ -136,7 +136,9 @@ impl Fleet {
         let mut shard = self.shard(&hb.node_id).write().unwrap_or_else(|e| e.into_inner());
         // Two heartbeats of one node in the same millisecond would have no order in the history;
         // the later one is stamped a millisecond after the earlier.
-        let now = shard.get(&hb.node_id).map_or(now, |s| now.max(s.node.last_seen_at + 1));
+        let now = shard
+            .get(&hb.node_id)
+            .map_or(now, |s| now.max(s.node.last_seen_at + 1));
         let to_i64 = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok());
         let upsert = Node {
             node_id: hb.node_id.clone(),

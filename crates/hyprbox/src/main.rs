@@ -1,4 +1,7 @@
-//! The `hyprbox` binary: `serve` runs the server, `migrate` prepares the database.
+//! The `hyprbox` binary: `serve` runs the server, `migrate` prepares the database, `simulate`
+//! runs a fleet of simulated agents against a server.
+
+mod simulate;
 
 use std::io::IsTerminal;
 
@@ -25,6 +28,8 @@ enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Run a fleet of simulated agents against a server (demos and load tests).
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,19 +56,21 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
     match cli.command {
-        Command::Serve => serve(settings).await,
-        Command::Migrate => {
-            let store = hyprbox_store::Store::connect(settings.database_url.expose(), &Default::default())
-                .await
-                .with_context(|| format!("cannot open the database {}", settings.database_display()))?;
-            store.migrate().await?;
-            store.close().await;
-            println!("migrations applied to {}", settings.database_display());
-            Ok(())
-        }
+        Command::Serve => serve(Settings::from_env()?).await,
+        Command::Migrate => migrate(Settings::from_env()?).await,
+        Command::Simulate(args) => simulate::run(args).await,
     }
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let store = hyprbox_store::Store::connect(settings.database_url.expose(), &Default::default())
+        .await
+        .with_context(|| format!("cannot open the database {}", settings.database_display()))?;
+    store.migrate().await?;
+    store.close().await;
+    println!("migrations applied to {}", settings.database_display());
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
