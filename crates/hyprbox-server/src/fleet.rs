@@ -26,12 +26,19 @@ pub struct NodeState {
     gaps: VecDeque<i64>,
     /// The last heartbeat as received (values and time), for `/status`.
     pub last: Option<HeartbeatRow>,
+    /// When the node row was last queued for the database (`last_seen_at` it carried).
+    persisted_at: i64,
 }
+
+/// The node row is rewritten at least this often while heartbeats flow (and at once when its
+/// inventory or self-reported status changes, and at shutdown); the heartbeat history is written
+/// every time. Reads come from memory, so this only bounds what a crash could leave stale.
+pub const PERSIST_EVERY_MS: i64 = 30_000;
 
 /// What one heartbeat changed: the rows for the batch writer and the events it raised.
 pub struct Applied {
-    /// The node row to upsert: this heartbeat's values, inventory only where sent.
-    pub upsert: Node,
+    /// The node row to write, when it is due (see [`PERSIST_EVERY_MS`]).
+    pub upsert: Option<Node>,
     pub row: HeartbeatRow,
     pub events: Vec<NodeEvent>,
     pub status: &'static str,
@@ -105,6 +112,7 @@ impl Fleet {
         for node in nodes {
             let id = node.node_id.clone();
             let state = NodeState {
+                persisted_at: node.last_seen_at,
                 node,
                 sparks: VecDeque::with_capacity(SPARK_LEN),
                 gaps: VecDeque::new(),
@@ -170,6 +178,7 @@ impl Fleet {
             status: upsert.status.clone(),
         };
         let mut events = Vec::new();
+        let is_new = !shard.contains_key(&hb.node_id);
         let state = shard.entry(hb.node_id.clone()).or_insert_with(|| NodeState {
             node: Node {
                 last_seen_at: now,
@@ -178,7 +187,9 @@ impl Fleet {
             sparks: VecDeque::with_capacity(SPARK_LEN),
             gaps: VecDeque::new(),
             last: None,
+            persisted_at: i64::MIN,
         });
+        let changed = inventory_changed(&state.node, &upsert);
         let id = &hb.node_id;
         let previous = &state.node;
         if let (Some(before), Some(after)) = (previous.cpu_percent, hb.cpu_percent)
@@ -238,6 +249,11 @@ impl Fleet {
             state.sparks.push_back(cpu);
         }
         state.last = Some(row.clone());
+        let due = is_new || changed || now - state.persisted_at >= PERSIST_EVERY_MS;
+        let upsert = due.then(|| {
+            state.persisted_at = now;
+            state.node.clone()
+        });
         let status = status(&state.node, now, offline_after_ms);
         Applied {
             upsert,
@@ -278,6 +294,21 @@ impl Fleet {
             .cloned()
     }
 
+    /// The rows of every node changed since it was last queued for the database, marking them
+    /// queued (called at shutdown so the stored rows match the last heartbeats).
+    pub fn unpersisted(&self) -> Vec<Node> {
+        let mut rows = Vec::new();
+        for shard in &self.shards {
+            for state in shard.write().unwrap_or_else(|e| e.into_inner()).values_mut() {
+                if state.node.last_seen_at > state.persisted_at {
+                    state.persisted_at = state.node.last_seen_at;
+                    rows.push(state.node.clone());
+                }
+            }
+        }
+        rows
+    }
+
     pub fn set_config(&self, node_id: &str, config: String) {
         if let Some(state) = self
             .shard(node_id)
@@ -296,6 +327,23 @@ impl Fleet {
             .remove(node_id)
             .is_some()
     }
+}
+
+/// Whether `update` sends an inventory value or a self-reported status that differs from `node`.
+fn inventory_changed(node: &Node, update: &Node) -> bool {
+    fn differs<T: PartialEq>(old: &Option<T>, new: &Option<T>) -> bool {
+        new.is_some() && new != old
+    }
+    differs(&node.hostname, &update.hostname)
+        || differs(&node.os, &update.os)
+        || differs(&node.status, &update.status)
+        || differs(&node.agent_version, &update.agent_version)
+        || differs(&node.ip, &update.ip)
+        || differs(&node.region, &update.region)
+        || differs(&node.kernel, &update.kernel)
+        || differs(&node.architecture, &update.architecture)
+        || differs(&node.mem_total_bytes, &update.mem_total_bytes)
+        || differs(&node.disk_total_bytes, &update.disk_total_bytes)
 }
 
 /// Writes into `node` what `update` carries (metrics always, inventory where sent).
@@ -409,6 +457,44 @@ mod tests {
         assert_eq!(sparks[0].1.len(), 24);
         assert_eq!(sparks[0].1.last(), Some(&49.0));
         assert_eq!(fleet.get("n1").unwrap().sparks.len(), SPARK_LEN);
+    }
+
+    #[test]
+    fn the_node_row_is_written_when_new_changed_or_due_and_at_shutdown() {
+        let fleet = Fleet::default();
+        assert!(fleet.apply(&hb(1.0, 1.0), 0, OFFLINE).upsert.is_some(), "new");
+        assert!(
+            fleet.apply(&hb(2.0, 1.0), 1_000, OFFLINE).upsert.is_none(),
+            "metrics only"
+        );
+        let renamed = Heartbeat {
+            hostname: Some("web-2".into()),
+            ..hb(1.0, 1.0)
+        };
+        assert!(
+            fleet.apply(&renamed, 2_000, OFFLINE).upsert.is_some(),
+            "inventory changed"
+        );
+        assert!(
+            fleet.apply(&renamed, 3_000, OFFLINE).upsert.is_none(),
+            "same inventory again"
+        );
+        let due = fleet
+            .apply(&hb(3.0, 1.0), 2_000 + PERSIST_EVERY_MS, OFFLINE)
+            .upsert
+            .unwrap();
+        assert_eq!(due.cpu_percent, Some(3.0));
+        assert_eq!(
+            due.hostname.as_deref(),
+            Some("web-2"),
+            "the full row, not just what was sent"
+        );
+        assert!(fleet.unpersisted().is_empty());
+        fleet.apply(&hb(4.0, 1.0), 3_000 + PERSIST_EVERY_MS, OFFLINE);
+        let left = fleet.unpersisted();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].cpu_percent, Some(4.0));
+        assert!(fleet.unpersisted().is_empty());
     }
 
     #[test]

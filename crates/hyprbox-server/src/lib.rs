@@ -109,6 +109,10 @@ impl Application {
             .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())
             .await
             .context("the HTTP server failed");
+        // Node rows not yet rewritten since their last heartbeat go out with the final flush.
+        for node in state.fleet.unpersisted() {
+            state.writer.queue(writer::Pending::Node(node)).await;
+        }
         background.cancel();
         workers.wait().await;
         writer.await.context("the heartbeat writer failed")?;

@@ -19,13 +19,12 @@ const BATCH_MAX: usize = 5_000;
 /// Items the queue holds before heartbeats wait for the writer (back-pressure, not loss).
 const QUEUE: usize = 100_000;
 
-// Heartbeats are nearly every item; boxing them would cost an allocation each to save queue space.
+// Node rows are a large share of the items; boxing them would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
 pub enum Pending {
-    Heartbeat {
-        upsert: Node,
-        row: HeartbeatRow,
-    },
+    /// A node row to insert or update (inventory kept where the row has none).
+    Node(Node),
+    Heartbeat(HeartbeatRow),
     Event(NodeEvent),
     /// `lastUsedAt` of a node token (sent at most once a minute per token).
     TokenUsed {
@@ -65,15 +64,13 @@ impl Batch {
     fn add(&mut self, item: Pending) {
         self.items += 1;
         match item {
-            Pending::Heartbeat { upsert, row } => {
-                self.rows.push(row);
-                match self.upserts.get_mut(&upsert.node_id) {
-                    Some(existing) => merge_upserts(existing, &upsert),
-                    None => {
-                        self.upserts.insert(upsert.node_id.clone(), upsert);
-                    }
+            Pending::Heartbeat(row) => self.rows.push(row),
+            Pending::Node(upsert) => match self.upserts.get_mut(&upsert.node_id) {
+                Some(existing) => merge_upserts(existing, &upsert),
+                None => {
+                    self.upserts.insert(upsert.node_id.clone(), upsert);
                 }
-            }
+            },
             Pending::Event(event) => self.events.push(event),
             Pending::TokenUsed { id, at } => {
                 self.touches.insert(id, at);

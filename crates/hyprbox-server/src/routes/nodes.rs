@@ -228,13 +228,11 @@ async fn accept(state: &AppState, body: &Heartbeat) -> Response {
             }),
         );
     }
-    let queued = state
-        .writer
-        .queue(Pending::Heartbeat {
-            upsert: applied.upsert,
-            row: applied.row,
-        })
-        .await;
+    let mut queued = true;
+    if let Some(node) = applied.upsert {
+        queued &= state.writer.queue(Pending::Node(node)).await;
+    }
+    queued &= state.writer.queue(Pending::Heartbeat(applied.row)).await;
     for event in applied.events {
         state.writer.queue(Pending::Event(event)).await;
     }
