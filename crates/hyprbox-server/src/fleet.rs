@@ -273,6 +273,15 @@ impl Fleet {
         all
     }
 
+    /// Every node id.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for shard in &self.shards {
+            ids.extend(shard.read().unwrap_or_else(|e| e.into_inner()).keys().cloned());
+        }
+        ids
+    }
+
     /// Every node's last `limit` CPU values, oldest first.
     pub fn sparks(&self, limit: usize) -> Vec<(String, Vec<f64>)> {
         let mut all = Vec::new();

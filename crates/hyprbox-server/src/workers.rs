@@ -12,9 +12,9 @@ use crate::state::AppState;
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Rows deleted per statement, so a prune never holds the database for long.
 const PRUNE_BATCH: i64 = 1000;
-/// Heartbeat history is deleted this many milliseconds of data at a time (50,000 rows at 10,000
-/// heartbeats a second), so each statement stays short.
-const HISTORY_WINDOW_MS: i64 = 5_000;
+/// A node's heartbeat history is deleted an hour of data at a time (3,600 rows at one heartbeat
+/// a second), so each statement stays short.
+const HISTORY_WINDOW_MS: i64 = 3_600_000;
 
 pub struct Workers(JoinSet<()>);
 
@@ -47,19 +47,22 @@ async fn prune_loop(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-/// Deletes heartbeats older than `HYPRBOX_HISTORY_RETENTION`, oldest first, a short window of
-/// data per statement; returns how many rows went.
+/// Deletes heartbeats older than `HYPRBOX_HISTORY_RETENTION`, node by node, oldest first, a short
+/// window of data per statement; returns how many rows went.
 pub async fn prune_history(state: &AppState) -> Result<u64, StoreError> {
     let retention = i64::try_from(state.settings.history_retention.as_millis()).unwrap_or(i64::MAX);
     let cutoff = now_ms().saturating_sub(retention);
     let mut conn = state.store.conn().await?;
     let mut total = 0;
-    while let Some(oldest) = nodes::oldest_heartbeat(&mut conn).await? {
-        if oldest >= cutoff {
-            break;
+    for node_id in state.fleet.ids() {
+        while let Some(oldest) = nodes::oldest_heartbeat(&mut conn, &node_id).await? {
+            if oldest >= cutoff {
+                break;
+            }
+            let to = oldest.saturating_add(HISTORY_WINDOW_MS).min(cutoff);
+            total += nodes::prune_history(&mut conn, &node_id, oldest, to).await?;
         }
-        total += nodes::prune_history(&mut conn, oldest, (oldest + HISTORY_WINDOW_MS).min(cutoff)).await?;
-        // Let heartbeats and reads through between statements.
+        // Let heartbeats and reads through between nodes.
         tokio::task::yield_now().await;
     }
     Ok(total)

@@ -157,6 +157,8 @@ pub async fn write_batch(
             "INSERT INTO heartbeats (node_id, at, cpu_percent, ram_percent, disk_percent, status) VALUES ",
         );
         push_placeholders(&mut sql, chunk.len(), 6);
+        // A replayed row (same node, same millisecond) is already there.
+        sql.push_str(" ON CONFLICT (node_id, at) DO NOTHING");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for h in chunk {
             query = query
@@ -306,18 +308,25 @@ pub async fn delete(conn: &mut AnyConnection, node_id: &str) -> Result<bool, Sto
     Ok(done.rows_affected() == 1)
 }
 
-/// The time of the oldest heartbeat, if any.
-pub async fn oldest_heartbeat(conn: &mut AnyConnection) -> Result<Option<i64>, StoreError> {
-    let row = sqlx::query("SELECT MIN(at) AS at FROM heartbeats")
+/// The time of a node's oldest heartbeat, if any.
+pub async fn oldest_heartbeat(conn: &mut AnyConnection, node_id: &str) -> Result<Option<i64>, StoreError> {
+    let row = sqlx::query("SELECT MIN(at) AS at FROM heartbeats WHERE node_id = $1")
+        .bind(node_id)
         .fetch_one(&mut *conn)
         .await?;
     Ok(row.try_get::<Option<i64>, _>("at")?)
 }
 
-/// Deletes the heartbeats in `[from, to)`; returns how many went. Retention walks forward from the
-/// oldest heartbeat in short windows, so each statement stays small.
-pub async fn prune_history(conn: &mut AnyConnection, from: i64, to: i64) -> Result<u64, StoreError> {
-    let done = sqlx::query("DELETE FROM heartbeats WHERE at >= $1 AND at < $2")
+/// Deletes a node's heartbeats in `[from, to)`; returns how many went. Retention walks each node
+/// forward from its oldest heartbeat in short windows, so each statement stays small.
+pub async fn prune_history(
+    conn: &mut AnyConnection,
+    node_id: &str,
+    from: i64,
+    to: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query("DELETE FROM heartbeats WHERE node_id = $1 AND at >= $2 AND at < $3")
+        .bind(node_id)
         .bind(from)
         .bind(to)
         .execute(&mut *conn)

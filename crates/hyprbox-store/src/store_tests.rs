@@ -468,6 +468,25 @@ async fn deleting_a_node_removes_its_history_and_events() {
 }
 
 #[tokio::test]
+async fn a_replayed_heartbeat_row_is_written_once() {
+    use crate::nodes;
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let mut tx = store.begin().await.unwrap();
+    nodes::write_batch(
+        &mut tx,
+        &[node("n1", 0)],
+        &[beat("n1", 5, 1.0), beat("n1", 5, 1.0)],
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    assert_eq!(nodes::history(&mut conn, "n1", 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn history_is_pruned_by_time_window() {
     use crate::nodes;
     let db = TestDatabase::new().await;
@@ -479,9 +498,10 @@ async fn history_is_pruned_by_time_window() {
         .unwrap();
     tx.commit().await.unwrap();
     let mut conn = store.conn().await.unwrap();
-    assert_eq!(nodes::oldest_heartbeat(&mut conn).await.unwrap(), Some(0));
-    assert_eq!(nodes::prune_history(&mut conn, 0, 450).await.unwrap(), 5);
-    assert_eq!(nodes::oldest_heartbeat(&mut conn).await.unwrap(), Some(500));
+    assert_eq!(nodes::oldest_heartbeat(&mut conn, "n1").await.unwrap(), Some(0));
+    assert_eq!(nodes::prune_history(&mut conn, "n1", 0, 450).await.unwrap(), 5);
+    assert_eq!(nodes::oldest_heartbeat(&mut conn, "n1").await.unwrap(), Some(500));
+    assert_eq!(nodes::oldest_heartbeat(&mut conn, "n2").await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -36,16 +36,17 @@ CREATE TABLE nodes (
     last_seen_at      BIGINT NOT NULL
 );
 
+-- Clustered by (node_id, at): a node's history is one range, and each insert touches one B-tree.
+-- A node's heartbeats get distinct millisecond stamps from the server.
 CREATE TABLE heartbeats (
     node_id      TEXT NOT NULL,
     at           BIGINT NOT NULL,
     cpu_percent  DOUBLE PRECISION,
     ram_percent  DOUBLE PRECISION,
     disk_percent DOUBLE PRECISION,
-    status       TEXT
-);
-CREATE INDEX heartbeats_node_at ON heartbeats (node_id, at);
-CREATE INDEX heartbeats_at ON heartbeats (at);
+    status       TEXT,
+    PRIMARY KEY (node_id, at)
+) WITHOUT ROWID;
 
 CREATE TABLE node_events (
     id        TEXT PRIMARY KEY,
