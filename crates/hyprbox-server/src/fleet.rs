@@ -263,6 +263,28 @@ impl Fleet {
         }
     }
 
+    /// `view` of every node, sorted by node id (no node state is copied, only what `view` makes).
+    pub fn map_sorted<T>(&self, view: impl Fn(&NodeState) -> T) -> Vec<(String, T)> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.read().unwrap_or_else(|e| e.into_inner());
+            all.extend(shard.iter().map(|(id, state)| (id.clone(), view(state))));
+        }
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Every node's state, sorted by node id.
     pub fn snapshot(&self) -> Vec<NodeState> {
         let mut all: Vec<NodeState> = Vec::new();
@@ -284,15 +306,10 @@ impl Fleet {
 
     /// Every node's last `limit` CPU values, oldest first.
     pub fn sparks(&self, limit: usize) -> Vec<(String, Vec<f64>)> {
-        let mut all = Vec::new();
-        for shard in &self.shards {
-            for (id, state) in shard.read().unwrap_or_else(|e| e.into_inner()).iter() {
-                let skip = state.sparks.len().saturating_sub(limit);
-                all.push((id.clone(), state.sparks.iter().skip(skip).copied().collect()));
-            }
-        }
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
+        self.map_sorted(|state| {
+            let skip = state.sparks.len().saturating_sub(limit);
+            state.sparks.iter().skip(skip).copied().collect()
+        })
     }
 
     pub fn get(&self, node_id: &str) -> Option<NodeState> {

@@ -15,6 +15,7 @@ mod middleware;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
+mod views;
 pub mod workers;
 pub mod writer;
 
@@ -77,6 +78,7 @@ impl Application {
             node_tokens: auth::node_tokens::NodeTokens::default(),
             fleet,
             hub: events::EventHub::default(),
+            views: views::Rendered::default(),
             writer,
             shutdown: CancellationToken::new(),
             started_at: Instant::now(),

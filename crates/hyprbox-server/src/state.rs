@@ -15,6 +15,7 @@ use crate::events::EventHub;
 use crate::fleet::Fleet;
 use crate::mail::Mailer;
 use crate::ratelimit::RateLimiter;
+use crate::views::Rendered;
 use crate::writer::BatchWriter;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,7 @@ pub struct Inner {
     pub node_tokens: NodeTokens,
     pub fleet: Fleet,
     pub hub: EventHub,
+    pub views: Rendered,
     pub writer: BatchWriter,
     /// Cancelled when a graceful shutdown starts: long-lived streams end on it.
     pub shutdown: CancellationToken,

@@ -250,16 +250,24 @@ async fn accept(state: &AppState, body: &Heartbeat) -> Response {
     responses(
         (status = 200, description = "Every node with its computed status", body = NodesBody),
         (status = 401, description = "Not signed in", body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>, _: CurrentUser) -> Json<NodesBody> {
-    let now = now_ms();
-    let offline = offline_ms(&state);
-    let nodes = state
-        .fleet
-        .snapshot()
-        .iter()
-        .map(|s| node_body(&s.node, now, offline))
-        .collect();
-    Json(NodesBody { nodes })
+pub async fn list(State(state): State<AppState>, _: CurrentUser) -> Response {
+    let count = state.fleet.len();
+    let shared = state.clone();
+    let render = move || {
+        let state = shared;
+        let now = now_ms();
+        let offline = offline_ms(&state);
+        let nodes = state.fleet.map_sorted(|s| node_body(&s.node, now, offline));
+        let body = NodesBody {
+            nodes: nodes.into_iter().map(|(_, node)| node).collect(),
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    };
+    json_bytes(state.views.get("nodes", count, render).await)
+}
+
+fn json_bytes(bytes: axum::body::Bytes) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
 #[utoipa::path(get, path = "/api/nodes/sparks", tag = "nodes", params(LimitQuery),
@@ -272,15 +280,22 @@ pub async fn sparks(
     State(state): State<AppState>,
     _: CurrentUser,
     Query(query): Query<LimitQuery>,
-) -> ApiResult<Json<SparksBody>> {
+) -> ApiResult<Response> {
     let limit = parse_limit(query.limit.as_deref(), 24, fleet::SPARK_LEN as i64)?;
-    let sparks = state
-        .fleet
-        .sparks(usize::try_from(limit).unwrap_or(24))
-        .into_iter()
-        .map(|(id, values)| (id, Value::from(values)))
-        .collect();
-    Ok(Json(SparksBody { sparks }))
+    let count = state.fleet.len();
+    let shared = state.clone();
+    let render = move || {
+        let sparks = shared
+            .fleet
+            .sparks(usize::try_from(limit).unwrap_or(24))
+            .into_iter()
+            .map(|(id, values)| (id, Value::from(values)))
+            .collect();
+        serde_json::to_vec(&SparksBody { sparks }).unwrap_or_default()
+    };
+    Ok(json_bytes(
+        state.views.get(&format!("sparks:{limit}"), count, render).await,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/nodes/{nodeId}/status", tag = "nodes",
@@ -525,6 +540,7 @@ pub async fn patch_config(
     .await?;
     tx.commit().await?;
     state.fleet.set_config(&node_id, text);
+    state.views.invalidate().await;
     Ok(Json(ConfigBody { config }))
 }
 
@@ -553,6 +569,7 @@ pub async fn delete(
     .await?;
     tx.commit().await?;
     state.fleet.remove(&node_id);
+    state.views.invalidate().await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,0 +1,90 @@
+//! Rendered fleet-wide answers shared by concurrent readers.
+//!
+//! `GET /api/nodes` and `/api/nodes/sparks` cover every node: for a fleet of 10,000 that is a few
+//! megabytes of JSON and tens of milliseconds to render, which sixteen dashboards polling at once
+//! would redo for each request. For large fleets the rendered bytes are shared for up to a second
+//! (statuses and values are then at most a second old); small fleets are rendered fresh every time.
+//! Removing a node or changing its config drops what was rendered.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+
+/// Fleets smaller than this are rendered on every request.
+pub const SHARE_FROM_NODES: usize = 1_000;
+/// How long a rendered answer is shared.
+pub const SHARE_FOR: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub struct Rendered {
+    slots: tokio::sync::Mutex<HashMap<String, (Instant, Bytes)>>,
+}
+
+impl Rendered {
+    /// The answer for `key`: shared when fresh enough, else rendered (once, however many wait).
+    pub async fn get(
+        &self,
+        key: &str,
+        nodes: usize,
+        render: impl FnOnce() -> Vec<u8> + Send + 'static,
+    ) -> Bytes {
+        if nodes < SHARE_FROM_NODES {
+            return Bytes::from(render());
+        }
+        let mut slots = self.slots.lock().await;
+        if let Some((at, bytes)) = slots.get(key)
+            && at.elapsed() < SHARE_FOR
+        {
+            return bytes.clone();
+        }
+        // Tens of milliseconds of work: off the async workers, so heartbeats keep flowing.
+        let bytes = Bytes::from(tokio::task::spawn_blocking(render).await.unwrap_or_default());
+        slots.insert(key.to_string(), (Instant::now(), bytes.clone()));
+        bytes
+    }
+
+    pub async fn invalidate(&self) {
+        self.slots.lock().await.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn counting(
+        renders: &Arc<AtomicUsize>,
+        body: &'static [u8],
+    ) -> impl FnOnce() -> Vec<u8> + Send + 'static {
+        let renders = Arc::clone(renders);
+        move || {
+            renders.fetch_add(1, Ordering::SeqCst);
+            body.to_vec()
+        }
+    }
+
+    #[tokio::test]
+    async fn large_fleets_share_a_rendering_small_ones_do_not() {
+        let rendered = Rendered::default();
+        let renders = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            rendered.get("small", 10, counting(&renders, b"x")).await;
+        }
+        assert_eq!(renders.swap(0, Ordering::SeqCst), 3);
+        for _ in 0..3 {
+            rendered
+                .get("large", SHARE_FROM_NODES, counting(&renders, b"x"))
+                .await;
+        }
+        assert_eq!(renders.load(Ordering::SeqCst), 1);
+        rendered.invalidate().await;
+        let again = rendered
+            .get("large", SHARE_FROM_NODES, counting(&renders, b"y"))
+            .await;
+        assert_eq!(&again[..], b"y");
+    }
+}
