@@ -7,22 +7,30 @@
 //! Removing a node or changing its config drops what was rendered.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 
 /// Fleets smaller than this are rendered on every request.
 pub const SHARE_FROM_NODES: usize = 1_000;
-/// How long a rendered answer is shared.
+/// How long a rendered answer is served before it is rendered again.
 pub const SHARE_FOR: Duration = Duration::from_secs(1);
+
+struct Slot {
+    at: Instant,
+    bytes: Bytes,
+    rendering: bool,
+}
 
 #[derive(Default)]
 pub struct Rendered {
-    slots: tokio::sync::Mutex<HashMap<String, (Instant, Bytes)>>,
+    slots: Arc<Mutex<HashMap<String, Slot>>>,
 }
 
 impl Rendered {
-    /// The answer for `key`: shared when fresh enough, else rendered (once, however many wait).
+    /// The answer for `key`. A stale answer is still served while one background task renders the
+    /// next, so no reader waits for a rendering except the very first.
     pub async fn get(
         &self,
         key: &str,
@@ -32,20 +40,46 @@ impl Rendered {
         if nodes < SHARE_FROM_NODES {
             return Bytes::from(render());
         }
-        let mut slots = self.slots.lock().await;
-        if let Some((at, bytes)) = slots.get(key)
-            && at.elapsed() < SHARE_FOR
-        {
-            return bytes.clone();
-        }
+        let stale = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            match slots.get_mut(key) {
+                Some(slot) if slot.at.elapsed() < SHARE_FOR || slot.rendering => return slot.bytes.clone(),
+                Some(slot) => {
+                    slot.rendering = true;
+                    Some(slot.bytes.clone())
+                }
+                None => None,
+            }
+        };
         // Tens of milliseconds of work: off the async workers, so heartbeats keep flowing.
-        let bytes = Bytes::from(tokio::task::spawn_blocking(render).await.unwrap_or_default());
-        slots.insert(key.to_string(), (Instant::now(), bytes.clone()));
-        bytes
+        let rendering = tokio::task::spawn_blocking(render);
+        let slots = Arc::clone(&self.slots);
+        let key = key.to_string();
+        let store = async move {
+            let bytes = Bytes::from(rendering.await.unwrap_or_default());
+            let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.insert(
+                key,
+                Slot {
+                    at: Instant::now(),
+                    bytes: bytes.clone(),
+                    rendering: false,
+                },
+            );
+            bytes
+        };
+        match stale {
+            Some(bytes) => {
+                tokio::spawn(store);
+                bytes
+            }
+            None => store.await,
+        }
     }
 
+    /// Drops every rendering: the next reader renders afresh.
     pub async fn invalidate(&self) {
-        self.slots.lock().await.clear();
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
