@@ -67,8 +67,16 @@ impl Default for ConnectOptions {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Where write transactions run. On SQLite, which has one writer anyway, this is a single
+    /// connection with a large page cache, so writers queue here instead of contending for the
+    /// file lock, and the pages hot writes touch (the end of each node's history) stay cached.
+    /// On Postgres it is the same pool.
+    writer: AnyPool,
     dialect: Dialect,
 }
+
+/// The SQLite writer connection's page cache, in KiB (the readers keep SQLite's default 2 MiB).
+const SQLITE_WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// A write transaction. Dropping it without `commit` rolls back.
 pub struct Tx(sqlx::Transaction<'static, Any>);
@@ -146,27 +154,36 @@ impl Store {
         let connect: AnyConnectOptions = url
             .parse()
             .map_err(|e: sqlx::Error| StoreError::Config(format!("invalid DATABASE_URL: {e}")))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(options.max_connections)
-            .min_connections(0)
-            .acquire_timeout(options.acquire_timeout)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // WAL lets readers run beside the one writer; NORMAL is durable across
-                        // process crashes in WAL mode and much cheaper than FULL.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
-                        conn.execute("PRAGMA cache_size = -65536").await?;
-                    }
-                    Ok(())
+        let open = |max_connections: u32, cache_kib: Option<i64>| {
+            AnyPoolOptions::new()
+                .max_connections(max_connections)
+                .min_connections(0)
+                .acquire_timeout(options.acquire_timeout)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if dialect == Dialect::Sqlite {
+                            // WAL lets readers run beside the one writer; NORMAL is durable across
+                            // process crashes in WAL mode and much cheaper than FULL.
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            if let Some(kib) = cache_kib {
+                                let pragma = format!("PRAGMA cache_size = -{kib}");
+                                conn.execute(sqlx::AssertSqlSafe(pragma)).await?;
+                            }
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(connect)
-            .await?;
-        Ok(Store { pool, dialect })
+                .connect_with(connect.clone())
+        };
+        let pool = open(options.max_connections, None).await?;
+        let writer = match dialect {
+            Dialect::Sqlite => open(1, Some(SQLITE_WRITER_CACHE_KIB)).await?,
+            Dialect::Postgres => pool.clone(),
+        };
+        Ok(Store { pool, writer, dialect })
     }
 
     /// Applies the embedded migrations of this backend.
@@ -191,8 +208,8 @@ impl Store {
     /// fails with SQLITE_BUSY instead of waiting when another writer got there in between.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let tx = match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
+            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.writer.begin().await?,
         };
         Ok(Tx(tx))
     }
@@ -213,6 +230,7 @@ impl Store {
     /// Closes the pool: in-flight queries finish, new ones fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 
