@@ -182,6 +182,7 @@ async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -
     let caller = auth::resolve_caller(&state, request.headers()).await;
 
     let path = request.uri().path();
+    let node_keyed = is_node_keyed(path) && !is_exempt(path);
     let decision = match (route_limit(request.method(), path), &caller) {
         _ if is_exempt(path) => None,
         (Some((bucket, limit)), _) => Some(state.limiter.check((bucket, ip.0), limit)),
@@ -223,7 +224,12 @@ async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -
     if let Some(renewal) = renewal {
         auth::renew_cookie(&state, &mut response, renewal);
     }
-    if let Some(decision) = decision.or_else(|| response.extensions().get::<Decision>().copied()) {
+    let decision = decision
+        .or_else(|| response.extensions().get::<Decision>().copied())
+        // A node-keyed request refused before its handler charged it (e.g. a malformed body)
+        // counts against its address.
+        .or_else(|| node_keyed.then(|| state.limiter.check(("ip", ip.0), state.settings.rate_limit)));
+    if let Some(decision) = decision {
         set_rate_headers(&mut response, decision);
     }
     response

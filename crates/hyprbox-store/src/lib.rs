@@ -183,7 +183,11 @@ impl Store {
             Dialect::Sqlite => open(1, Some(SQLITE_WRITER_CACHE_KIB)).await?,
             Dialect::Postgres => pool.clone(),
         };
-        Ok(Store { pool, writer, dialect })
+        Ok(Store {
+            pool,
+            writer,
+            dialect,
+        })
     }
 
     /// Applies the embedded migrations of this backend.
