@@ -5,10 +5,16 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A `nodeId` is chosen by the agent: 1–64 characters of `[A-Za-z0-9._-]`.
+/// Names that are routes under `/api/nodes/`, so a node with one could not be addressed there.
+pub const RESERVED_NODE_IDS: [&str; 4] = ["heartbeat", "inventory", "me", "sparks"];
+
+/// A `nodeId` is chosen by the agent: 1–64 characters of `[A-Za-z0-9._-]`, not a reserved name.
 pub fn validate_node_id(field: &str, node_id: &str) -> Result<(), String> {
     if node_id.is_empty() || node_id.len() > 64 {
         return Err(format!("{field} must be 1 to 64 characters"));
+    }
+    if RESERVED_NODE_IDS.contains(&node_id) {
+        return Err(format!("{field} {node_id:?} is reserved (it names an API route)"));
     }
     if !node_id
         .bytes()
@@ -142,7 +148,16 @@ mod tests {
         for ok in ["a", "prod-eu-1", "web_01.example", &"x".repeat(64)] {
             assert!(validate_node_id("nodeId", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "has space", "slash/", "ünï", "semi;colon", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "has space",
+            "slash/",
+            "ünï",
+            "semi;colon",
+            "me",
+            "sparks",
+            &"x".repeat(65),
+        ] {
             assert!(
                 validate_node_id("nodeId", bad).unwrap_err().starts_with("nodeId"),
                 "{bad}"

@@ -222,7 +222,8 @@ impl Settings {
             enable_docs: flag("HYPRBOX_ENABLE_DOCS", !production)?,
             rate_limit,
             session_ttl,
-            cookie_secure: flag("HYPRBOX_COOKIE_SECURE", production)?,
+            // Production cookies are always Secure; the setting can add it elsewhere, not remove it.
+            cookie_secure: production || flag("HYPRBOX_COOKIE_SECURE", false)?,
             allow_public_registration: flag("HYPRBOX_ALLOW_PUBLIC_REGISTRATION", !production)?,
             public_url: get("HYPRBOX_PUBLIC_URL")
                 .unwrap_or_else(|| format!("http://{bind}"))
@@ -281,8 +282,28 @@ impl Settings {
     }
 }
 
-/// `scheme://user:password@host/…` → `scheme://user:***@host/…`.
+/// `scheme://user:password@host/…?password=…` → `scheme://user:***@host/…?password=***`.
 fn redact_url_password(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(base);
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -386,6 +407,13 @@ mod tests {
     fn production_defaults_close_registration_hide_docs_and_secure_the_cookie() {
         let s = settings(&[("HYPRBOX_ENV", "production"), ("SECRET_KEY", "k")]).unwrap();
         assert!(!s.allow_public_registration && !s.enable_docs && s.cookie_secure);
+        let s = settings(&[
+            ("HYPRBOX_ENV", "production"),
+            ("SECRET_KEY", "k"),
+            ("HYPRBOX_COOKIE_SECURE", "false"),
+        ])
+        .unwrap();
+        assert!(s.cookie_secure, "production cookies stay Secure");
         assert!(s.require_node_token);
     }
 
@@ -424,6 +452,16 @@ mod tests {
         let shown = format!("{} {:?}", s.summary(), s);
         assert!(!shown.contains("topsecretkey") && !shown.contains("hunter2") && !shown.contains("mailpass"));
         assert!(s.summary().contains("postgres://u:***@db/x"));
+        let q = settings(&[
+            ("SECRET_KEY", "k"),
+            ("DATABASE_URL", "postgres://db/x?user=u&password=pw1&sslmode=off"),
+        ])
+        .unwrap();
+        assert!(
+            q.summary()
+                .contains("postgres://db/x?user=u&password=***&sslmode=off")
+        );
+        assert!(!q.summary().contains("pw1"));
     }
 
     #[test]

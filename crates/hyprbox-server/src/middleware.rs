@@ -163,7 +163,7 @@ fn route_limit(method: &Method, path: &str) -> Option<(&'static str, u32)> {
 
 /// Server-sent event streams stay open for hours; counting them would be meaningless.
 fn is_exempt(path: &str) -> bool {
-    path.starts_with("/api/stream/") || path.ends_with("/stream")
+    path == "/api/stream/nodes" || (path.starts_with("/api/jobs/") && path.ends_with("/stream"))
 }
 
 /// The one middleware between CORS and the router; see the module documentation.

@@ -26,6 +26,8 @@ pub enum Pending {
     Node(Node),
     Heartbeat(HeartbeatRow),
     Event(NodeEvent),
+    /// A deleted node: drop its queued rows and delete whatever of it was already written.
+    Forget(String),
     /// `lastUsedAt` of a node token (sent at most once a minute per token).
     TokenUsed {
         id: String,
@@ -57,6 +59,7 @@ struct Batch {
     rows: Vec<HeartbeatRow>,
     events: Vec<NodeEvent>,
     touches: HashMap<String, i64>,
+    forgets: Vec<String>,
     items: usize,
 }
 
@@ -72,6 +75,12 @@ impl Batch {
                 }
             },
             Pending::Event(event) => self.events.push(event),
+            Pending::Forget(node_id) => {
+                self.upserts.remove(&node_id);
+                self.rows.retain(|r| r.node_id != node_id);
+                self.events.retain(|e| e.node_id != node_id);
+                self.forgets.push(node_id);
+            }
             Pending::TokenUsed { id, at } => {
                 self.touches.insert(id, at);
             }
@@ -84,6 +93,9 @@ impl Batch {
         nodes::write_batch(&mut tx, &upserts, &self.rows, &self.events).await?;
         for (id, at) in &self.touches {
             tokens::touch(&mut tx, id, *at).await?;
+        }
+        for node_id in &self.forgets {
+            nodes::delete(&mut tx, node_id).await?;
         }
         tx.commit().await
     }

@@ -101,9 +101,13 @@ async fn inventory_is_kept_unless_sent_and_survives_a_restart() {
 #[tokio::test]
 async fn nothing_acknowledged_is_lost_when_the_server_stops_gracefully() {
     let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let (token, _) = app.mint_token(&admin, None).await;
     let mut sent = 0;
     for i in 0..300 {
-        let answer = app.heartbeat(None, beat(&format!("n{}", i % 30), 1.0)).await;
+        let answer = app
+            .heartbeat(Some(&token), beat(&format!("n{}", i % 30), 1.0))
+            .await;
         assert_eq!(answer.status, StatusCode::ACCEPTED);
         sent += 1;
     }
@@ -539,6 +543,92 @@ async fn history_past_its_retention_is_pruned() {
 }
 
 #[tokio::test]
+async fn anonymous_heartbeats_are_limited_per_address_whatever_node_they_name() {
+    let app = TestApp::with(&[("HYPRBOX_RATE_LIMIT", "2")]).await;
+    assert_eq!(
+        app.heartbeat(None, beat("a", 1.0)).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        app.heartbeat(None, beat("b", 1.0)).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        app.heartbeat(None, beat("c", 1.0)).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn reserved_and_malformed_node_ids_are_400s_on_every_node_route() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    for reserved in ["me", "sparks", "heartbeat", "inventory"] {
+        let answer = app.heartbeat(None, beat(reserved, 1.0)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{reserved}");
+        assert!(answer.body["message"].as_str().unwrap().contains("reserved"));
+    }
+    for path in ["/api/nodes/bad%20id/status", "/api/nodes/bad%20id/activity"] {
+        assert_eq!(
+            app.get(path, Some(&admin.token)).await.status,
+            StatusCode::BAD_REQUEST,
+            "{path}"
+        );
+    }
+    let patch = app
+        .call(
+            Method::PATCH,
+            "/api/nodes/bad%20id/config",
+            Some(&admin.token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(patch.status, StatusCode::BAD_REQUEST);
+    let delete = app
+        .call(Method::DELETE, "/api/nodes/bad%20id", Some(&admin.token), None)
+        .await;
+    assert_eq!(delete.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn an_oversized_heartbeat_is_a_413() {
+    let app = TestApp::spawn().await;
+    let body = json!({"node_id": "n1", "hostname": "h".repeat(1024 * 1024 + 1)});
+    let answer = app.heartbeat(None, body).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    answer.error_tag();
+}
+
+#[tokio::test]
+async fn a_deleted_node_does_not_come_back_from_rows_still_queued() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let (token, _) = app.mint_token(&admin, None).await;
+    for _ in 0..20 {
+        app.heartbeat(Some(&token), beat("gone", 1.0)).await;
+    }
+    // Deleted while its rows are most likely still queued for the writer.
+    let deleted = app
+        .call(Method::DELETE, "/api/nodes/gone", Some(&admin.token), None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let settings = app.state.settings.clone();
+    let (stopped, db) = app.stop_keeping_database().await;
+    stopped.unwrap();
+    let again = hyprbox_server::Application::build(settings).await.unwrap();
+    assert!(again.state().fleet.get("gone").is_none());
+    let mut conn = again.state().store.conn().await.unwrap();
+    assert!(
+        hyprbox_store::nodes::history(&mut conn, "gone", 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(conn);
+    drop(db);
+}
+
+#[tokio::test]
 async fn a_fleet_behind_one_token_is_limited_per_node_not_per_token() {
     let app = TestApp::with(&[("HYPRBOX_RATE_LIMIT", "2")]).await;
     let admin = app.register_admin().await;
@@ -628,6 +718,7 @@ async fn the_stream_carries_heartbeats_posted_by_another_client() {
 async fn a_subscriber_that_never_reads_does_not_slow_heartbeats() {
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;
+    let (token, _) = app.mint_token(&admin, None).await;
     let mut stuck = app
         .client
         .get(app.url("/api/stream/nodes"))
@@ -639,10 +730,18 @@ async fn a_subscriber_that_never_reads_does_not_slow_heartbeats() {
         .map(|worker| {
             let client = app.client.clone();
             let url = app.url("/api/nodes/heartbeat");
+            let token = token.clone();
             tokio::spawn(async move {
                 for i in 0..1000 {
                     let body = json!({"node_id": format!("n{worker}-{}", i % 50), "cpu_percent": 1.0});
-                    let status = client.post(&url).json(&body).send().await.unwrap().status();
+                    let status = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
                     assert_eq!(status, StatusCode::ACCEPTED);
                 }
             })

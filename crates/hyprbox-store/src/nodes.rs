@@ -281,6 +281,16 @@ pub async fn events(
         .collect()
 }
 
+/// A node's agent config, read under a row lock held until the transaction ends (a no-op update
+/// takes it on both backends); `None` when the node is unknown.
+pub async fn lock_config(conn: &mut AnyConnection, node_id: &str) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query("UPDATE nodes SET config = config WHERE node_id = $1 RETURNING config")
+        .bind(node_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|r| r.try_get("config")).transpose()?)
+}
+
 /// Replaces a node's agent config (a JSON object as text); `false` when the node is unknown.
 pub async fn set_config(conn: &mut AnyConnection, node_id: &str, config: &str) -> Result<bool, StoreError> {
     let done = sqlx::query("UPDATE nodes SET config = $1 WHERE node_id = $2")

@@ -49,10 +49,17 @@ impl SessionCache {
             .clone()
     }
 
-    /// Records a user as changed by a committed write.
+    /// Records a user as changed by a committed write. A deleted user stays deleted, and an entry
+    /// never goes back to an older token version (a slow writer cannot undo a revocation).
     pub fn put(&self, user: &User) {
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        users.insert(user.id.clone(), Some(Arc::new(user.clone())));
+        match users.get(&user.id) {
+            Some(None) => {}
+            Some(Some(current)) if current.token_version > user.token_version => {}
+            _ => {
+                users.insert(user.id.clone(), Some(Arc::new(user.clone())));
+            }
+        }
     }
 
     /// Records a user as deleted by a committed write.
@@ -77,5 +84,40 @@ impl SessionCache {
     pub fn prune_revoked(&self, now_secs: i64) {
         let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
         revoked.retain(|_, exp| *exp > now_secs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hyprbox_store::users::Role;
+
+    use super::*;
+
+    fn user(tv: i64, role: Role) -> User {
+        User {
+            id: "u1".into(),
+            email: "u@example.com".into(),
+            name: String::new(),
+            language: "en".into(),
+            role,
+            password_hash: String::new(),
+            token_version: tv,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_stale_write_never_undoes_a_revocation_or_a_delete() {
+        let cache = SessionCache::default();
+        cache.put(&user(2, Role::Viewer));
+        cache.put(&user(1, Role::Admin));
+        let Cached::Present(now) = cache.user("u1") else {
+            panic!("cached")
+        };
+        assert_eq!((now.token_version, now.role), (2, Role::Viewer));
+        cache.remove("u1");
+        cache.put(&user(3, Role::Admin));
+        assert!(matches!(cache.user("u1"), Cached::Deleted));
+        assert!(cache.fill(user(4, Role::Admin)).is_none());
     }
 }

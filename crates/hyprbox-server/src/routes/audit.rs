@@ -135,6 +135,21 @@ pub async fn list(
         resource_type: non_empty(query.resource_type),
         resource_id: non_empty(query.resource_id),
     };
+    for value in [
+        &filter.user,
+        &filter.action,
+        &filter.resource_type,
+        &filter.resource_id,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if value.len() > 256 || value.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "filters must be at most 256 characters without control characters",
+            ));
+        }
+    }
     let mut conn = state.store.conn().await?;
     if csv_wanted {
         let events = audit::export(&mut conn, &filter, CSV_MAX_ROWS).await?;

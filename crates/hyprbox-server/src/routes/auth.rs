@@ -104,7 +104,7 @@ pub struct ResetPasswordRequest {
 pub fn normalize_email(email: &str) -> Result<String, ApiError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
-        && !email.chars().any(char::is_whitespace)
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
                 && !domain.contains('@')
@@ -265,9 +265,13 @@ pub async fn login(
     Json(body): Json<LoginRequest>,
 ) -> ApiResult<Response> {
     let email = body.email.trim().to_lowercase();
-    let found = {
-        let mut conn = state.store.conn().await?;
-        users::by_email(&mut conn, &email).await?
+    // An address no account can have (too long, control characters) is looked up nowhere.
+    let found = match normalize_email(&email) {
+        Ok(email) => {
+            let mut conn = state.store.conn().await?;
+            users::by_email(&mut conn, &email).await?
+        }
+        Err(_) => None,
     };
     // An unknown email still pays for one Argon2id verification, so timing does not tell.
     let stored = found.as_ref().map(|u| u.password_hash.clone());
@@ -277,13 +281,15 @@ pub async fn login(
         Some(user) if matches => user,
         other => {
             let mut failed = event("user.login_failed", other.as_ref(), ip);
-            failed.user_email = Some(email);
+            failed.user_email = Some(email.chars().filter(|c| !c.is_control()).take(254).collect());
             audit::record(&mut conn, &failed).await?;
             return Err(ApiError::Unauthorized("invalid email or password".into()));
         }
     };
     audit::record(&mut conn, &event("user.login", Some(&user), ip)).await?;
-    state.sessions.put(&user);
+    // A sign-in changes nothing about the user: it only fills the cache when empty, so a change
+    // committed while the password was being checked is never overwritten.
+    state.sessions.fill(user.clone());
     let (token, _) = state.keys.issue(&user.id, user.token_version);
     let body = SessionBody {
         message: Some("Login successful"),
@@ -459,11 +465,23 @@ pub async fn forgot_password(
     Json(body): Json<ForgotPasswordRequest>,
 ) -> ApiResult<Json<OkBody>> {
     let email = body.email.trim().to_lowercase();
-    let mut conn = state.store.conn().await?;
-    let Some(user) = users::by_email(&mut conn, &email).await? else {
+    let found = match normalize_email(&email) {
+        Ok(email) => {
+            let mut conn = state.store.conn().await?;
+            users::by_email(&mut conn, &email).await?
+        }
+        Err(_) => None,
+    };
+    let Some(user) = found else {
+        // Unknown addresses are recorded too: it is worth seeing, and it costs the same write as a
+        // known one, so the answer's timing does not tell them apart.
+        let mut unknown = event("password.reset_request", None, ip);
+        unknown.user_email = Some(email.chars().filter(|c| !c.is_control()).take(254).collect());
+        let mut tx = state.store.begin().await?;
+        audit::record(&mut tx, &unknown).await?;
+        tx.commit().await?;
         return Ok(Json(OkBody { ok: true }));
     };
-    drop(conn);
     let mut secret = [0u8; 32];
     rand::fill(&mut secret);
     let token = hex::encode(secret);

@@ -175,6 +175,7 @@ fn known_node(state: &AppState, node_id: &str) -> Result<NodeState, ApiError> {
 pub async fn heartbeat(
     State(state): State<AppState>,
     MaybeNode(node): MaybeNode,
+    ip: ClientIp,
     Json(body): Json<Heartbeat>,
 ) -> Response {
     if node.is_none() && state.settings.require_node_token {
@@ -183,11 +184,14 @@ pub async fn heartbeat(
     if let Err(message) = body.validate() {
         return ApiError::BadRequest(message).into_response();
     }
-    let token_key = node.as_ref().map_or("", |n| n.prefix.as_str());
-    let decision = state.limiter.check(
-        ("node", token_key, body.node_id.as_str()),
-        state.settings.rate_limit,
-    );
+    let limit = state.settings.rate_limit;
+    let decision = match &node {
+        Some(node) => state
+            .limiter
+            .check(("node", node.prefix.as_str(), body.node_id.as_str()), limit),
+        // Without a token the node id is whatever the client says: count the address instead.
+        None => state.limiter.check(("ip", ip.0), limit),
+    };
     let mut response = if node.as_ref().is_some_and(|n| !n.may_act_for(&body.node_id)) {
         ApiError::Forbidden("this token is pinned to another node".into()).into_response()
     } else if !decision.allowed {
@@ -508,25 +512,27 @@ pub async fn patch_config(
     Path(node_id): Path<String>,
     Json(patch): Json<Value>,
 ) -> ApiResult<Json<ConfigBody>> {
-    let current = known_node(&state, &node_id)?;
+    known_node(&state, &node_id)?;
     if !patch.is_object() {
         return Err(ApiError::bad_request(
             "the body must be a JSON object (a merge patch)",
         ));
     }
-    let mut config = config_value(&current.node.config);
+    let mut tx = state.store.begin().await?;
+    // Read under the row lock, so two concurrent patches apply one after the other.
+    let Some(stored) = nodes::lock_config(&mut tx, &node_id).await? else {
+        // Known in memory but its first heartbeat is still on its way to the disk.
+        return Err(ApiError::Conflict(
+            "the node is being registered; try again in a moment".into(),
+        ));
+    };
+    let mut config = config_value(&stored);
     merge_patch(&mut config, &patch);
     if let Value::Object(map) = &config {
         validate_config(map)?;
     }
     let text = config.to_string();
-    let mut tx = state.store.begin().await?;
-    if !nodes::set_config(&mut tx, &node_id, &text).await? {
-        // Known in memory but its first heartbeat is still on its way to the disk.
-        return Err(ApiError::Conflict(
-            "the node is being registered; try again in a moment".into(),
-        ));
-    }
+    nodes::set_config(&mut tx, &node_id, &text).await?;
     audit::record(
         &mut tx,
         &node_event(
@@ -560,6 +566,7 @@ pub async fn delete(
     Path(node_id): Path<String>,
 ) -> ApiResult<StatusCode> {
     known_node(&state, &node_id)?;
+    state.fleet.remove(&node_id);
     let mut tx = state.store.begin().await?;
     nodes::delete(&mut tx, &node_id).await?;
     audit::record(
@@ -568,7 +575,9 @@ pub async fn delete(
     )
     .await?;
     tx.commit().await?;
-    state.fleet.remove(&node_id);
+    // Rows of this node still queued would bring it back: the writer drops them and deletes again
+    // after what it had already taken.
+    state.writer.queue(Pending::Forget(node_id.clone())).await;
     state.views.invalidate().await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -184,6 +184,9 @@ pub async fn revoke(
     ip: ClientIp,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    if !super::users::plausible_id(&id) {
+        return Err(ApiError::not_found("token"));
+    }
     let mut tx = state.store.begin().await?;
     if tokens::by_id(&mut tx, &id, owner(&actor)).await?.is_none() {
         return Err(ApiError::not_found("token"));

@@ -39,6 +39,12 @@ pub struct RoleRequest {
     pub role: String,
 }
 
+/// Ids are UUIDs; anything else (control characters included, which Postgres refuses in text)
+/// names nothing and is not worth a query.
+pub fn plausible_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 fn parse_role(role: &str) -> Result<Role, ApiError> {
     Role::parse(role.trim())
         .ok_or_else(|| ApiError::bad_request("role must be one of ADMIN, OPERATOR, VIEWER"))
@@ -144,6 +150,9 @@ pub async fn set_role(
     Json(body): Json<RoleRequest>,
 ) -> ApiResult<Json<OneUserBody>> {
     let role = parse_role(&body.role)?;
+    if !plausible_id(&id) {
+        return Err(ApiError::not_found("user"));
+    }
     let mut tx = state.store.begin().await?;
     let user = match users::set_role(&mut tx, &id, role).await? {
         AdminGuarded::Done(user) => user,
@@ -178,6 +187,9 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     if id == actor.user.id {
         return Err(ApiError::Conflict("you cannot delete your own account".into()));
+    }
+    if !plausible_id(&id) {
+        return Err(ApiError::not_found("user"));
     }
     let mut tx = state.store.begin().await?;
     let user = match users::delete(&mut tx, &id).await? {
