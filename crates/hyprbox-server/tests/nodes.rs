@@ -781,3 +781,34 @@ async fn shutdown_ends_open_streams() {
     .await;
     assert!(end.is_ok());
 }
+
+#[tokio::test]
+async fn a_stream_ends_when_its_session_is_logged_out() {
+    let app = TestApp::spawn().await;
+    app.register_admin().await;
+    let watcher = app.login("admin@example.com", common::PASSWORD).await;
+    let mut stream = app
+        .client
+        .get(app.url("/api/stream/nodes"))
+        .bearer_auth(&watcher.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    app.post("/api/auth/logout", Some(&watcher.token), json!({}))
+        .await;
+    app.heartbeat(None, beat("n1", 1.0)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = String::new();
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        seen
+    })
+    .await
+    .expect("the stream ends after logout");
+    assert!(
+        !ended.contains("event: heartbeat"),
+        "no fleet data after logout: {ended}"
+    );
+}

@@ -11,6 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::CurrentUser;
+use crate::auth::cache::Cached;
 use crate::events::EventHub;
 use crate::state::AppState;
 
@@ -24,21 +25,46 @@ pub enum Item {
     Lagged { missed: u64 },
 }
 
-/// A subscription to the hub that ends when `stop` is cancelled (a graceful shutdown must not wait
-/// on streams that never end by themselves).
-pub fn subscribe(hub: &EventHub, stop: CancellationToken) -> impl Stream<Item = Item> + Send + use<> {
-    futures_util::stream::unfold((hub.subscribe(), stop), |(mut receiver, stop)| async move {
-        let item = tokio::select! {
-            () = stop.cancelled() => return None,
-            next = receiver.recv() => match next {
-                Ok(event) => Item::Event { kind: event.kind, data: event.data },
-                // This subscriber fell behind: say how much it missed and go on from the oldest kept.
-                Err(RecvError::Lagged(missed)) => Item::Lagged { missed },
-                Err(RecvError::Closed) => return None,
-            },
-        };
-        Some((item, (receiver, stop)))
-    })
+/// How often a stream re-checks that its session is still valid, even when no event flows.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// A subscription to the hub. It ends when `stop` is cancelled (a graceful shutdown must not wait on
+/// streams that never end by themselves), at `expires_at`, or as soon as `alive` says no (checked
+/// before every event and every few seconds).
+pub fn subscribe<F>(
+    hub: &EventHub,
+    stop: CancellationToken,
+    expires_at: tokio::time::Instant,
+    alive: F,
+) -> impl Stream<Item = Item> + Send + use<F>
+where
+    F: Fn() -> bool + Send + Sync + 'static,
+{
+    let alive = Arc::new(alive);
+    futures_util::stream::unfold(
+        (hub.subscribe(), stop, alive),
+        move |(mut receiver, stop, alive)| async move {
+            loop {
+                let item = tokio::select! {
+                    () = stop.cancelled() => return None,
+                    () = tokio::time::sleep_until(expires_at) => return None,
+                    () = tokio::time::sleep(RECHECK_EVERY) => {
+                        if alive() { continue } else { return None }
+                    }
+                    next = receiver.recv() => match next {
+                        Ok(event) => Item::Event { kind: event.kind, data: event.data },
+                        // This subscriber fell behind: say how much it missed and go on from the oldest kept.
+                        Err(RecvError::Lagged(missed)) => Item::Lagged { missed },
+                        Err(RecvError::Closed) => return None,
+                    },
+                };
+                if !alive() {
+                    return None;
+                }
+                return Some((item, (receiver, stop, alive)));
+            }
+        },
+    )
 }
 
 #[utoipa::path(get, path = "/api/stream/nodes", tag = "nodes", security(("bearer" = []), ("cookie" = [])),
@@ -47,9 +73,26 @@ pub fn subscribe(hub: &EventHub, stop: CancellationToken) -> impl Stream<Item = 
         (status = 401, description = "Not signed in", body = crate::error::ErrorBody)))]
 pub async fn nodes(
     State(state): State<AppState>,
-    _: CurrentUser,
+    CurrentUser(identity): CurrentUser,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = subscribe(&state.hub, state.shutdown.clone()).map(|item| {
+    // The stream lives no longer than the session that opened it: it ends at the token's expiry,
+    // on logout, and when the user's token version changes or the user is deleted.
+    let left = identity
+        .claims
+        .exp
+        .saturating_sub(chrono::Utc::now().timestamp())
+        .max(0);
+    let expires_at = tokio::time::Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0));
+    let sessions = state.clone();
+    let alive = move || {
+        let current = match sessions.sessions.user(&identity.user.id) {
+            Cached::Present(user) => user.token_version == identity.claims.tv,
+            Cached::Deleted => false,
+            Cached::Unknown => true,
+        };
+        current && !sessions.sessions.is_revoked(&identity.claims.jti)
+    };
+    let events = subscribe(&state.hub, state.shutdown.clone(), expires_at, alive).map(|item| {
         Ok(match item {
             Item::Event { kind, data } => Event::default().event(kind).data(&*data),
             Item::Lagged { missed } => Event::default()
@@ -70,7 +113,7 @@ mod tests {
     async fn a_subscriber_that_falls_behind_is_told_how_many_it_missed_and_goes_on() {
         let hub = EventHub::with_backlog(4);
         let stop = CancellationToken::new();
-        let stream = subscribe(&hub, stop.clone());
+        let stream = subscribe(&hub, stop.clone(), far(), || true);
         tokio::pin!(stream);
         for i in 0..10 {
             hub.publish("heartbeat", &serde_json::json!({ "n": i }));
@@ -86,10 +129,40 @@ mod tests {
         assert_eq!(stream.next().await, None, "the stream ends on shutdown");
     }
 
+    fn far() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_when_its_session_does() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let hub = EventHub::with_backlog(8);
+        let valid = Arc::new(AtomicBool::new(true));
+        let check = Arc::clone(&valid);
+        let stream = subscribe(&hub, CancellationToken::new(), far(), move || {
+            check.load(Ordering::SeqCst)
+        });
+        tokio::pin!(stream);
+        hub.publish("heartbeat", &1);
+        assert!(matches!(stream.next().await, Some(Item::Event { .. })));
+        valid.store(false, Ordering::SeqCst);
+        hub.publish("heartbeat", &2);
+        assert_eq!(stream.next().await, None, "no event after the session ended");
+
+        let expired = subscribe(
+            &hub,
+            CancellationToken::new(),
+            tokio::time::Instant::now(),
+            || true,
+        );
+        tokio::pin!(expired);
+        assert_eq!(expired.next().await, None, "a stream ends at its token's expiry");
+    }
+
     #[tokio::test]
     async fn publishing_never_waits_for_subscribers() {
         let hub = EventHub::with_backlog(2);
-        let _stuck = subscribe(&hub, CancellationToken::new());
+        let _stuck = subscribe(&hub, CancellationToken::new(), far(), || true);
         let _also_stuck = hub.subscribe();
         for i in 0..100_000 {
             hub.publish("heartbeat", &i);
