@@ -107,8 +107,10 @@ impl Fleet {
         &self.shards[index]
     }
 
-    /// Loads stored nodes and their recent CPU values.
-    pub fn load(&self, nodes: Vec<Node>, cpu: Vec<(String, f64)>) {
+    /// Loads stored nodes and their recent heartbeats (oldest first per node): the spark rings, the
+    /// spacing used to detect reconnects, and the last heartbeat, whose time and values win over a
+    /// node row that was written up to [`PERSIST_EVERY_MS`] earlier.
+    pub fn load(&self, nodes: Vec<Node>, recent: Vec<HeartbeatRow>) {
         for node in nodes {
             let id = node.node_id.clone();
             let state = NodeState {
@@ -123,18 +125,34 @@ impl Fleet {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id, state);
         }
-        for (id, value) in cpu {
-            if let Some(state) = self
-                .shard(&id)
+        for row in recent {
+            let mut shard = self
+                .shard(&row.node_id)
                 .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_mut(&id)
-            {
+                .unwrap_or_else(|e| e.into_inner());
+            let Some(state) = shard.get_mut(&row.node_id) else {
+                continue;
+            };
+            if let Some(cpu) = row.cpu_percent {
                 if state.sparks.len() == SPARK_LEN {
                     state.sparks.pop_front();
                 }
-                state.sparks.push_back(value);
+                state.sparks.push_back(cpu);
             }
+            if let Some(previous) = &state.last {
+                if state.gaps.len() == GAPS_KEPT {
+                    state.gaps.pop_front();
+                }
+                state.gaps.push_back(row.at - previous.at);
+            }
+            if row.at >= state.node.last_seen_at {
+                state.node.last_seen_at = row.at;
+                state.node.cpu_percent = row.cpu_percent.or(state.node.cpu_percent);
+                state.node.ram_percent = row.ram_percent.or(state.node.ram_percent);
+                state.node.disk_percent = row.disk_percent.or(state.node.disk_percent);
+                state.node.status = row.status.clone().or(state.node.status.take());
+            }
+            state.last = Some(row);
         }
     }
 

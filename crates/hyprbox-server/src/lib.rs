@@ -61,8 +61,15 @@ impl Application {
         {
             let mut conn = store.conn().await?;
             let nodes = hyprbox_store::nodes::all(&mut conn).await?;
-            let cpu = hyprbox_store::nodes::recent_cpu(&mut conn, fleet::SPARK_LEN as i64).await?;
-            fleet.load(nodes, cpu);
+            // Node by node through the history's primary key: a window over the whole table would
+            // read every stored heartbeat.
+            let mut recent = Vec::new();
+            for node in &nodes {
+                recent.extend(
+                    hyprbox_store::nodes::history(&mut conn, &node.node_id, fleet::SPARK_LEN as i64).await?,
+                );
+            }
+            fleet.load(nodes, recent);
         }
         let (writer, queue) = writer::BatchWriter::new();
         let mailer = mail::Mailer::from_settings(&settings)?;

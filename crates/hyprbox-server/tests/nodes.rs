@@ -95,6 +95,11 @@ async fn inventory_is_kept_unless_sent_and_survives_a_restart() {
     assert_eq!(state.node.hostname.as_deref(), Some("web-1"));
     assert_eq!(state.node.os.as_deref(), Some("Ubuntu"));
     assert_eq!(state.sparks.iter().copied().collect::<Vec<_>>(), [3.0]);
+    let last = state
+        .last
+        .expect("the last heartbeat is known again after a restart");
+    assert_eq!(last.cpu_percent, Some(3.0));
+    assert_eq!(state.node.last_seen_at, last.at);
     drop(db);
 }
 

@@ -235,23 +235,6 @@ pub async fn history(
     Ok(history)
 }
 
-/// The last `per_node` CPU values of every node, oldest first per node (seeds the spark rings).
-pub async fn recent_cpu(conn: &mut AnyConnection, per_node: i64) -> Result<Vec<(String, f64)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT node_id, cpu_percent FROM (\
-           SELECT node_id, at, cpu_percent, \
-                  ROW_NUMBER() OVER (PARTITION BY node_id ORDER BY at DESC) AS rn \
-           FROM heartbeats WHERE cpu_percent IS NOT NULL) recent \
-         WHERE rn <= $1 ORDER BY node_id, at",
-    )
-    .bind(per_node)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("node_id")?, r.try_get("cpu_percent")?)))
-        .collect()
-}
-
 /// The newest `limit` events of a node, newest first.
 pub async fn events(
     conn: &mut AnyConnection,
