@@ -149,15 +149,7 @@ fn validate_language(language: &str) -> Result<(), ApiError> {
 }
 
 fn event(action: &str, user: Option<&User>, ip: ClientIp) -> NewAuditEvent {
-    NewAuditEvent {
-        user_id: user.map(|u| u.id.clone()),
-        user_email: user.map(|u| u.email.clone()),
-        action: action.into(),
-        resource_type: user.map(|_| "user".into()),
-        resource_id: user.map(|u| u.id.clone()),
-        ip: Some(ip.0.to_string()),
-        metadata: None,
-    }
+    super::audit_event(user, action, user.map(|u| ("user", u.id.as_str())), ip, None)
 }
 
 fn with_session_cookie(state: &AppState, status: StatusCode, token: &str, body: impl Serialize) -> Response {

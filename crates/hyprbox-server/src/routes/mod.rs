@@ -90,6 +90,25 @@ impl From<&User> for UserBody {
     }
 }
 
+/// An audit event: who (`actor`) did `action` to which resource (type, id), from where.
+pub fn audit_event(
+    actor: Option<&User>,
+    action: &str,
+    resource: Option<(&str, &str)>,
+    ip: crate::extract::ClientIp,
+    metadata: Option<serde_json::Value>,
+) -> hyprbox_store::audit::NewAuditEvent {
+    hyprbox_store::audit::NewAuditEvent {
+        user_id: actor.map(|u| u.id.clone()),
+        user_email: actor.map(|u| u.email.clone()),
+        action: action.into(),
+        resource_type: resource.map(|(kind, _)| kind.to_string()),
+        resource_id: resource.map(|(_, id)| id.to_string()),
+        ip: Some(ip.0.to_string()),
+        metadata: metadata.map(|m| m.to_string()),
+    }
+}
+
 /// Unix milliseconds as an RFC 3339 UTC timestamp.
 pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

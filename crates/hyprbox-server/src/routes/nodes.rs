@@ -484,15 +484,13 @@ fn validate_config(config: &Map<String, Value>) -> Result<(), ApiError> {
 }
 
 fn node_event(actor: &Identity, action: &str, node_id: &str, ip: ClientIp, metadata: Value) -> NewAuditEvent {
-    NewAuditEvent {
-        user_id: Some(actor.user.id.clone()),
-        user_email: Some(actor.user.email.clone()),
-        action: action.into(),
-        resource_type: Some("node".into()),
-        resource_id: Some(node_id.to_string()),
-        ip: Some(ip.0.to_string()),
-        metadata: Some(metadata.to_string()),
-    }
+    super::audit_event(
+        Some(&actor.user),
+        action,
+        Some(("node", node_id)),
+        ip,
+        Some(metadata),
+    )
 }
 
 #[utoipa::path(patch, path = "/api/nodes/{nodeId}/config", tag = "nodes",

@@ -78,18 +78,14 @@ fn owner(identity: &Identity) -> Option<&str> {
 }
 
 fn event(actor: &Identity, action: &str, token: &NodeToken, ip: ClientIp) -> NewAuditEvent {
-    NewAuditEvent {
-        user_id: Some(actor.user.id.clone()),
-        user_email: Some(actor.user.email.clone()),
-        action: action.into(),
-        resource_type: Some("node_token".into()),
-        resource_id: Some(token.id.clone()),
-        ip: Some(ip.0.to_string()),
-        metadata: Some(
-            serde_json::json!({"name": token.name, "prefix": token.prefix, "nodeId": token.node_id})
-                .to_string(),
-        ),
-    }
+    let metadata = serde_json::json!({"name": token.name, "prefix": token.prefix, "nodeId": token.node_id});
+    super::audit_event(
+        Some(&actor.user),
+        action,
+        Some(("node_token", &token.id)),
+        ip,
+        Some(metadata),
+    )
 }
 
 #[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = CreateTokenRequest,

@@ -57,15 +57,13 @@ fn event(
     ip: ClientIp,
     metadata: serde_json::Value,
 ) -> NewAuditEvent {
-    NewAuditEvent {
-        user_id: Some(actor.user.id.clone()),
-        user_email: Some(actor.user.email.clone()),
-        action: action.into(),
-        resource_type: Some("user".into()),
-        resource_id: Some(target.id.clone()),
-        ip: Some(ip.0.to_string()),
-        metadata: Some(metadata.to_string()),
-    }
+    super::audit_event(
+        Some(&actor.user),
+        action,
+        Some(("user", &target.id)),
+        ip,
+        Some(metadata),
+    )
 }
 
 #[utoipa::path(get, path = "/api/users", tag = "users", security(("bearer" = []), ("cookie" = [])),
