@@ -39,9 +39,14 @@ impl EventHub {
         }
     }
 
+    /// Whether anyone listens; callers skip building an event's payload when nobody does.
+    pub fn has_subscribers(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
     pub fn publish(&self, kind: &'static str, payload: &impl Serialize) {
         // Nobody listening is the common case and not an error.
-        if self.sender.receiver_count() == 0 {
+        if !self.has_subscribers() {
             return;
         }
         if let Ok(json) = serde_json::to_string(payload) {

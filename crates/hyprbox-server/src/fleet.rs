@@ -303,16 +303,6 @@ impl Fleet {
         self.len() == 0
     }
 
-    /// Every node's state, sorted by node id.
-    pub fn snapshot(&self) -> Vec<NodeState> {
-        let mut all: Vec<NodeState> = Vec::new();
-        for shard in &self.shards {
-            all.extend(shard.read().unwrap_or_else(|e| e.into_inner()).values().cloned());
-        }
-        all.sort_by(|a, b| a.node.node_id.cmp(&b.node.node_id));
-        all
-    }
-
     /// Every node id.
     pub fn ids(&self) -> Vec<String> {
         let mut ids = Vec::new();
@@ -390,8 +380,9 @@ fn inventory_changed(node: &Node, update: &Node) -> bool {
         || differs(&node.disk_total_bytes, &update.disk_total_bytes)
 }
 
-/// Writes into `node` what `update` carries (metrics always, inventory where sent).
-fn merge(node: &mut Node, update: &Node) {
+/// Writes into `node` what `update` carries (metrics always, inventory where sent). Also merges
+/// two pending rows of one node inside a batch, since one statement may not touch a row twice.
+pub fn merge(node: &mut Node, update: &Node) {
     fn keep<T: Clone>(slot: &mut Option<T>, value: &Option<T>) {
         if value.is_some() {
             slot.clone_from(value);
@@ -413,12 +404,6 @@ fn merge(node: &mut Node, update: &Node) {
     keep(&mut node.mem_total_bytes, &update.mem_total_bytes);
     keep(&mut node.disk_total_bytes, &update.disk_total_bytes);
     node.last_seen_at = update.last_seen_at;
-}
-
-/// Merges two pending upserts of one node inside a batch (the later one wins where it has values),
-/// since one statement may not touch the same row twice.
-pub fn merge_upserts(earlier: &mut Node, later: &Node) {
-    merge(earlier, later);
 }
 
 #[cfg(test)]

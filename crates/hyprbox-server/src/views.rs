@@ -78,7 +78,7 @@ impl Rendered {
     }
 
     /// Drops every rendering: the next reader renders afresh.
-    pub async fn invalidate(&self) {
+    pub fn invalidate(&self) {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
@@ -115,7 +115,7 @@ mod tests {
                 .await;
         }
         assert_eq!(renders.load(Ordering::SeqCst), 1);
-        rendered.invalidate().await;
+        rendered.invalidate();
         let again = rendered
             .get("large", SHARE_FROM_NODES, counting(&renders, b"y"))
             .await;

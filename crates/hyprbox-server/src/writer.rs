@@ -10,7 +10,7 @@ use hyprbox_store::{Store, StoreError, tokens};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::merge_upserts;
+use crate::fleet::merge;
 
 /// The longest a queued heartbeat waits for its commit.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -69,7 +69,7 @@ impl Batch {
         match item {
             Pending::Heartbeat(row) => self.rows.push(row),
             Pending::Node(upsert) => match self.upserts.get_mut(&upsert.node_id) {
-                Some(existing) => merge_upserts(existing, &upsert),
+                Some(existing) => merge(existing, &upsert),
                 None => {
                     self.upserts.insert(upsert.node_id.clone(), upsert);
                 }
@@ -87,10 +87,9 @@ impl Batch {
         }
     }
 
-    async fn commit(&self, store: &Store) -> Result<(), StoreError> {
+    async fn commit(&self, store: &Store, upserts: &[Node]) -> Result<(), StoreError> {
         let mut tx = store.begin().await?;
-        let upserts: Vec<Node> = self.upserts.values().cloned().collect();
-        nodes::write_batch(&mut tx, &upserts, &self.rows, &self.events).await?;
+        nodes::write_batch(&mut tx, upserts, &self.rows, &self.events).await?;
         for (id, at) in &self.touches {
             tokens::touch(&mut tx, id, *at).await?;
         }
@@ -119,7 +118,7 @@ pub async fn run(store: Store, mut receiver: mpsc::Receiver<Pending>, shutdown: 
                 Ok(None) | Err(_) => break,
             }
         }
-        commit_with_retry(&store, &batch).await;
+        commit_with_retry(&store, batch).await;
     }
     // Shutdown: everything already acknowledged is in the queue; take it all.
     receiver.close();
@@ -128,14 +127,16 @@ pub async fn run(store: Store, mut receiver: mpsc::Receiver<Pending>, shutdown: 
         batch.add(item);
     }
     if batch.items > 0 {
-        commit_with_retry(&store, &batch).await;
+        commit_with_retry(&store, batch).await;
     }
 }
 
-async fn commit_with_retry(store: &Store, batch: &Batch) {
+async fn commit_with_retry(store: &Store, mut batch: Batch) {
+    // The node rows leave their map once, not at every attempt.
+    let upserts: Vec<Node> = std::mem::take(&mut batch.upserts).into_values().collect();
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=5 {
-        match batch.commit(store).await {
+        match batch.commit(store, &upserts).await {
             Ok(()) => return,
             Err(err) => {
                 tracing::warn!(error = %err, attempt, items = batch.items, "heartbeat batch not committed; retrying");

@@ -119,6 +119,15 @@ async fn signup_is_the_hyperion_form_of_register() {
     assert_eq!(answer.body["user"]["full_name"], "Hyperion User");
     assert_eq!(answer.body["user"]["name"], "Hyperion User");
     assert!(answer.body["token"].is_string());
+    let bad = app
+        .post(
+            "/api/auth/signup",
+            None,
+            json!({"email": "h2@example.com", "password": "short"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.error_tag(), "bad_request");
     let dup = app
         .post(
             "/api/auth/signup",

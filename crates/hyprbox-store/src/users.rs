@@ -140,14 +140,6 @@ pub async fn register(
     insert_with_id(conn, &id, &new).await.map(Some)
 }
 
-/// Whether any user ever registered (the first-admin claim is taken).
-pub async fn bootstrapped(conn: &mut AnyConnection) -> Result<bool, StoreError> {
-    let row = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM bootstrap")
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(row.try_get::<i64, _>("n")? > 0)
-}
-
 pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -72,11 +72,13 @@ async fn simulated_agents_register_and_the_summary_counts_every_heartbeat() {
     assert!(summary["latencyMs"]["p99"].as_f64().unwrap() > 0.0);
     assert!(summary["ratePerSec"].as_f64().unwrap() > 0.0);
 
-    let nodes = app.fleet.snapshot();
+    let nodes = app
+        .fleet
+        .map_sorted(|s| (s.node.architecture.clone(), s.sparks.len()));
     assert_eq!(nodes.len(), 20);
-    assert_eq!(nodes[0].node.node_id, "sim-00001");
-    assert_eq!(nodes[0].node.architecture.as_deref(), Some("x86_64"));
-    assert!(nodes.iter().all(|n| n.sparks.len() >= 5));
+    assert_eq!(nodes[0].0, "sim-00001");
+    assert_eq!(nodes[0].1.0.as_deref(), Some("x86_64"));
+    assert!(nodes.iter().all(|(_, (_, sparks))| *sparks >= 5));
     stop.cancel();
 }
 

@@ -209,28 +209,31 @@ pub async fn heartbeat(
 async fn accept(state: &AppState, body: &Heartbeat) -> Response {
     let now = now_ms();
     let applied = state.fleet.apply(body, now, offline_ms(state));
-    state.hub.publish(
-        "heartbeat",
-        &serde_json::json!({
-            "nodeId": body.node_id,
-            "cpuPercent": body.cpu_percent,
-            "ramPercent": body.ram_percent,
-            "diskPercent": body.disk_percent,
-            "status": applied.status,
-            "at": rfc3339(applied.row.at),
-        }),
-    );
-    for event in &applied.events {
+    // The payloads are built only when a live stream is open: most heartbeats have no audience.
+    if state.hub.has_subscribers() {
         state.hub.publish(
-            "activity",
+            "heartbeat",
             &serde_json::json!({
-                "nodeId": event.node_id,
-                "type": event.kind,
-                "severity": event.severity,
-                "message": event.message,
-                "at": rfc3339(event.at),
+                "nodeId": body.node_id,
+                "cpuPercent": body.cpu_percent,
+                "ramPercent": body.ram_percent,
+                "diskPercent": body.disk_percent,
+                "status": applied.status,
+                "at": rfc3339(applied.row.at),
             }),
         );
+        for event in &applied.events {
+            state.hub.publish(
+                "activity",
+                &serde_json::json!({
+                    "nodeId": event.node_id,
+                    "type": event.kind,
+                    "severity": event.severity,
+                    "message": event.message,
+                    "at": rfc3339(event.at),
+                }),
+            );
+        }
     }
     let mut queued = true;
     if let Some(node) = applied.upsert {
@@ -544,7 +547,7 @@ pub async fn patch_config(
     .await?;
     tx.commit().await?;
     state.fleet.set_config(&node_id, text);
-    state.views.invalidate().await;
+    state.views.invalidate();
     Ok(Json(ConfigBody { config }))
 }
 
@@ -576,7 +579,7 @@ pub async fn delete(
     // Rows of this node still queued would bring it back: the writer drops them and deletes again
     // after what it had already taken.
     state.writer.queue(Pending::Forget(node_id.clone())).await;
-    state.views.invalidate().await;
+    state.views.invalidate();
     Ok(StatusCode::NO_CONTENT)
 }
 
