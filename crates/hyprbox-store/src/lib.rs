@@ -7,6 +7,7 @@
 
 pub mod audit;
 mod error;
+pub mod jobs;
 pub mod nodes;
 pub mod resets;
 pub mod sessions;

@@ -555,3 +555,256 @@ async fn node_tokens_are_found_by_prefix_scoped_by_owner_and_revoked_softly() {
         Some(70)
     );
 }
+
+mod jobs {
+    use super::store;
+    use crate::jobs::{self, Appended, NewJob, Stream};
+    use crate::testing::TestDatabase;
+    use crate::{Store, new_id, now_ms};
+
+    async fn queue(store: &Store, node_id: &str, created_at: i64) -> jobs::Job {
+        let mut conn = store.conn().await.unwrap();
+        jobs::insert(
+            &mut conn,
+            &NewJob {
+                id: &new_id(),
+                node_id,
+                preset_name: "p",
+                preset_version: "1.0.0",
+                variables: "{}",
+                script: "#!/usr/bin/env bash\n",
+                created_by: "u",
+                created_at,
+                timeout_seconds: 3600,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn concurrent_claimers_get_every_job_exactly_once() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        let now = now_ms();
+        let mut all = Vec::new();
+        for i in 0..500 {
+            all.push(queue(&store, "web-1", now + i).await.id);
+        }
+        let mut claimers = Vec::new();
+        for c in 0..32 {
+            let store = store.clone();
+            claimers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(job) = jobs::claim(&store, "web-1", &format!("t{c}"), now_ms())
+                    .await
+                    .unwrap()
+                {
+                    assert_eq!(job.status, jobs::RUNNING);
+                    assert_eq!(job.claimed_by.as_deref(), Some(format!("t{c}").as_str()));
+                    got.push(job.id);
+                }
+                got
+            }));
+        }
+        let mut claimed = Vec::new();
+        for claimer in claimers {
+            claimed.extend(claimer.await.unwrap());
+        }
+        let count = claimed.len();
+        claimed.sort();
+        claimed.dedup();
+        assert_eq!(claimed.len(), count, "a job was handed out twice");
+        all.sort();
+        assert_eq!(claimed, all, "a job was lost");
+    }
+
+    #[tokio::test]
+    async fn a_claim_takes_the_oldest_job_of_that_node_only() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        let older = queue(&store, "a", 10).await;
+        let _newer = queue(&store, "a", 20).await;
+        let _other = queue(&store, "b", 5).await;
+        let claimed = jobs::claim(&store, "a", "t", 30).await.unwrap().unwrap();
+        assert_eq!(claimed.id, older.id);
+        assert_eq!(claimed.started_at, Some(30));
+        assert!(jobs::claim(&store, "c", "t", 30).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn output_past_the_cap_is_dropped_and_flagged() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        let job = queue(&store, "a", 1).await;
+        assert_eq!(
+            jobs::append_output(&store, &job.id, &[(Stream::Stdout, b"early")], 10)
+                .await
+                .unwrap(),
+            Appended::NotRunning
+        );
+        jobs::claim(&store, "a", "t", 2).await.unwrap().unwrap();
+        let first = jobs::append_output(
+            &store,
+            &job.id,
+            &[(Stream::Stdout, b"hello "), (Stream::Stderr, b"oops")],
+            10,
+        )
+        .await
+        .unwrap();
+        let Appended::Stored(first) = first else {
+            panic!("not stored")
+        };
+        assert_eq!(first.len(), 2);
+        jobs::append_output(&store, &job.id, &[(Stream::Stdout, b"world")], 10)
+            .await
+            .unwrap();
+        let mut conn = store.conn().await.unwrap();
+        let stored = jobs::get(&mut conn, &job.id).await.unwrap().unwrap();
+        assert_eq!((stored.stdout_bytes, stored.stderr_bytes), (6, 4));
+        assert!(stored.stdout_truncated);
+        assert!(!stored.stderr_truncated);
+        let (tail, more) = jobs::tail(&mut conn, &job.id, Stream::Stdout, 1024)
+            .await
+            .unwrap();
+        assert_eq!((tail.as_str(), more), ("hello ", false));
+        let all = jobs::chunks(&mut conn, &job.id, None, -1, 100).await.unwrap();
+        assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(all[1].stream, Stream::Stderr);
+    }
+
+    #[tokio::test]
+    async fn the_tail_is_the_end_of_the_log_read_from_the_last_chunks() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        let job = queue(&store, "a", 1).await;
+        jobs::claim(&store, "a", "t", 2).await.unwrap().unwrap();
+        for i in 0..200 {
+            let line = format!("line {i:03}\n");
+            jobs::append_output(&store, &job.id, &[(Stream::Stdout, line.as_bytes())], 1 << 20)
+                .await
+                .unwrap();
+        }
+        let mut conn = store.conn().await.unwrap();
+        let (tail, more) = jobs::tail(&mut conn, &job.id, Stream::Stdout, 18).await.unwrap();
+        assert_eq!(tail, "line 198\nline 199\n");
+        assert!(more);
+        let (whole, more) = jobs::tail(&mut conn, &job.id, Stream::Stdout, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(whole.len(), 200 * 9);
+        assert!(whole.starts_with("line 000\n"));
+        assert!(!more);
+    }
+
+    #[tokio::test]
+    async fn completion_flips_the_status_once_and_honours_a_cancel_request() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        for (exit, cancel, expected) in [
+            (0, false, jobs::SUCCEEDED),
+            (3, false, jobs::FAILED),
+            (143, true, jobs::CANCELLED),
+        ] {
+            let job = queue(&store, "a", 1).await;
+            jobs::claim(&store, "a", "t", 2).await.unwrap().unwrap();
+            if cancel {
+                let mut conn = store.conn().await.unwrap();
+                jobs::request_cancel(&mut conn, &job.id, 3)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            let (done, chunks) =
+                jobs::complete(&store, &job.id, exit, &[(Stream::Stdout, b"bye")], 1 << 20, 4)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            assert_eq!(done.status, expected);
+            assert_eq!(done.exit_code, Some(exit));
+            assert_eq!(done.finished_at, Some(4));
+            assert_eq!(chunks.len(), 1);
+            assert!(
+                jobs::complete(&store, &job.id, 0, &[], 1 << 20, 5)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queued_job_cancels_but_a_running_one_only_records_the_request() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        let job = queue(&store, "a", 1).await;
+        let mut conn = store.conn().await.unwrap();
+        assert!(
+            jobs::request_cancel(&mut conn, &job.id, 2)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let cancelled = jobs::cancel_queued(&mut conn, &job.id, None, 2)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cancelled.status, jobs::CANCELLED);
+        assert!(
+            jobs::cancel_queued(&mut conn, &job.id, None, 3)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        drop(conn);
+        assert!(jobs::claim(&store, "a", "t", 4).await.unwrap().is_none());
+
+        let running = queue(&store, "a", 5).await;
+        jobs::claim(&store, "a", "t", 6).await.unwrap().unwrap();
+        let (failed, _) = jobs::fail(&store, &running.id, "the node went offline", 1 << 20, 7)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(failed.status, jobs::FAILED);
+        assert_eq!(failed.error.as_deref(), Some("the node went offline"));
+        let mut conn = store.conn().await.unwrap();
+        let (stderr, _) = jobs::tail(&mut conn, &running.id, Stream::Stderr, 1024)
+            .await
+            .unwrap();
+        assert!(stderr.contains("the node went offline"));
+    }
+
+    #[tokio::test]
+    async fn the_job_list_filters_by_owner_node_and_status_newest_first() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        let first = queue(&store, "a", 1).await;
+        let second = queue(&store, "b", 2).await;
+        let mut conn = store.conn().await.unwrap();
+        let all = jobs::list(&mut conn, &jobs::JobFilter::default(), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            all.iter().map(|j| &j.id).collect::<Vec<_>>(),
+            vec![&second.id, &first.id]
+        );
+        let only_a = jobs::JobFilter {
+            node_id: Some("a"),
+            status: Some(jobs::QUEUED),
+            owner: Some("u"),
+        };
+        assert_eq!(jobs::list(&mut conn, &only_a, 10).await.unwrap().len(), 1);
+        let nobody = jobs::JobFilter {
+            owner: Some("someone-else"),
+            ..Default::default()
+        };
+        assert!(jobs::list(&mut conn, &nobody, 10).await.unwrap().is_empty());
+        assert_eq!(
+            jobs::list(&mut conn, &jobs::JobFilter::default(), 1)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,542 @@
+//! Jobs and their output. A job is claimed by exactly one agent call (the one place the two
+//! dialects differ: `FOR UPDATE SKIP LOCKED` on Postgres, SQLite's single writer elsewhere); its
+//! output is appended as numbered chunks, capped per job, and read back as a tail or a stream.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::{Dialect, Store, StoreError};
+
+pub const QUEUED: &str = "QUEUED";
+pub const RUNNING: &str = "RUNNING";
+pub const SUCCEEDED: &str = "SUCCEEDED";
+pub const FAILED: &str = "FAILED";
+pub const CANCELLED: &str = "CANCELLED";
+
+pub fn is_terminal(status: &str) -> bool {
+    matches!(status, SUCCEEDED | FAILED | CANCELLED)
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub node_id: String,
+    pub preset_name: String,
+    pub preset_version: String,
+    /// The resolved variables, a JSON object as text.
+    pub variables: String,
+    pub script: String,
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub cancel_requested_at: Option<i64>,
+    pub error: Option<String>,
+    pub timeout_seconds: i64,
+    /// The id of the node token whose pull claimed the job.
+    pub claimed_by: Option<String>,
+    pub stdout_bytes: i64,
+    pub stderr_bytes: i64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+/// The two output streams of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Stream> {
+        match value {
+            "stdout" => Some(Stream::Stdout),
+            "stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+}
+
+/// One stored piece of output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chunk {
+    pub seq: i64,
+    pub stream: Stream,
+    pub data: Vec<u8>,
+}
+
+const COLUMNS: &str = "id, node_id, preset_name, preset_version, variables, script, status, exit_code, \
+     created_by, created_at, started_at, finished_at, cancel_requested_at, error, timeout_seconds, \
+     claimed_by, stdout_bytes, stderr_bytes, stdout_truncated, stderr_truncated";
+
+fn from_row(row: &AnyRow) -> Result<Job, StoreError> {
+    Ok(Job {
+        id: row.try_get("id")?,
+        node_id: row.try_get("node_id")?,
+        preset_name: row.try_get("preset_name")?,
+        preset_version: row.try_get("preset_version")?,
+        variables: row.try_get("variables")?,
+        script: row.try_get("script")?,
+        status: row.try_get("status")?,
+        exit_code: row.try_get("exit_code")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        cancel_requested_at: row.try_get("cancel_requested_at")?,
+        error: row.try_get("error")?,
+        timeout_seconds: row.try_get("timeout_seconds")?,
+        claimed_by: row.try_get("claimed_by")?,
+        stdout_bytes: row.try_get("stdout_bytes")?,
+        stderr_bytes: row.try_get("stderr_bytes")?,
+        stdout_truncated: row.try_get::<i64, _>("stdout_truncated")? != 0,
+        stderr_truncated: row.try_get::<i64, _>("stderr_truncated")? != 0,
+    })
+}
+
+/// What a new job needs; the rest starts empty.
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub node_id: &'a str,
+    pub preset_name: &'a str,
+    pub preset_version: &'a str,
+    pub variables: &'a str,
+    pub script: &'a str,
+    pub created_by: &'a str,
+    pub created_at: i64,
+    pub timeout_seconds: i64,
+}
+
+pub async fn insert(conn: &mut AnyConnection, job: &NewJob<'_>) -> Result<Job, StoreError> {
+    let sql = format!(
+        "INSERT INTO jobs (id, node_id, preset_name, preset_version, variables, script, status, \
+         created_by, created_at, timeout_seconds) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(job.id)
+        .bind(job.node_id)
+        .bind(job.preset_name)
+        .bind(job.preset_version)
+        .bind(job.variables)
+        .bind(job.script)
+        .bind(QUEUED)
+        .bind(job.created_by)
+        .bind(job.created_at)
+        .bind(job.timeout_seconds)
+        .fetch_one(&mut *conn)
+        .await?;
+    from_row(&row)
+}
+
+pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Job>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Filters of the job list; `owner: None` lists everyone's jobs (an ADMIN).
+#[derive(Default)]
+pub struct JobFilter<'a> {
+    pub owner: Option<&'a str>,
+    pub node_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+}
+
+/// Jobs matching `filter`, newest first.
+pub async fn list(
+    conn: &mut AnyConnection,
+    filter: &JobFilter<'_>,
+    limit: i64,
+) -> Result<Vec<Job>, StoreError> {
+    let mut sql = format!("SELECT {COLUMNS} FROM jobs WHERE 1 = 1");
+    let mut values: Vec<&str> = Vec::new();
+    for (column, value) in [
+        ("created_by", filter.owner),
+        ("node_id", filter.node_id),
+        ("status", filter.status),
+    ] {
+        if let Some(value) = value {
+            values.push(value);
+            sql.push_str(&format!(" AND {column} = ${}", values.len()));
+        }
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT ${}",
+        values.len() + 1
+    ));
+    // Only fixed column names and numbered placeholders are spliced in.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for value in values {
+        query = query.bind(value);
+    }
+    let rows = query.bind(limit).fetch_all(&mut *conn).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Atomically hands the oldest QUEUED job of `node_id` to the caller and flips it to RUNNING.
+/// However many pulls race, each job is returned by exactly one of them.
+pub async fn claim(
+    store: &Store,
+    node_id: &str,
+    token_id: &str,
+    now: i64,
+) -> Result<Option<Job>, StoreError> {
+    let pick = match store.dialect() {
+        // Concurrent claimers skip the row another transaction holds instead of queueing on it.
+        Dialect::Postgres => {
+            "SELECT id FROM jobs WHERE node_id = $3 AND status = 'QUEUED' \
+             ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        }
+        // SQLite has one writer: the statement below runs alone, so the pick cannot be stolen.
+        Dialect::Sqlite => {
+            "SELECT id FROM jobs WHERE node_id = $3 AND status = 'QUEUED' ORDER BY created_at, id LIMIT 1"
+        }
+    };
+    let sql = format!(
+        "UPDATE jobs SET status = 'RUNNING', started_at = $1, claimed_by = $2 \
+         WHERE id = ({pick}) AND status = 'QUEUED' RETURNING {COLUMNS}"
+    );
+    let mut tx = store.begin().await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(token_id)
+        .bind(node_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// What an append did.
+#[derive(Debug, PartialEq)]
+pub enum Appended {
+    /// The job is not RUNNING (or does not exist): nothing stored.
+    NotRunning,
+    /// The pieces stored (possibly cut at the cap), in order.
+    Stored(Vec<Chunk>),
+}
+
+/// The longest prefix of `data` no longer than `max` that ends on a UTF-8 character boundary.
+fn cut(data: &[u8], max: usize) -> &[u8] {
+    if data.len() <= max {
+        return data;
+    }
+    let mut end = max;
+    // Continuation bytes are 0b10xx_xxxx: step back to the start of the character.
+    while end > 0 && (data[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    &data[..end]
+}
+
+async fn append_in(
+    tx: &mut AnyConnection,
+    job_id: &str,
+    pieces: &[(Stream, &[u8])],
+    cap: i64,
+) -> Result<Appended, StoreError> {
+    let pieces: Vec<&(Stream, &[u8])> = pieces.iter().filter(|(_, d)| !d.is_empty()).collect();
+    // Taking the row's write lock first (the UPDATE) serialises appends to one job on both backends.
+    let row = sqlx::query(
+        "UPDATE jobs SET next_seq = next_seq + $2 WHERE id = $1 AND status = 'RUNNING' \
+         RETURNING next_seq, stdout_bytes, stderr_bytes",
+    )
+    .bind(job_id)
+    .bind(i64::try_from(pieces.len()).unwrap_or(i64::MAX))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Appended::NotRunning);
+    };
+    let next_seq: i64 = row.try_get("next_seq")?;
+    let mut used = row.try_get::<i64, _>("stdout_bytes")? + row.try_get::<i64, _>("stderr_bytes")?;
+    let mut seq = next_seq - i64::try_from(pieces.len()).unwrap_or(0);
+    let mut stored = Vec::new();
+    let (mut add_out, mut add_err, mut cut_out, mut cut_err) = (0i64, 0i64, false, false);
+    for (stream, data) in pieces {
+        let room = usize::try_from((cap - used).max(0)).unwrap_or(usize::MAX);
+        let kept = cut(data, room);
+        if kept.len() < data.len() {
+            match stream {
+                Stream::Stdout => cut_out = true,
+                Stream::Stderr => cut_err = true,
+            }
+        }
+        if kept.is_empty() {
+            continue;
+        }
+        sqlx::query("INSERT INTO job_chunks (job_id, seq, stream, data) VALUES ($1, $2, $3, $4)")
+            .bind(job_id)
+            .bind(seq)
+            .bind(stream.as_str())
+            .bind(kept)
+            .execute(&mut *tx)
+            .await?;
+        let len = i64::try_from(kept.len()).unwrap_or(i64::MAX);
+        used += len;
+        match stream {
+            Stream::Stdout => add_out += len,
+            Stream::Stderr => add_err += len,
+        }
+        stored.push(Chunk {
+            seq,
+            stream: *stream,
+            data: kept.to_vec(),
+        });
+        seq += 1;
+    }
+    sqlx::query(
+        "UPDATE jobs SET stdout_bytes = stdout_bytes + $2, stderr_bytes = stderr_bytes + $3, \
+         stdout_truncated = CASE WHEN $4 = 1 THEN 1 ELSE stdout_truncated END, \
+         stderr_truncated = CASE WHEN $5 = 1 THEN 1 ELSE stderr_truncated END WHERE id = $1",
+    )
+    .bind(job_id)
+    .bind(add_out)
+    .bind(add_err)
+    .bind(i64::from(cut_out))
+    .bind(i64::from(cut_err))
+    .execute(&mut *tx)
+    .await?;
+    Ok(Appended::Stored(stored))
+}
+
+/// Appends output to a RUNNING job; output past `cap` bytes (both streams together) is dropped
+/// and the stream flagged truncated.
+pub async fn append_output(
+    store: &Store,
+    job_id: &str,
+    pieces: &[(Stream, &[u8])],
+    cap: i64,
+) -> Result<Appended, StoreError> {
+    let mut tx = store.begin().await?;
+    let appended = append_in(&mut tx, job_id, pieces, cap).await?;
+    tx.commit().await?;
+    Ok(appended)
+}
+
+/// The final flush and status flip of a RUNNING job, in one transaction: exit 0 → SUCCEEDED, else
+/// FAILED; CANCELLED when a cancel was requested. `None` when the job was not RUNNING.
+pub async fn complete(
+    store: &Store,
+    job_id: &str,
+    exit_code: i64,
+    pieces: &[(Stream, &[u8])],
+    cap: i64,
+    now: i64,
+) -> Result<Option<(Job, Vec<Chunk>)>, StoreError> {
+    let mut tx = store.begin().await?;
+    let Appended::Stored(chunks) = append_in(&mut tx, job_id, pieces, cap).await? else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "UPDATE jobs SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELLED' \
+         WHEN $2 = 0 THEN 'SUCCEEDED' ELSE 'FAILED' END, exit_code = $2, finished_at = $3 \
+         WHERE id = $1 AND status = 'RUNNING' RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(job_id)
+        .bind(exit_code)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row.as_ref().map(from_row).transpose()?.map(|job| (job, chunks)))
+}
+
+/// Fails a RUNNING job with `reason`, which is also appended to its stderr.
+pub async fn fail(
+    store: &Store,
+    job_id: &str,
+    reason: &str,
+    cap: i64,
+    now: i64,
+) -> Result<Option<(Job, Vec<Chunk>)>, StoreError> {
+    let mut tx = store.begin().await?;
+    let line = format!("\n[hyprbox] {reason}\n");
+    let Appended::Stored(chunks) =
+        append_in(&mut tx, job_id, &[(Stream::Stderr, line.as_bytes())], cap).await?
+    else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "UPDATE jobs SET status = 'FAILED', error = $2, finished_at = $3 \
+         WHERE id = $1 AND status = 'RUNNING' RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(job_id)
+        .bind(reason)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row.as_ref().map(from_row).transpose()?.map(|job| (job, chunks)))
+}
+
+/// Cancels a QUEUED job; `None` when it is not QUEUED (any more).
+pub async fn cancel_queued(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<Option<Job>, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET status = 'CANCELLED', cancel_requested_at = $2, finished_at = $2, error = $3 \
+         WHERE id = $1 AND status = 'QUEUED' RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(job_id)
+        .bind(now)
+        .bind(reason)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Records a cancel request on a RUNNING job (the first request's time is kept).
+pub async fn request_cancel(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    now: i64,
+) -> Result<Option<Job>, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, $2) \
+         WHERE id = $1 AND status = 'RUNNING' RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(job_id)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Every job in `status` (the reaper reads RUNNING and QUEUED ones; both sets stay small).
+pub async fn with_status(conn: &mut AnyConnection, status: &str) -> Result<Vec<Job>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE status = $1 ORDER BY created_at, id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(status)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+fn chunk_from_row(row: &AnyRow) -> Result<Chunk, StoreError> {
+    let stream: String = row.try_get("stream")?;
+    Ok(Chunk {
+        seq: row.try_get("seq")?,
+        stream: Stream::parse(&stream).unwrap_or(Stream::Stdout),
+        data: row.try_get("data")?,
+    })
+}
+
+/// Up to `limit` chunks with `seq > after`, in order; only `stream`'s when given.
+pub async fn chunks(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    stream: Option<Stream>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Chunk>, StoreError> {
+    let rows = match stream {
+        Some(stream) => {
+            sqlx::query(
+                "SELECT seq, stream, data FROM job_chunks WHERE job_id = $1 AND seq > $2 AND stream = $3 \
+                 ORDER BY seq LIMIT $4",
+            )
+            .bind(job_id)
+            .bind(after)
+            .bind(stream.as_str())
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        None => sqlx::query(
+            "SELECT seq, stream, data FROM job_chunks WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?,
+    };
+    rows.iter().map(chunk_from_row).collect()
+}
+
+/// The last `max` bytes of a stream (cut forward to a character boundary), and whether that is
+/// less than all of it. Reads chunks from the end, never the whole log.
+pub async fn tail(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    stream: Stream,
+    max: usize,
+) -> Result<(String, bool), StoreError> {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut held = 0usize;
+    let mut before = i64::MAX;
+    let mut more = false;
+    'pages: loop {
+        let rows = sqlx::query(
+            "SELECT seq, stream, data FROM job_chunks WHERE job_id = $1 AND stream = $2 AND seq < $3 \
+             ORDER BY seq DESC LIMIT 64",
+        )
+        .bind(job_id)
+        .bind(stream.as_str())
+        .bind(before)
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            let chunk = chunk_from_row(row)?;
+            before = chunk.seq;
+            if held >= max {
+                more = true;
+                break 'pages;
+            }
+            held += chunk.data.len();
+            parts.push(chunk.data);
+        }
+    }
+    parts.reverse();
+    let mut bytes = parts.concat();
+    if bytes.len() > max {
+        more = true;
+        let mut start = bytes.len() - max;
+        while start < bytes.len() && (bytes[start] & 0xC0) == 0x80 {
+            start += 1;
+        }
+        bytes.drain(..start);
+    }
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), more))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn a_cut_never_splits_a_character() {
+        let text = "aé€😀".as_bytes();
+        for max in 0..=text.len() {
+            let kept = cut(text, max);
+            assert!(kept.len() <= max);
+            assert!(std::str::from_utf8(kept).is_ok(), "max {max}");
+        }
+        assert_eq!(cut(b"abc", 10), b"abc");
+    }
+}
