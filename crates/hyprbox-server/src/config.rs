@@ -65,6 +65,10 @@ pub struct Settings {
     pub node_offline_after: Duration,
     /// Heartbeat history older than this is pruned.
     pub history_retention: Duration,
+    /// Preset files overriding or adding to the built-ins; `None` when there is no such directory.
+    pub presets_dir: Option<PathBuf>,
+    /// The most output a job keeps (both streams together); more is dropped and flagged.
+    pub job_output_max_bytes: i64,
 }
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
@@ -210,6 +214,28 @@ impl Settings {
             ));
         }
 
+        // The default directory is optional; one named explicitly must exist.
+        let presets_dir = match get("HYPRBOX_PRESETS_DIR") {
+            Some(dir) => {
+                let dir = PathBuf::from(dir);
+                if !dir.is_dir() {
+                    return Err(ConfigError(format!(
+                        "HYPRBOX_PRESETS_DIR {} is not a directory",
+                        dir.display()
+                    )));
+                }
+                Some(dir)
+            }
+            None => Some(PathBuf::from("./presets")).filter(|d| d.is_dir()),
+        };
+        let job_output_max_bytes: i64 = get("HYPRBOX_JOB_OUTPUT_MAX_BYTES").map_or(Ok(64 << 20), |v| {
+            v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "HYPRBOX_JOB_OUTPUT_MAX_BYTES must be a positive number of bytes (got {v:?})"
+                ))
+            })
+        })?;
+
         Ok(Settings {
             env,
             bind,
@@ -240,6 +266,8 @@ impl Settings {
                 "HYPRBOX_HISTORY_RETENTION",
                 &get("HYPRBOX_HISTORY_RETENTION").unwrap_or_else(|| "7d".into()),
             )?,
+            presets_dir,
+            job_output_max_bytes,
         })
     }
 
@@ -258,7 +286,7 @@ impl Settings {
             "env={:?} bind={} database={} data_dir={} frontend_urls={:?} trust_proxy={} enable_docs={} \
              rate_limit={}/min session_ttl={}s cookie_secure={} allow_public_registration={} public_url={} \
              smtp={} mail_from={:?} require_node_token={} node_offline_after={}s history_retention={}s \
-             secret_key=[redacted]",
+             presets_dir={:?} job_output_max_bytes={} secret_key=[redacted]",
             self.env,
             self.bind,
             self.database_display(),
@@ -278,6 +306,8 @@ impl Settings {
             self.require_node_token,
             self.node_offline_after.as_secs(),
             self.history_retention.as_secs(),
+            self.presets_dir,
+            self.job_output_max_bytes,
         )
     }
 }

@@ -4,12 +4,14 @@
 //!
 //! Depends on `hyprbox-store` for all SQL; must not depend on the CLI or the agent.
 
+pub mod agents;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod extract;
 pub mod fleet;
+pub mod jobs;
 pub mod mail;
 mod middleware;
 pub mod ratelimit;
@@ -71,6 +73,9 @@ impl Application {
             }
             fleet.load(nodes, recent);
         }
+        // An invalid preset file stops the start, naming the file, the line and the problem.
+        let presets = hyprbox_presets::Catalog::load(settings.presets_dir.as_deref())
+            .map_err(|e| anyhow::anyhow!("invalid preset: {e}"))?;
         let (writer, queue) = writer::BatchWriter::new();
         let mailer = mail::Mailer::from_settings(&settings)?;
         let keys = auth::tokens::JwtKeys::new(settings.secret_key.expose().as_bytes(), settings.session_ttl);
@@ -87,6 +92,9 @@ impl Application {
             hub: events::EventHub::default(),
             views: views::Rendered::default(),
             writer,
+            presets,
+            agents: agents::Agents::default(),
+            feeds: jobs::Feeds::default(),
             shutdown: CancellationToken::new(),
             started_at: Instant::now(),
             settings,

@@ -162,8 +162,28 @@ fn route_limit(method: &Method, path: &str) -> Option<(&'static str, u32)> {
 }
 
 /// Server-sent event streams stay open for hours; counting them would be meaningless.
+/// The same goes for the agents' WebSocket.
 fn is_exempt(path: &str) -> bool {
-    path == "/api/stream/nodes" || (path.starts_with("/api/jobs/") && path.ends_with("/stream"))
+    path == "/api/stream/nodes"
+        || path == "/api/agent/ws"
+        || (path.starts_with("/api/jobs/") && path.ends_with("/stream"))
+}
+
+/// What a fleet-wide token's request speaks for, so that one token shared by a fleet is limited
+/// per node: the `nodeId` it names, else the job in its path (a job belongs to one node).
+fn node_scope(uri: &axum::http::Uri) -> &str {
+    let named = uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("nodeId="))
+            .filter(|v| !v.is_empty())
+    });
+    named
+        .or_else(|| {
+            uri.path()
+                .strip_prefix("/api/jobs/")
+                .and_then(|rest| rest.split('/').next())
+        })
+        .unwrap_or("")
 }
 
 /// The one middleware between CORS and the router; see the module documentation.
@@ -195,11 +215,14 @@ async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -
                 .check(("user", identity.user.id.as_str()), state.settings.rate_limit),
         ),
         (None, Ok(Caller::Node(node))) => {
-            let pinned = node.pinned.as_deref().unwrap_or("");
+            let scope = node
+                .pinned
+                .as_deref()
+                .unwrap_or_else(|| node_scope(request.uri()));
             Some(
                 state
                     .limiter
-                    .check(("node", node.prefix.as_str(), pinned), state.settings.rate_limit),
+                    .check(("node", node.prefix.as_str(), scope), state.settings.rate_limit),
             )
         }
         (None, _) => Some(state.limiter.check(("ip", ip.0), state.settings.rate_limit)),

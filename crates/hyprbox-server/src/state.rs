@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use hyprbox_store::Store;
 
+use crate::agents::Agents;
 use crate::auth::cache::SessionCache;
 use crate::auth::node_tokens::NodeTokens;
 use crate::auth::password::Passwords;
@@ -13,6 +14,7 @@ use crate::auth::tokens::JwtKeys;
 use crate::config::Settings;
 use crate::events::EventHub;
 use crate::fleet::Fleet;
+use crate::jobs::Feeds;
 use crate::mail::Mailer;
 use crate::ratelimit::RateLimiter;
 use crate::views::Rendered;
@@ -35,6 +37,12 @@ pub struct Inner {
     pub hub: EventHub,
     pub views: Rendered,
     pub writer: BatchWriter,
+    /// The preset catalogue, loaded once at start.
+    pub presets: hyprbox_presets::Catalog,
+    /// Connected agents' WebSockets, by node.
+    pub agents: Agents,
+    /// Live output of jobs someone is watching.
+    pub feeds: Feeds,
     /// Cancelled when a graceful shutdown starts: long-lived streams end on it.
     pub shutdown: CancellationToken,
     pub started_at: Instant,

@@ -26,7 +26,8 @@ impl Workers {
 
 pub fn spawn(state: &AppState, shutdown: CancellationToken) -> Workers {
     let mut set = JoinSet::new();
-    set.spawn(prune_loop(state.clone(), shutdown));
+    set.spawn(prune_loop(state.clone(), shutdown.clone()));
+    set.spawn(crate::jobs::reap_loop(state.clone(), shutdown));
     Workers(set)
 }
 

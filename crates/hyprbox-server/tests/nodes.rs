@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestApp;
+use common::{TestApp, read_sse};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -656,23 +656,6 @@ async fn a_fleet_behind_one_token_is_limited_per_node_not_per_token() {
 
 /// Reads server-sent events until `done` holds for the text read so far (it is shown only the
 /// new chunk and a little before it, so long streams stay cheap to scan).
-async fn read_sse(response: &mut reqwest::Response, done: impl Fn(&str) -> bool) -> String {
-    let mut text = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let chunk = tokio::time::timeout_at(deadline, response.chunk())
-            .await
-            .expect("events in time")
-            .unwrap();
-        let start = text.len().saturating_sub(256);
-        text.push_str(&String::from_utf8_lossy(&chunk.expect("the stream stays open")));
-        let window = text.get(start..).unwrap_or(&text);
-        if done(window) {
-            return text;
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_stream_carries_heartbeats_posted_by_another_client() {
     let app = TestApp::spawn().await;

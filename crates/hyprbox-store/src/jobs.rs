@@ -210,14 +210,14 @@ pub async fn claim(
         "UPDATE jobs SET status = 'RUNNING', started_at = $1, claimed_by = $2 \
          WHERE id = ({pick}) AND status = 'QUEUED' RETURNING {COLUMNS}"
     );
-    let mut tx = store.begin().await?;
+    // One statement is atomic on its own: no BEGIN/COMMIT round trips on the hottest agent call.
+    let mut conn = store.write_conn().await?;
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(now)
         .bind(token_id)
         .bind(node_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?;
-    tx.commit().await?;
     row.as_ref().map(from_row).transpose()
 }
 

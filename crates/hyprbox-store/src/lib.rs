@@ -219,6 +219,12 @@ impl Store {
         Ok(Tx(tx))
     }
 
+    /// A connection of the writer pool, for a hot single-statement write that needs no explicit
+    /// transaction (on SQLite, the one writer connection; on Postgres, the pool).
+    pub async fn write_conn(&self) -> Result<PoolConnection<Any>, StoreError> {
+        Ok(self.writer.acquire().await?)
+    }
+
     /// A pooled connection for reads and single-statement writes.
     pub async fn conn(&self) -> Result<PoolConnection<Any>, StoreError> {
         Ok(self.pool.acquire().await?)

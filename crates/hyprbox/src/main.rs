@@ -1,6 +1,7 @@
 //! The `hyprbox` binary: `serve` runs the server, `migrate` prepares the database, `simulate`
-//! runs a fleet of simulated agents against a server.
+//! runs a fleet of simulated agents against a server, `presets` works with preset files.
 
+mod presets;
 mod simulate;
 
 use std::io::IsTerminal;
@@ -30,6 +31,8 @@ enum Command {
     Migrate,
     /// Run a fleet of simulated agents against a server (demos and load tests).
     Simulate(simulate::SimulateArgs),
+    /// List, render and check presets (built-ins plus a presets directory), offline.
+    Presets(presets::PresetsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +63,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(Settings::from_env()?).await,
         Command::Migrate => migrate(Settings::from_env()?).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Presets(args) => presets::run(args),
     }
 }
 

@@ -1,9 +1,13 @@
 //! Every route of the API, in one list. Handlers live in one module per resource.
 
+pub mod agent;
+pub mod agent_jobs;
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod jobs;
 pub mod nodes;
+pub mod presets;
 pub mod stream;
 pub mod tokens;
 pub mod users;
@@ -50,7 +54,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/nodes/{nodeId}/history", get(nodes::history))
         .route("/api/nodes/{nodeId}/activity", get(nodes::activity))
         .route("/api/nodes/{nodeId}/config", patch(nodes::patch_config))
-        .route("/api/stream/nodes", get(stream::nodes));
+        .route("/api/stream/nodes", get(stream::nodes))
+        .route("/api/presets", get(presets::list))
+        .route("/api/presets/{name}", get(presets::get))
+        .route("/api/presets/{name}/render", post(presets::render))
+        .route("/api/jobs", get(jobs::list).post(jobs::create))
+        .route("/api/jobs/pending", get(agent_jobs::pending))
+        .route("/api/jobs/{id}", get(jobs::get))
+        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/jobs/{id}/stream", get(jobs::stream))
+        .route("/api/jobs/{id}/output", post(agent_jobs::output))
+        .route("/api/jobs/{id}/output/raw", get(jobs::raw))
+        .route("/api/jobs/{id}/complete", post(agent_jobs::complete))
+        .route("/api/agent/ws", get(agent::ws));
     if state.settings.enable_docs {
         router = router.merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()));
     }
@@ -129,6 +145,9 @@ pub fn rfc3339(ms: i64) -> String {
         nodes::heartbeat, nodes::list, nodes::sparks, nodes::status, nodes::history, nodes::activity,
         nodes::my_config, nodes::patch_config, nodes::delete,
         stream::nodes,
+        presets::list, presets::get, presets::render,
+        jobs::create, jobs::list, jobs::get, jobs::cancel, jobs::stream, jobs::raw,
+        agent_jobs::pending, agent_jobs::output, agent_jobs::complete, agent::ws,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
@@ -139,6 +158,8 @@ pub fn rfc3339(ms: i64) -> String {
         (name = "audit", description = "The append-only audit log (ADMIN)"),
         (name = "tokens", description = "Node tokens for agents (OPERATOR)"),
         (name = "nodes", description = "Heartbeats and the fleet"),
+        (name = "presets", description = "Parameterised bash procedures and their safe rendering"),
+        (name = "jobs", description = "Presets run on nodes: dispatch, live output, cancel; the agents' side"),
     )
 )]
 pub struct ApiDoc;

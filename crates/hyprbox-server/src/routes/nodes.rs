@@ -580,6 +580,19 @@ pub async fn delete(
     // after what it had already taken.
     state.writer.queue(Pending::Forget(node_id.clone())).await;
     state.views.invalidate();
+    // Its queued jobs can never run now; the reaper would catch them too, later.
+    let queued = {
+        let mut conn = state.store.conn().await?;
+        let filter = hyprbox_store::jobs::JobFilter {
+            node_id: Some(&node_id),
+            status: Some(hyprbox_store::jobs::QUEUED),
+            owner: None,
+        };
+        hyprbox_store::jobs::list(&mut conn, &filter, i64::MAX).await?
+    };
+    for job in queued {
+        crate::jobs::cancel_for_deleted_node(&state, &job.id, now_ms()).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -193,5 +193,6 @@ pub async fn revoke(
     audit::record(&mut tx, &event(&actor, "token.revoke", &token, ip)).await?;
     tx.commit().await?;
     state.node_tokens.revoke(&token);
+    state.agents.close_token(&token.id);
     Ok(StatusCode::NO_CONTENT)
 }

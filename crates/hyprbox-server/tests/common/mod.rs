@@ -223,6 +223,63 @@ impl TestApp {
     }
 }
 
+/// Reads a server-sent event stream until `done` holds for the newest text (20 s at most).
+pub async fn read_sse(response: &mut reqwest::Response, done: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("events in time")
+            .unwrap();
+        let start = text.len().saturating_sub(256);
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("the stream stays open")));
+        let window = text.get(start..).unwrap_or(&text);
+        if done(window) {
+            return text;
+        }
+    }
+}
+
+/// A preset directory for tests: `hello` (prints a greeting; one required variable with a
+/// pattern, one bounded integer) and `slow` (a 1-second timeout, for the reaper).
+pub fn test_presets() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "hyprbox-test-presets-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hello.yaml"),
+        r#"name: hello
+version: 1.2.3
+description: Prints a greeting
+tags: [test]
+targets: [debian]
+risk: low
+timeout: 1h
+variables:
+  who: { type: string, required: true, pattern: "^[a-z ]+$", description: Whom to greet }
+  times: { type: integer, default: 1, min: 1, max: 5 }
+  note: { type: string, default: "" }
+steps:
+  - name: Greet
+    run: |
+      for _ in $(seq "$times"); do echo "hello $who"; done
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("slow.yaml"),
+        "name: slow\nversion: 1.0.0\ndescription: Sleeps\nrisk: low\ntimeout: 1s\nsteps:\n  - name: Sleep\n    run: sleep 600\n",
+    )
+    .unwrap();
+    dir
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();

@@ -25,7 +25,7 @@ CREATE TABLE jobs (
     stderr_truncated    BIGINT NOT NULL DEFAULT 0
 );
 -- The claim reads a node's oldest QUEUED job; the reaper reads every RUNNING one.
-CREATE INDEX jobs_node_status ON jobs (node_id, status, created_at);
+CREATE INDEX jobs_node_status ON jobs (node_id, status, created_at, id);
 CREATE INDEX jobs_status ON jobs (status, started_at);
 CREATE INDEX jobs_created_by ON jobs (created_by, created_at);
 

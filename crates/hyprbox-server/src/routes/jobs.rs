@@ -1,0 +1,564 @@
+//! `/api/jobs` as operators use it: create (render a preset for a node and wake its agent), list,
+//! read, cancel, follow live and download the full log. The agents' side is in `agent_jobs.rs`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use hyprbox_proto::validate_node_id;
+use hyprbox_store::audit;
+use hyprbox_store::jobs::{self, Job, JobFilter, NewJob};
+use hyprbox_store::{new_id, now_ms};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{audit_event, rfc3339};
+use crate::agents::AgentMessage;
+use crate::auth::{CurrentUser, Identity, Operator};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ClientIp, Json, Query};
+use crate::jobs::{FeedEvent, publish_status};
+use crate::state::AppState;
+
+/// How much of each stream a job's detail carries.
+pub const TAIL_BYTES: usize = 4 << 20;
+/// Chunks read per page when replaying or downloading a log.
+const PAGE: i64 = 64;
+
+/// The job object of the contract.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobBody {
+    pub id: String,
+    pub node_id: String,
+    pub preset_name: String,
+    pub preset_version: String,
+    /// The resolved variables the script was rendered with.
+    #[schema(value_type = Object)]
+    pub variables: Value,
+    /// `QUEUED`, `RUNNING`, `SUCCEEDED`, `FAILED` or `CANCELLED`.
+    pub status: String,
+    pub exit_code: Option<i64>,
+    /// The creator's user id.
+    pub created_by: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub cancel_requested_at: Option<String>,
+    pub error: Option<String>,
+    pub timeout_seconds: i64,
+}
+
+impl From<&Job> for JobBody {
+    fn from(job: &Job) -> Self {
+        JobBody {
+            id: job.id.clone(),
+            node_id: job.node_id.clone(),
+            preset_name: job.preset_name.clone(),
+            preset_version: job.preset_version.clone(),
+            variables: serde_json::from_str(&job.variables).unwrap_or(Value::Object(Map::new())),
+            status: job.status.clone(),
+            exit_code: job.exit_code,
+            created_by: job.created_by.clone(),
+            created_at: rfc3339(job.created_at),
+            started_at: job.started_at.map(rfc3339),
+            finished_at: job.finished_at.map(rfc3339),
+            cancel_requested_at: job.cancel_requested_at.map(rfc3339),
+            error: job.error.clone(),
+            timeout_seconds: job.timeout_seconds,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobEnvelope {
+    pub job: JobBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobsBody {
+    pub jobs: Vec<JobBody>,
+}
+
+/// A job with its script and the last 4 MiB of each stream.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: JobBody,
+    pub script: String,
+    pub stdout: String,
+    pub stderr: String,
+    /// The `stdout` above is not the whole output: only its tail is shown, or output was dropped
+    /// past `HYPRBOX_JOB_OUTPUT_MAX_BYTES` (the raw download then holds everything kept).
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// Bytes of output stored for each stream.
+    pub stdout_bytes: i64,
+    pub stderr_bytes: i64,
+    /// Output was dropped because the job reached the output cap.
+    pub output_limit_reached: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobDetailEnvelope {
+    pub job: JobDetail,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateJob {
+    pub node_id: String,
+    pub preset_name: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub variables: Map<String, Value>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    pub node_id: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RawQuery {
+    /// `stdout` (default) or `stderr`.
+    pub stream: Option<String>,
+}
+
+fn owner(identity: &Identity) -> Option<&str> {
+    (identity.user.role != hyprbox_store::users::Role::Admin).then_some(identity.user.id.as_str())
+}
+
+/// A job the caller may see: others' jobs are 404 unless the caller is an ADMIN.
+pub(crate) async fn visible_job(state: &AppState, identity: &Identity, id: &str) -> Result<Job, ApiError> {
+    if !super::users::plausible_id(id) {
+        return Err(ApiError::not_found("job"));
+    }
+    let mut conn = state.store.conn().await?;
+    jobs::get(&mut conn, id)
+        .await?
+        .filter(|job| owner(identity).is_none_or(|o| job.created_by == o))
+        .ok_or_else(|| ApiError::not_found("job"))
+}
+
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = CreateJob,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 201, description = "Queued; the script is rendered now and the node's agent woken", body = JobEnvelope),
+        (status = 400, description = "Malformed body, or a variable breaks its rule (the message names it)", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Below OPERATOR", body = ErrorBody),
+        (status = 404, description = "Unknown node or preset", body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Operator(actor): Operator,
+    ip: ClientIp,
+    Json(body): Json<CreateJob>,
+) -> ApiResult<(StatusCode, Json<JobEnvelope>)> {
+    validate_node_id("nodeId", &body.node_id).map_err(ApiError::BadRequest)?;
+    if state.fleet.get(&body.node_id).is_none() {
+        return Err(ApiError::not_found("node"));
+    }
+    let preset = state
+        .presets
+        .get(&body.preset_name)
+        .ok_or_else(|| ApiError::not_found("preset"))?;
+    let rendered = preset
+        .render(&body.variables)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let id = new_id();
+    // Secret variables (passwords) are kept only inside the script the agent runs, never in the
+    // job's variables, which lists, audit views and the fleet UI show.
+    let variables = Value::Object(preset.redact(&rendered.resolved)).to_string();
+    let mut tx = state.store.begin().await?;
+    let job = jobs::insert(
+        &mut tx,
+        &NewJob {
+            id: &id,
+            node_id: &body.node_id,
+            preset_name: &preset.name,
+            preset_version: &preset.version,
+            variables: &variables,
+            script: &rendered.script,
+            created_by: &actor.user.id,
+            created_at: now_ms(),
+            timeout_seconds: i64::try_from(preset.timeout().as_secs()).unwrap_or(i64::MAX),
+        },
+    )
+    .await?;
+    let metadata = serde_json::json!({ "nodeId": job.node_id, "presetName": job.preset_name });
+    audit::record(
+        &mut tx,
+        &audit_event(
+            Some(&actor.user),
+            "job.create",
+            Some(("job", &job.id)),
+            ip,
+            Some(metadata),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    state.agents.send(&job.node_id, &AgentMessage::Wakeup);
+    publish_status(&state, &job).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(JobEnvelope {
+            job: JobBody::from(&job),
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListQuery),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Your jobs (everyone's for an ADMIN), newest first; limit 1–200, default 50, larger values clamped", body = JobsBody),
+        (status = 400, description = "Invalid limit, status or nodeId", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    CurrentUser(identity): CurrentUser,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<JobsBody>> {
+    let limit = match query.limit.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+        None => 50,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| ApiError::bad_request("limit must be a whole number of at least 1"))?
+            .min(200),
+    };
+    let status = query.status.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    if let Some(status) = status
+        && ![
+            jobs::QUEUED,
+            jobs::RUNNING,
+            jobs::SUCCEEDED,
+            jobs::FAILED,
+            jobs::CANCELLED,
+        ]
+        .contains(&status)
+    {
+        return Err(ApiError::bad_request(
+            "status must be one of QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED",
+        ));
+    }
+    let node_id = query.node_id.as_deref().filter(|s| !s.is_empty());
+    if let Some(node_id) = node_id {
+        validate_node_id("nodeId", node_id).map_err(ApiError::BadRequest)?;
+    }
+    let filter = JobFilter {
+        owner: owner(&identity),
+        node_id,
+        status,
+    };
+    let mut conn = state.store.conn().await?;
+    let jobs = jobs::list(&mut conn, &filter, limit).await?;
+    Ok(Json(JobsBody {
+        jobs: jobs.iter().map(JobBody::from).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The job with its script and output tails", body = JobDetailEnvelope),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "No such job, or another user's", body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    CurrentUser(identity): CurrentUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobDetailEnvelope>> {
+    let job = visible_job(&state, &identity, &id).await?;
+    let mut conn = state.store.conn().await?;
+    let (stdout, stdout_cut) = jobs::tail(&mut conn, &job.id, jobs::Stream::Stdout, TAIL_BYTES).await?;
+    let (stderr, stderr_cut) = jobs::tail(&mut conn, &job.id, jobs::Stream::Stderr, TAIL_BYTES).await?;
+    Ok(Json(JobDetailEnvelope {
+        job: JobDetail {
+            script: job.script.clone(),
+            stdout,
+            stderr,
+            stdout_truncated: stdout_cut || job.stdout_truncated,
+            stderr_truncated: stderr_cut || job.stderr_truncated,
+            stdout_bytes: job.stdout_bytes,
+            stderr_bytes: job.stderr_bytes,
+            output_limit_reached: job.stdout_truncated || job.stderr_truncated,
+            job: JobBody::from(&job),
+        },
+    }))
+}
+
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "A QUEUED job, now CANCELLED", body = JobEnvelope),
+        (status = 202, description = "A RUNNING job: its agent was told to stop it; it ends CANCELLED", body = JobEnvelope),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Below OPERATOR", body = ErrorBody),
+        (status = 404, description = "No such job, or another user's", body = ErrorBody),
+        (status = 409, description = "Already finished, or RUNNING on a node whose agent is not connected", body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Operator(actor): Operator,
+    ip: ClientIp,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<JobEnvelope>)> {
+    let job = visible_job(&state, &actor, &id).await?;
+    let now = now_ms();
+    let mut tx = state.store.begin().await?;
+    let (status, job) = if let Some(cancelled) = jobs::cancel_queued(&mut tx, &job.id, None, now).await? {
+        (StatusCode::OK, cancelled)
+    } else {
+        // Not QUEUED (any more): a RUNNING job can only be stopped by its connected agent.
+        let current = jobs::get(&mut tx, &job.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("job"))?;
+        if current.status != jobs::RUNNING {
+            return Err(ApiError::Conflict(format!(
+                "the job is already {}",
+                current.status
+            )));
+        }
+        if !state.agents.is_connected(&current.node_id) {
+            return Err(ApiError::Conflict(
+                "the job is RUNNING and its node's agent is not connected, so it cannot be told to stop"
+                    .into(),
+            ));
+        }
+        let requested = jobs::request_cancel(&mut tx, &current.id, now)
+            .await?
+            .ok_or_else(|| ApiError::Conflict("the job has just finished".into()))?;
+        (StatusCode::ACCEPTED, requested)
+    };
+    let metadata = serde_json::json!({ "nodeId": job.node_id, "status": job.status });
+    audit::record(
+        &mut tx,
+        &audit_event(
+            Some(&actor.user),
+            "job.cancel",
+            Some(("job", &job.id)),
+            ip,
+            Some(metadata),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    if status == StatusCode::OK {
+        publish_status(&state, &job).await;
+    } else {
+        state.agents.send(
+            &job.node_id,
+            &AgentMessage::Cancel {
+                job_id: job.id.clone(),
+            },
+        );
+    }
+    Ok((
+        status,
+        Json(JobEnvelope {
+            job: JobBody::from(&job),
+        }),
+    ))
+}
+
+fn output_event(chunk: &jobs::Chunk) -> Event {
+    Event::default()
+        .event(chunk.stream.as_str())
+        .data(String::from_utf8_lossy(&chunk.data))
+}
+
+fn status_event(status: &str) -> Event {
+    Event::default()
+        .event("status")
+        .data(serde_json::json!({ "status": status }).to_string())
+}
+
+fn done_event(job: &Job) -> Event {
+    Event::default().event("done").data(
+        serde_json::json!({ "status": job.status, "exitCode": job.exit_code, "error": job.error })
+            .to_string(),
+    )
+}
+
+/// Where a job stream is: replaying stored chunks, following live, or finished.
+struct Follow {
+    state: AppState,
+    job_id: String,
+    receiver: tokio::sync::broadcast::Receiver<FeedEvent>,
+    /// The last chunk sent; nothing at or below it is sent again.
+    last_seq: i64,
+    /// Events ready to go out.
+    queue: std::collections::VecDeque<Event>,
+    /// Read the database (from `last_seq`) before listening again: at the start, after a lag.
+    catch_up: bool,
+    last_status: Option<String>,
+    finished: bool,
+}
+
+impl Follow {
+    /// Reads stored chunks after `last_seq` and the job's current status into the queue.
+    async fn read_stored(&mut self) -> Result<(), ApiError> {
+        let mut conn = self.state.store.conn().await?;
+        let chunks = jobs::chunks(&mut conn, &self.job_id, None, self.last_seq, PAGE).await?;
+        let more = chunks.len() == usize::try_from(PAGE).unwrap_or(usize::MAX);
+        for chunk in &chunks {
+            self.last_seq = chunk.seq;
+            self.queue.push_back(output_event(chunk));
+        }
+        if more {
+            return Ok(());
+        }
+        self.catch_up = false;
+        let job = jobs::get(&mut conn, &self.job_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("job"))?;
+        self.status(&job);
+        Ok(())
+    }
+
+    fn status(&mut self, job: &Job) {
+        if self.last_status.as_deref() != Some(job.status.as_str()) {
+            self.last_status = Some(job.status.clone());
+            self.queue.push_back(status_event(&job.status));
+        }
+        if jobs::is_terminal(&job.status) {
+            self.queue.push_back(done_event(job));
+            self.finished = true;
+        }
+    }
+
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
+            }
+            if self.finished {
+                return None;
+            }
+            if self.catch_up {
+                if self.read_stored().await.is_err() {
+                    return None;
+                }
+                continue;
+            }
+            let next = tokio::select! {
+                () = self.state.shutdown.cancelled() => return None,
+                next = self.receiver.recv() => next,
+            };
+            match next {
+                Ok(FeedEvent::Output(chunk)) if chunk.seq > self.last_seq => {
+                    self.last_seq = chunk.seq;
+                    return Some(output_event(&chunk));
+                }
+                Ok(FeedEvent::Output(_)) => {}
+                // A flip: the database has the whole job (exit code, error) and any output before it.
+                Ok(FeedEvent::Status(_)) | Err(RecvError::Lagged(_)) => self.catch_up = true,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/jobs/{id}/stream", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "text/event-stream: the stored output replayed, then `stdout`/`stderr` deltas, `status` on each flip and `done` at the end", content_type = "text/event-stream"),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "No such job, or another user's", body = ErrorBody)))]
+pub async fn stream(
+    State(state): State<AppState>,
+    CurrentUser(identity): CurrentUser,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let job = visible_job(&state, &identity, &id).await?;
+    // Subscribed before the replay reads the database, so nothing falls between the two.
+    let receiver = state.feeds.subscribe(&job.id);
+    let follow = Follow {
+        state: state.clone(),
+        job_id: job.id,
+        receiver,
+        last_seq: -1,
+        queue: std::collections::VecDeque::new(),
+        catch_up: true,
+        last_status: None,
+        finished: false,
+    };
+    let events = futures_util::stream::unfold(follow, |mut follow| async move {
+        follow.next().await.map(|event| (Ok(event), follow))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(25)).text("ping")))
+}
+
+#[utoipa::path(get, path = "/api/jobs/{id}/output/raw", tag = "jobs",
+    params(("id" = String, Path, description = "Job id"), RawQuery),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The full stored log of one stream as a text/plain attachment, streamed", content_type = "text/plain"),
+        (status = 400, description = "stream is neither stdout nor stderr", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "No such job, or another user's", body = ErrorBody)))]
+pub async fn raw(
+    State(state): State<AppState>,
+    CurrentUser(identity): CurrentUser,
+    Path(id): Path<String>,
+    Query(query): Query<RawQuery>,
+) -> ApiResult<Response> {
+    let stream = match query.stream.as_deref() {
+        None | Some("") => jobs::Stream::Stdout,
+        Some(name) => jobs::Stream::parse(name)
+            .ok_or_else(|| ApiError::bad_request("stream must be stdout or stderr"))?,
+    };
+    let job = visible_job(&state, &identity, &id).await?;
+    let filename = format!("job-{}-{}.log", job.id, stream.as_str());
+    // A page of chunks at a time: the whole log is never in memory.
+    let pages = futures_util::stream::unfold(Some(-1i64), move |after| {
+        let state = state.clone();
+        let job_id = job.id.clone();
+        async move {
+            let after = after?;
+            let page = async {
+                let mut conn = state.store.conn().await?;
+                jobs::chunks(&mut conn, &job_id, Some(stream), after, PAGE).await
+            }
+            .await;
+            match page {
+                Ok(chunks) if chunks.is_empty() => None,
+                Ok(chunks) => {
+                    let last = chunks.last().map(|c| c.seq);
+                    let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.data).collect();
+                    Some((Ok::<_, std::io::Error>(Bytes::from(bytes)), last))
+                }
+                Err(err) => Some((Err(std::io::Error::other(err.to_string())), None)),
+            }
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        Body::from_stream(pages),
+    )
+        .into_response())
+}

@@ -1,0 +1,839 @@
+//! `/api/jobs` and `/api/agent/ws`: dispatch, the claim, output, completion, cancel, the live
+//! streams and the reaper.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Session, TestApp, read_sse, test_presets};
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+/// A server with the test presets, an ADMIN, and node `web-1` known through its pinned token.
+async fn setup() -> (TestApp, Session, String) {
+    setup_with(&[]).await
+}
+
+async fn setup_with(env: &[(&str, &str)]) -> (TestApp, Session, String) {
+    let dir = test_presets();
+    let mut env = env.to_vec();
+    env.push(("HYPRBOX_PRESETS_DIR", dir.to_str().unwrap()));
+    let app = TestApp::with(&env).await;
+    let admin = app.register_admin().await;
+    let (token, _) = app.mint_token(&admin, Some("web-1")).await;
+    let beat = app
+        .heartbeat(
+            Some(&token),
+            json!({"node_id": "web-1", "cpu_percent": 5, "ram_percent": 5}),
+        )
+        .await;
+    assert_eq!(beat.status, StatusCode::ACCEPTED);
+    (app, admin, token)
+}
+
+async fn queue(app: &TestApp, user: &Session, who: &str) -> Value {
+    let answer = app
+        .post(
+            "/api/jobs",
+            Some(&user.token),
+            json!({"nodeId": "web-1", "presetName": "hello", "variables": {"who": who}}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    answer.body["job"].clone()
+}
+
+async fn claim(app: &TestApp, token: &str) -> Value {
+    let answer = app.get("/api/jobs/pending?nodeId=web-1", Some(token)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.body["job"].clone()
+}
+
+async fn output(app: &TestApp, token: &str, id: &str, body: Value) -> common::Answer {
+    app.post(&format!("/api/jobs/{id}/output"), Some(token), body)
+        .await
+}
+
+async fn complete(app: &TestApp, token: &str, id: &str, exit_code: i64) -> common::Answer {
+    app.post(
+        &format!("/api/jobs/{id}/complete"),
+        Some(token),
+        json!({"exitCode": exit_code}),
+    )
+    .await
+}
+
+async fn job(app: &TestApp, user: &Session, id: &str) -> Value {
+    let answer = app.get(&format!("/api/jobs/{id}"), Some(&user.token)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.body["job"].clone()
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect_agent(app: &TestApp, token: &str, query: &str) -> Result<Socket, tungstenite::Error> {
+    let mut request = format!("ws://{}/api/agent/ws{query}", app.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(socket, _)| socket)
+}
+
+/// The next text message on the socket, as JSON (pings skipped).
+async fn next_message(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message in time")
+            .expect("the socket stays open")
+            .unwrap();
+        if let tungstenite::Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_operator_queues_a_job_with_its_script_rendered_now() {
+    let (app, admin, _) = setup().await;
+    let created = queue(&app, &admin, "world").await;
+    assert_eq!(created["status"], "QUEUED");
+    assert_eq!(created["nodeId"], "web-1");
+    assert_eq!(created["presetName"], "hello");
+    assert_eq!(
+        created["variables"],
+        json!({"who": "world", "times": 1, "note": ""})
+    );
+    assert_eq!(created["createdBy"], admin.id.as_str());
+    for field in [
+        "exitCode",
+        "startedAt",
+        "finishedAt",
+        "cancelRequestedAt",
+        "error",
+    ] {
+        assert!(created[field].is_null(), "{field}");
+    }
+    let detail = job(&app, &admin, created["id"].as_str().unwrap()).await;
+    assert!(detail["script"].as_str().unwrap().contains("who='world'"));
+    assert_eq!(detail["stdout"], "");
+    assert_eq!(detail["stdoutTruncated"], false);
+    let audit = app.get("/api/audit?action=job.create", Some(&admin.token)).await;
+    assert_eq!(audit.body["events"][0]["resourceId"], created["id"]);
+}
+
+#[tokio::test]
+async fn creating_a_job_checks_role_node_preset_and_variables() {
+    let (app, admin, _) = setup().await;
+    let viewer = app.user_with_role(&admin, "v@example.com", "VIEWER").await;
+    let body = json!({"nodeId": "web-1", "presetName": "hello", "variables": {"who": "x"}});
+    assert_eq!(
+        app.post("/api/jobs", None, body.clone()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.post("/api/jobs", Some(&viewer.token), body).await.status,
+        StatusCode::FORBIDDEN
+    );
+    for (body, status) in [
+        (
+            json!({"nodeId": "nowhere", "presetName": "hello", "variables": {"who": "x"}}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({"nodeId": "web-1", "presetName": "nope"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({"nodeId": "bad id!", "presetName": "hello"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"nodeId": "web-1", "presetName": "hello", "variables": {}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"nodeId": "web-1", "presetName": "hello", "variables": {"who": "x", "times": 99}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (json!({"presetName": "hello"}), StatusCode::BAD_REQUEST),
+    ] {
+        let answer = app.post("/api/jobs", Some(&admin.token), body.clone()).await;
+        assert_eq!(answer.status, status, "{body}: {}", answer.text);
+        answer.error_tag();
+    }
+    let list = app.get("/api/jobs", Some(&admin.token)).await;
+    assert_eq!(
+        list.body["jobs"],
+        json!([]),
+        "nothing was created by a refused request"
+    );
+}
+
+#[tokio::test]
+async fn the_job_list_is_scoped_to_the_owner_filtered_and_clamped() {
+    let (app, admin, token) = setup().await;
+    let operator = app.user_with_role(&admin, "op@example.com", "OPERATOR").await;
+    let viewer = app.user_with_role(&admin, "v@example.com", "VIEWER").await;
+    let mine = queue(&app, &operator, "a").await;
+    let theirs = queue(&app, &admin, "b").await;
+    claim(&app, &token).await;
+
+    let own = app.get("/api/jobs", Some(&operator.token)).await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert_eq!(own.body["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(own.body["jobs"][0]["id"], mine["id"]);
+    let all = app.get("/api/jobs", Some(&admin.token)).await;
+    let ids: Vec<&Value> = all.body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| &j["id"])
+        .collect();
+    assert_eq!(ids, vec![&theirs["id"], &mine["id"]], "newest first");
+    assert_eq!(
+        app.get("/api/jobs", Some(&viewer.token)).await.body["jobs"],
+        json!([])
+    );
+
+    let running = app.get("/api/jobs?status=RUNNING", Some(&admin.token)).await;
+    assert_eq!(
+        running.body["jobs"][0]["id"], mine["id"],
+        "the oldest job was claimed first"
+    );
+    assert_eq!(running.body["jobs"].as_array().unwrap().len(), 1);
+    let by_node = app.get("/api/jobs?nodeId=other", Some(&admin.token)).await;
+    assert_eq!(by_node.body["jobs"], json!([]));
+    let clamped = app.get("/api/jobs?limit=5000", Some(&admin.token)).await;
+    assert_eq!(clamped.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/jobs?limit=1", Some(&admin.token)).await.body["jobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    for bad in [
+        "limit=0",
+        "limit=-3",
+        "limit=ten",
+        "status=DONE",
+        "nodeId=bad%20id",
+    ] {
+        let answer = app.get(&format!("/api/jobs?{bad}"), Some(&admin.token)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(app.get("/api/jobs", None).await.status, StatusCode::UNAUTHORIZED);
+
+    let hidden = app
+        .get(
+            &format!("/api/jobs/{}", theirs["id"].as_str().unwrap()),
+            Some(&operator.token),
+        )
+        .await;
+    assert_eq!(
+        hidden.status,
+        StatusCode::NOT_FOUND,
+        "another user's job is hidden"
+    );
+    assert_eq!(
+        app.get("/api/jobs/not-a-job", Some(&admin.token)).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn a_pull_claims_the_oldest_job_once_and_then_finds_none() {
+    let (app, admin, token) = setup().await;
+    let first = queue(&app, &admin, "one").await;
+    let claimed = claim(&app, &token).await;
+    assert_eq!(claimed["id"], first["id"]);
+    assert!(claimed["script"].as_str().unwrap().contains("who='one'"));
+    assert_eq!(claimed["presetName"], "hello");
+    assert_eq!(claimed["variables"]["who"], "one");
+    assert_eq!(claim(&app, &token).await, Value::Null);
+    let detail = job(&app, &admin, first["id"].as_str().unwrap()).await;
+    assert_eq!(detail["status"], "RUNNING");
+    assert!(detail["startedAt"].is_string());
+    // A pinned token may leave nodeId out.
+    queue(&app, &admin, "two").await;
+    let answer = app.get("/api/jobs/pending", Some(&token)).await;
+    assert_eq!(answer.body["job"]["variables"]["who"], "two");
+}
+
+#[tokio::test]
+async fn concurrent_pulls_hand_each_job_out_exactly_once() {
+    let (app, admin, _) = setup().await;
+    let (fleet_token, _) = app.mint_token(&admin, None).await;
+    let mut queued = Vec::new();
+    for i in 0..20 {
+        queued.push(queue(&app, &admin, &"x".repeat(i % 3 + 1)).await["id"].clone());
+    }
+    let pulls = (0..8).map(|_| {
+        let client = app.client.clone();
+        let url = app.url("/api/jobs/pending?nodeId=web-1");
+        let token = fleet_token.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let body: Value = client
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if body["job"].is_null() {
+                    return got;
+                }
+                got.push(body["job"]["id"].clone());
+            }
+        })
+    });
+    let mut claimed = Vec::new();
+    for pull in futures_util::future::join_all(pulls).await {
+        claimed.extend(pull.unwrap());
+    }
+    let key = |v: &Value| v.as_str().unwrap().to_string();
+    let mut claimed: Vec<String> = claimed.iter().map(key).collect();
+    let count = claimed.len();
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), count, "a job was handed out twice");
+    let mut queued: Vec<String> = queued.iter().map(key).collect();
+    queued.sort();
+    assert_eq!(claimed, queued);
+}
+
+#[tokio::test]
+async fn pulls_need_a_node_token_that_may_act_for_the_node() {
+    let (app, admin, token) = setup().await;
+    let (fleet_token, _) = app.mint_token(&admin, None).await;
+    let (other, _) = app.mint_token(&admin, Some("db-1")).await;
+    assert_eq!(
+        app.get("/api/jobs/pending?nodeId=web-1", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let user = app
+        .get("/api/jobs/pending?nodeId=web-1", Some(&admin.token))
+        .await;
+    assert_eq!(
+        user.status,
+        StatusCode::UNAUTHORIZED,
+        "a user's JWT is not a node token"
+    );
+    let pinned_elsewhere = app.get("/api/jobs/pending?nodeId=web-1", Some(&other)).await;
+    assert_eq!(pinned_elsewhere.status, StatusCode::FORBIDDEN);
+    let no_node = app.get("/api/jobs/pending", Some(&fleet_token)).await;
+    assert_eq!(no_node.status, StatusCode::BAD_REQUEST);
+    assert!(no_node.body["message"].as_str().unwrap().contains("nodeId"));
+    let bad = app.get("/api/jobs/pending?nodeId=bad%20id", Some(&token)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(claim(&app, &fleet_token).await, Value::Null);
+}
+
+#[tokio::test]
+async fn output_and_completion_follow_the_contract_order_of_checks() {
+    let (app, admin, token) = setup().await;
+    let (fleet_token, _) = app.mint_token(&admin, None).await;
+    let (other, _) = app.mint_token(&admin, Some("db-1")).await;
+    let queued = queue(&app, &admin, "a").await;
+    let id = queued["id"].as_str().unwrap();
+    let piece = json!({"stdout": "x"});
+
+    assert_eq!(
+        output(&app, &token, id, piece.clone()).await.status,
+        StatusCode::CONFLICT,
+        "QUEUED"
+    );
+    assert_eq!(complete(&app, &token, id, 0).await.status, StatusCode::CONFLICT);
+    claim(&app, &token).await;
+    assert_eq!(
+        app.post(&format!("/api/jobs/{id}/output"), None, piece.clone())
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        output(&app, &admin.token, id, piece.clone()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        output(
+            &app,
+            &token,
+            "0190a0a0-0000-7000-8000-000000000000",
+            piece.clone()
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        output(&app, &other, id, piece.clone()).await.status,
+        StatusCode::FORBIDDEN,
+        "pinned elsewhere"
+    );
+    assert_eq!(
+        output(&app, &fleet_token, id, piece.clone()).await.status,
+        StatusCode::FORBIDDEN,
+        "not the claimer"
+    );
+    assert_eq!(
+        complete(&app, &fleet_token, id, 0).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let bad = output(&app, &token, id, json!({"stdout": 5})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let huge = output(&app, &token, id, json!({"stdout": "x".repeat(1_100_000)})).await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    assert_eq!(
+        output(&app, &token, id, json!({"stdout": "hello\n", "stderr": "warn\n"}))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let done = app
+        .post(
+            &format!("/api/jobs/{id}/complete"),
+            Some(&token),
+            json!({"exitCode": 0, "stdout": "bye\n"}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+    assert_eq!(done.body["job"]["status"], "SUCCEEDED");
+    assert_eq!(done.body["job"]["exitCode"], 0);
+    assert!(done.body["job"]["finishedAt"].is_string());
+    assert_eq!(
+        complete(&app, &token, id, 0).await.status,
+        StatusCode::CONFLICT,
+        "a second completion"
+    );
+    assert_eq!(
+        output(&app, &token, id, piece).await.status,
+        StatusCode::CONFLICT,
+        "terminal"
+    );
+    let detail = job(&app, &admin, id).await;
+    assert_eq!(detail["stdout"], "hello\nbye\n");
+    assert_eq!(detail["stderr"], "warn\n");
+}
+
+#[tokio::test]
+async fn a_nonzero_exit_code_fails_the_job() {
+    let (app, admin, token) = setup().await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    let done = complete(&app, &token, &id, 3).await;
+    assert_eq!(done.body["job"]["status"], "FAILED");
+    assert_eq!(done.body["job"]["exitCode"], 3);
+}
+
+#[tokio::test]
+async fn output_past_the_cap_is_dropped_flagged_and_still_answered_204() {
+    let (app, admin, token) = setup_with(&[("HYPRBOX_JOB_OUTPUT_MAX_BYTES", "10")]).await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    assert_eq!(
+        output(&app, &token, &id, json!({"stdout": "12345678"}))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        output(&app, &token, &id, json!({"stdout": "abcdef"}))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        output(&app, &token, &id, json!({"stderr": "more"})).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let detail = job(&app, &admin, &id).await;
+    assert_eq!(detail["stdout"], "12345678ab");
+    assert_eq!(detail["stdoutTruncated"], true);
+    assert_eq!(detail["stderrTruncated"], true);
+    assert_eq!(detail["outputLimitReached"], true);
+    assert_eq!(
+        detail["status"], "RUNNING",
+        "a chatty script does not fail its job"
+    );
+}
+
+#[tokio::test]
+async fn a_log_larger_than_the_tail_downloads_whole_as_an_attachment() {
+    let (app, admin, token) = setup().await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    let mut expected = String::new();
+    for i in 0..6 {
+        let piece = format!("{i}").repeat(900_000);
+        expected.push_str(&piece);
+        assert_eq!(
+            output(&app, &token, &id, json!({"stdout": piece})).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+    output(&app, &token, &id, json!({"stderr": "err"})).await;
+    let detail = job(&app, &admin, &id).await;
+    let tail = detail["stdout"].as_str().unwrap();
+    assert_eq!(tail.len(), 4 << 20);
+    assert!(expected.ends_with(tail));
+    assert_eq!(detail["stdoutTruncated"], true);
+    assert_eq!(detail["outputLimitReached"], false);
+    assert_eq!(detail["stdoutBytes"], 5_400_000);
+
+    let response = app
+        .client
+        .get(app.url(&format!("/api/jobs/{id}/output/raw?stream=stdout")))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(
+        response.headers()["content-disposition"],
+        format!("attachment; filename=\"job-{id}-stdout.log\"").as_str()
+    );
+    assert!(
+        response.text().await.unwrap() == expected,
+        "the whole log, in order"
+    );
+    let stderr = app
+        .get(
+            &format!("/api/jobs/{id}/output/raw?stream=stderr"),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(stderr.text, "err");
+    let bad = app
+        .get(
+            &format!("/api/jobs/{id}/output/raw?stream=both"),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let anonymous = app.get(&format!("/api/jobs/{id}/output/raw"), None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let operator = app.user_with_role(&admin, "op@example.com", "OPERATOR").await;
+    let hidden = app
+        .get(&format!("/api/jobs/{id}/output/raw"), Some(&operator.token))
+        .await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn cancelling_a_queued_job_ends_it_and_a_finished_one_is_a_conflict() {
+    let (app, admin, token) = setup().await;
+    let operator = app.user_with_role(&admin, "op@example.com", "OPERATOR").await;
+    let viewer = app.user_with_role(&admin, "v@example.com", "VIEWER").await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    let path = format!("/api/jobs/{id}/cancel");
+    assert_eq!(
+        app.post(&path, None, json!({})).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.post(&path, Some(&viewer.token), json!({})).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.post(&path, Some(&operator.token), json!({})).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let cancelled = app.post(&path, Some(&admin.token), json!({})).await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text);
+    assert_eq!(cancelled.body["job"]["status"], "CANCELLED");
+    assert!(cancelled.body["job"]["cancelRequestedAt"].is_string());
+    assert_eq!(
+        claim(&app, &token).await,
+        Value::Null,
+        "a cancelled job is never handed out"
+    );
+    let again = app.post(&path, Some(&admin.token), json!({})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let audit = app.get("/api/audit?action=job.cancel", Some(&admin.token)).await;
+    assert_eq!(audit.body["events"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_without_its_agent_connected_is_a_conflict() {
+    let (app, admin, token) = setup().await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    let answer = app
+        .post(&format!("/api/jobs/{id}/cancel"), Some(&admin.token), json!({}))
+        .await;
+    assert_eq!(answer.status, StatusCode::CONFLICT);
+    assert!(answer.body["message"].as_str().unwrap().contains("not connected"));
+    assert_eq!(job(&app, &admin, &id).await["cancelRequestedAt"], Value::Null);
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_tells_its_connected_agent_and_ends_cancelled() {
+    let (app, admin, token) = setup().await;
+    let mut socket = connect_agent(&app, &token, "?nodeId=web-1").await.unwrap();
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    assert_eq!(next_message(&mut socket).await, json!({"type": "wakeup"}));
+    claim(&app, &token).await;
+    let answer = app
+        .post(&format!("/api/jobs/{id}/cancel"), Some(&admin.token), json!({}))
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    assert_eq!(answer.body["job"]["status"], "RUNNING");
+    assert_eq!(
+        next_message(&mut socket).await,
+        json!({"type": "cancel", "jobId": id})
+    );
+    let done = complete(&app, &token, &id, 143).await;
+    assert_eq!(done.body["job"]["status"], "CANCELLED");
+    assert_eq!(done.body["job"]["exitCode"], 143);
+}
+
+#[tokio::test]
+async fn a_connected_agent_is_woken_within_100_ms_of_job_creation() {
+    let (app, admin, token) = setup().await;
+    let mut socket = connect_agent(&app, &token, "").await.unwrap();
+    // The socket is registered once the upgrade completes; wait until a job's wake-up proves it.
+    queue(&app, &admin, "warm up").await;
+    assert_eq!(next_message(&mut socket).await["type"], "wakeup");
+    let started = tokio::time::Instant::now();
+    let creating = queue(&app, &admin, "b");
+    let (_, message) = tokio::join!(creating, next_message(&mut socket));
+    assert_eq!(message, json!({"type": "wakeup"}));
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "woken after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_agent_socket_needs_a_pinned_token_for_the_named_node() {
+    let (app, admin, token) = setup().await;
+    let (fleet_token, _) = app.mint_token(&admin, None).await;
+    let status = |err: tungstenite::Error| match err {
+        tungstenite::Error::Http(response) => response.status().as_u16(),
+        other => panic!("{other}"),
+    };
+    assert_eq!(
+        status(connect_agent(&app, "hbnt_nope", "").await.unwrap_err()),
+        401
+    );
+    assert_eq!(
+        status(connect_agent(&app, &admin.token, "").await.unwrap_err()),
+        401
+    );
+    assert_eq!(
+        status(connect_agent(&app, &fleet_token, "").await.unwrap_err()),
+        403
+    );
+    assert_eq!(
+        status(connect_agent(&app, &token, "?nodeId=db-1").await.unwrap_err()),
+        403
+    );
+    // The token travels in the header: one in the query string is ignored.
+    let query_only = connect_agent(&app, "", &format!("?token={token}"))
+        .await
+        .unwrap_err();
+    assert_eq!(status(query_only), 401);
+    let plain = app.get("/api/agent/ws", Some(&token)).await;
+    assert_eq!(plain.status, StatusCode::BAD_REQUEST, "{}", plain.text);
+}
+
+#[tokio::test]
+async fn revoking_a_token_closes_its_agent_socket() {
+    let (app, admin, token) = setup().await;
+    let mut socket = connect_agent(&app, &token, "").await.unwrap();
+    queue(&app, &admin, "a").await;
+    assert_eq!(next_message(&mut socket).await["type"], "wakeup");
+    let tokens = app.get("/api/tokens", Some(&admin.token)).await;
+    let id = tokens.body["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["nodeId"] == "web-1")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoked = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/tokens/{id}"),
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(tungstenite::Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return None,
+            }
+        }
+    })
+    .await
+    .expect("the socket closes");
+    assert_eq!(closed, Some(1008));
+    let _ = socket.send(tungstenite::Message::Close(None)).await;
+}
+
+#[tokio::test]
+async fn the_job_stream_replays_stored_output_then_follows_live_until_done() {
+    let (app, admin, token) = setup().await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    output(&app, &token, &id, json!({"stdout": "first\n"})).await;
+    let mut stream = app
+        .client
+        .get(app.url(&format!("/api/jobs/{id}/stream")))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let replay = read_sse(&mut stream, |t| t.contains("event: status")).await;
+    assert!(replay.contains("event: stdout\ndata: first"), "{replay}");
+    assert!(replay.contains(r#"data: {"status":"RUNNING"}"#), "{replay}");
+    output(&app, &token, &id, json!({"stderr": "second\n"})).await;
+    let live = read_sse(&mut stream, |t| t.contains("second")).await;
+    assert!(live.contains("event: stderr\ndata: second"), "{live}");
+    complete(&app, &token, &id, 0).await;
+    let end = read_sse(&mut stream, |t| t.contains("event: done")).await;
+    assert!(end.contains(r#"{"status":"SUCCEEDED"}"#), "{end}");
+    let rest = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+        .await
+        .expect("the stream closes");
+    assert!(matches!(rest, Ok(None)), "the stream ends after done: {rest:?}");
+
+    let anonymous = app.get(&format!("/api/jobs/{id}/stream"), None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let operator = app.user_with_role(&admin, "op@example.com", "OPERATOR").await;
+    let hidden = app
+        .get(&format!("/api/jobs/{id}/stream"), Some(&operator.token))
+        .await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn status_flips_show_on_the_fleet_stream_and_in_the_node_activity() {
+    let (app, admin, token) = setup().await;
+    let mut stream = app
+        .client
+        .get(app.url("/api/stream/nodes"))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    complete(&app, &token, &id, 2).await;
+    let text = read_sse(&mut stream, |t| t.contains(r#""status":"FAILED""#)).await;
+    for status in ["QUEUED", "RUNNING", "FAILED"] {
+        let event = format!(
+            r#"event: job{}data: {{"id":"{id}","nodeId":"web-1","status":"{status}"}}"#,
+            '\n'
+        );
+        assert!(text.contains(&event), "{status} missing from {text}");
+    }
+    app.eventually("job events in the node's activity", || async {
+        let activity = app.get("/api/nodes/web-1/activity", Some(&admin.token)).await;
+        let types: Vec<String> = activity.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect();
+        ["job.queued", "job.running", "job.failed"]
+            .iter()
+            .all(|t| types.iter().any(|x| x == t))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_reaper_fails_jobs_past_their_timeout_or_on_an_offline_node() {
+    let (app, admin, token) = setup().await;
+    let slow = app
+        .post(
+            "/api/jobs",
+            Some(&admin.token),
+            json!({"nodeId": "web-1", "presetName": "slow"}),
+        )
+        .await;
+    assert_eq!(slow.body["job"]["timeoutSeconds"], 1);
+    let slow_id = slow.body["job"]["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    let now = hyprbox_store::now_ms();
+    assert_eq!(
+        hyprbox_server::jobs::reap(&app.state, now).await.unwrap(),
+        0,
+        "not yet"
+    );
+    assert_eq!(
+        hyprbox_server::jobs::reap(&app.state, now + 2_000).await.unwrap(),
+        1
+    );
+    let failed = job(&app, &admin, &slow_id).await;
+    assert_eq!(failed["status"], "FAILED");
+    assert!(
+        failed["stderr"].as_str().unwrap().contains("timeout of 1s"),
+        "{failed}"
+    );
+    assert!(failed["error"].as_str().unwrap().contains("timeout"));
+
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    // Eleven minutes on, with no heartbeat, the node is OFFLINE (default after 10 minutes).
+    assert_eq!(
+        hyprbox_server::jobs::reap(&app.state, now + 11 * 60_000)
+            .await
+            .unwrap(),
+        1
+    );
+    let failed = job(&app, &admin, &id).await;
+    assert_eq!(failed["status"], "FAILED");
+    assert!(failed["stderr"].as_str().unwrap().contains("OFFLINE"), "{failed}");
+    assert_eq!(
+        complete(&app, &token, &id, 0).await.status,
+        StatusCode::CONFLICT,
+        "too late"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_node_cancels_its_queued_jobs() {
+    let (app, admin, _) = setup().await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    let deleted = app
+        .call(
+            reqwest::Method::DELETE,
+            "/api/nodes/web-1",
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let cancelled = job(&app, &admin, &id).await;
+    assert_eq!(cancelled["status"], "CANCELLED");
+    assert_eq!(cancelled["error"], "the node was deleted");
+}
