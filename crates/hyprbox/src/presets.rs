@@ -84,10 +84,21 @@ fn list(catalog: &Catalog, json: bool) -> anyhow::Result<()> {
             preset.version,
             preset.risk.as_str(),
             preset.steps.len(),
-            preset.description
+            summary_line(&preset.description)
         );
     }
     Ok(())
+}
+
+/// A description cut to its first sentence and at most 72 characters, for one table row.
+fn summary_line(description: &str) -> String {
+    let first = description.split(": ").next().unwrap_or(description);
+    let first = first.split(". ").next().unwrap_or(first).trim_end_matches('.');
+    if first.chars().count() <= 72 {
+        first.to_string()
+    } else {
+        first.chars().take(71).collect::<String>() + "…"
+    }
 }
 
 fn render(catalog: &Catalog, name: &str, vars: &[String]) -> anyhow::Result<()> {
