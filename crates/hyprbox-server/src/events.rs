@@ -57,6 +57,20 @@ impl EventHub {
         }
     }
 
+    /// An `activity` event: a node event as the live stream shows it.
+    pub fn publish_activity(&self, event: &hyprbox_store::nodes::NodeEvent) {
+        self.publish(
+            "activity",
+            &serde_json::json!({
+                "nodeId": event.node_id,
+                "type": event.kind,
+                "severity": event.severity,
+                "message": event.message,
+                "at": crate::routes::rfc3339(event.at),
+            }),
+        );
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
         self.sender.subscribe()
     }

@@ -13,14 +13,14 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet;
-use crate::routes::rfc3339;
 use crate::state::AppState;
 use crate::writer::Pending;
 
 /// How often the reaper looks for RUNNING jobs past their timeout or on an OFFLINE node.
 pub const REAP_EVERY: Duration = Duration::from_secs(10);
-/// Live events one job-stream subscriber may hold before it re-reads from the database.
-const FEED_BACKLOG: usize = 256;
+/// Live events one job-stream subscriber may hold before it re-reads from the database (a piece
+/// of output is at most 1 MiB, so a stalled watcher holds at most this many MiB).
+const FEED_BACKLOG: usize = 32;
 
 /// One live event of a job.
 #[derive(Clone, Debug)]
@@ -45,11 +45,14 @@ impl Feeds {
             .subscribe()
     }
 
-    /// Sends to the job's watchers; costs one map lookup when there are none.
+    /// Sends to the job's watchers; costs one map lookup when there are none. A channel whose
+    /// watchers are all gone is dropped here.
     pub fn publish(&self, job_id: &str, event: FeedEvent) {
-        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(sender) = channels.get(job_id) {
-            let _ = sender.send(event);
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = channels.get(job_id)
+            && sender.send(event).is_err()
+        {
+            channels.remove(job_id);
         }
     }
 }
@@ -99,61 +102,68 @@ pub async fn publish_status(state: &AppState, job: &Job) {
             "job",
             &serde_json::json!({ "id": job.id, "nodeId": job.node_id, "status": job.status }),
         );
-        state.hub.publish(
-            "activity",
-            &serde_json::json!({
-                "nodeId": event.node_id,
-                "type": event.kind,
-                "severity": event.severity,
-                "message": event.message,
-                "at": rfc3339(event.at),
-            }),
-        );
+        state.hub.publish_activity(&event);
     }
     state.writer.queue(Pending::Event(event)).await;
 }
 
 /// One pass of the reaper: fails RUNNING jobs past their timeout or whose node is OFFLINE (or
 /// gone), and cancels QUEUED jobs of deleted nodes. Returns how many jobs it ended.
+///
+/// Right after a start the fleet's `lastSeenAt` values are as old as the outage, so the OFFLINE rule
+/// waits until the server has been up for `HYPRBOX_NODE_OFFLINE_AFTER`: agents get the time to
+/// report before their jobs are given up on.
 pub async fn reap(state: &AppState, now: i64) -> Result<usize, StoreError> {
     let offline_after = i64::try_from(state.settings.node_offline_after.as_millis()).unwrap_or(i64::MAX);
+    let judge_offline = state.started_at.elapsed() >= state.settings.node_offline_after;
     let cap = state.settings.job_output_max_bytes;
-    let (running, queued) = {
+    let unfinished = {
         let mut conn = state.store.conn().await?;
-        (
-            jobs::with_status(&mut conn, jobs::RUNNING).await?,
-            jobs::with_status(&mut conn, jobs::QUEUED).await?,
-        )
+        jobs::unfinished(&mut conn).await?
     };
     let mut ended = 0;
-    for job in running {
+    for job in unfinished {
+        let node = state.fleet.get(&job.node_id);
+        if job.status == jobs::QUEUED {
+            if node.is_none() {
+                ended += cancel_for_deleted_node(state, &job.id, now).await?;
+            }
+            continue;
+        }
         let started = job.started_at.unwrap_or(job.created_at);
-        let reason = if now - started > job.timeout_seconds.saturating_mul(1000) {
+        let timed_out = now - started > job.timeout_seconds.saturating_mul(1000);
+        let reason = if timed_out {
             Some(format!(
                 "the job did not finish within its timeout of {}",
                 humanize(job.timeout_seconds)
             ))
         } else {
-            match state.fleet.get(&job.node_id) {
+            match node {
                 None => Some("the node was deleted while the job ran".to_string()),
-                Some(node) if fleet::status(&node.node, now, offline_after) == "OFFLINE" => Some(
-                    "the node went OFFLINE (no heartbeat) while the job ran; its outcome is unknown"
-                        .to_string(),
-                ),
+                Some(node) if judge_offline && fleet::status(&node.node, now, offline_after) == "OFFLINE" => {
+                    Some(
+                        "the node went OFFLINE (no heartbeat) while the job ran; its outcome is unknown"
+                            .to_string(),
+                    )
+                }
                 Some(_) => None,
             }
         };
         if let Some(reason) = reason
             && let Some((job, chunks)) = jobs::fail(&state.store, &job.id, &reason, cap, now).await?
         {
+            if timed_out {
+                // The agent may still be running it: ask it to stop.
+                state.agents.send(
+                    &job.node_id,
+                    &crate::agents::AgentMessage::Cancel {
+                        job_id: job.id.clone(),
+                    },
+                );
+            }
             publish_output(state, &job.id, chunks);
             publish_status(state, &job).await;
             ended += 1;
-        }
-    }
-    for job in queued {
-        if state.fleet.get(&job.node_id).is_none() {
-            ended += cancel_for_deleted_node(state, &job.id, now).await?;
         }
     }
     Ok(ended)

@@ -210,8 +210,12 @@ async fn the_job_list_is_scoped_to_the_owner_filtered_and_clamped() {
     assert_eq!(running.body["jobs"].as_array().unwrap().len(), 1);
     let by_node = app.get("/api/jobs?nodeId=other", Some(&admin.token)).await;
     assert_eq!(by_node.body["jobs"], json!([]));
-    let clamped = app.get("/api/jobs?limit=5000", Some(&admin.token)).await;
-    assert_eq!(clamped.status, StatusCode::OK);
+    for large in ["5000", "99999999999999999999999"] {
+        let clamped = app
+            .get(&format!("/api/jobs?limit={large}"), Some(&admin.token))
+            .await;
+        assert_eq!(clamped.status, StatusCode::OK, "limit={large} is clamped");
+    }
     assert_eq!(
         app.get("/api/jobs?limit=1", Some(&admin.token)).await.body["jobs"]
             .as_array()
@@ -429,6 +433,60 @@ async fn output_and_completion_follow_the_contract_order_of_checks() {
 }
 
 #[tokio::test]
+async fn completion_checks_the_token_the_job_and_its_state_in_the_contract_order() {
+    let (app, admin, token) = setup().await;
+    let (fleet_token, _) = app.mint_token(&admin, None).await;
+    let (other, _) = app.mint_token(&admin, Some("db-1")).await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    let path = format!("/api/jobs/{id}/complete");
+    assert_eq!(
+        app.post(&path, None, json!({"exitCode": 0})).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        complete(&app, &admin.token, &id, 0).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let missing = complete(&app, &token, "0190a0a0-0000-7000-8000-000000000000", 0).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(complete(&app, &other, &id, 0).await.status, StatusCode::FORBIDDEN);
+    let bad = app.post(&path, Some(&token), json!({"exitCode": "zero"})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(complete(&app, &token, &id, 0).await.status, StatusCode::OK);
+    // On a finished job: pinned elsewhere is still 403 (checked before the state), while a
+    // token that may act for the node but did not claim the job gets the state's 409 first.
+    assert_eq!(complete(&app, &other, &id, 0).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        complete(&app, &fleet_token, &id, 0).await.status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        output(&app, &fleet_token, &id, json!({"stdout": "x"}))
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+}
+
+#[tokio::test]
+async fn output_with_any_unicode_and_nul_comes_back_byte_for_byte() {
+    let (app, admin, token) = setup().await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    let text = "nul\u{0}here, crlf\r\n, emoji 😀, quotes '\"\n";
+    assert_eq!(
+        output(&app, &token, &id, json!({"stdout": text})).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(job(&app, &admin, &id).await["stdout"], text);
+    let raw = app
+        .get(&format!("/api/jobs/{id}/output/raw"), Some(&admin.token))
+        .await;
+    assert_eq!(raw.text, text);
+}
+
+#[tokio::test]
 async fn a_nonzero_exit_code_fails_the_job() {
     let (app, admin, token) = setup().await;
     let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
@@ -607,6 +665,25 @@ async fn cancelling_a_running_job_tells_its_connected_agent_and_ends_cancelled()
 }
 
 #[tokio::test]
+async fn a_cancel_requested_while_the_agent_was_away_reaches_it_when_it_connects() {
+    let (app, admin, token) = setup().await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    {
+        let mut conn = app.state.store.conn().await.unwrap();
+        hyprbox_store::jobs::request_cancel(&mut conn, &id, hyprbox_store::now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mut socket = connect_agent(&app, &token, "").await.unwrap();
+    assert_eq!(
+        next_message(&mut socket).await,
+        json!({"type": "cancel", "jobId": id})
+    );
+}
+
+#[tokio::test]
 async fn a_connected_agent_is_woken_within_100_ms_of_job_creation() {
     let (app, admin, token) = setup().await;
     let mut socket = connect_agent(&app, &token, "").await.unwrap();
@@ -712,11 +789,11 @@ async fn the_job_stream_replays_stored_output_then_follows_live_until_done() {
         .unwrap();
     assert_eq!(stream.status(), StatusCode::OK);
     let replay = read_sse(&mut stream, |t| t.contains("event: status")).await;
-    assert!(replay.contains("event: stdout\ndata: first"), "{replay}");
+    assert!(replay.contains("event: stdout\nid: 0\ndata: first"), "{replay}");
     assert!(replay.contains(r#"data: {"status":"RUNNING"}"#), "{replay}");
     output(&app, &token, &id, json!({"stderr": "second\n"})).await;
     let live = read_sse(&mut stream, |t| t.contains("second")).await;
-    assert!(live.contains("event: stderr\ndata: second"), "{live}");
+    assert!(live.contains("event: stderr\nid: 1\ndata: second"), "{live}");
     complete(&app, &token, &id, 0).await;
     let end = read_sse(&mut stream, |t| t.contains("event: done")).await;
     assert!(end.contains(r#"{"status":"SUCCEEDED"}"#), "{end}");
@@ -724,6 +801,24 @@ async fn the_job_stream_replays_stored_output_then_follows_live_until_done() {
         .await
         .expect("the stream closes");
     assert!(matches!(rest, Ok(None)), "the stream ends after done: {rest:?}");
+
+    // A reconnecting client resumes after the last id it saw, with nothing repeated.
+    let first_id = replay
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("output events carry ids")
+        .to_string();
+    let mut resumed = app
+        .client
+        .get(app.url(&format!("/api/jobs/{id}/stream")))
+        .bearer_auth(&admin.token)
+        .header("last-event-id", &first_id)
+        .send()
+        .await
+        .unwrap();
+    let again = read_sse(&mut resumed, |t| t.contains("event: done")).await;
+    assert!(!again.contains("first"), "{again}");
+    assert!(again.contains("second"), "{again}");
 
     let anonymous = app.get(&format!("/api/jobs/{id}/stream"), None).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
@@ -771,7 +866,7 @@ async fn status_flips_show_on_the_fleet_stream_and_in_the_node_activity() {
 }
 
 #[tokio::test]
-async fn the_reaper_fails_jobs_past_their_timeout_or_on_an_offline_node() {
+async fn the_reaper_fails_a_job_past_its_timeout_and_gives_nodes_time_to_report_after_a_start() {
     let (app, admin, token) = setup().await;
     let slow = app
         .post(
@@ -803,13 +898,27 @@ async fn the_reaper_fails_jobs_past_their_timeout_or_on_an_offline_node() {
 
     let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
     claim(&app, &token).await;
-    // Eleven minutes on, with no heartbeat, the node is OFFLINE (default after 10 minutes).
+    // Right after a start every node looks long silent (the outage): the OFFLINE rule waits.
     assert_eq!(
         hyprbox_server::jobs::reap(&app.state, now + 11 * 60_000)
             .await
             .unwrap(),
-        1
+        0
     );
+    assert_eq!(job(&app, &admin, &id).await["status"], "RUNNING");
+}
+
+#[tokio::test]
+async fn the_reaper_fails_a_running_job_whose_node_went_offline() {
+    let (app, admin, token) = setup_with(&[("HYPRBOX_NODE_OFFLINE_AFTER", "1s")]).await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    app.eventually("the server up for longer than the OFFLINE delay", || async {
+        app.state.started_at.elapsed() >= Duration::from_secs(1)
+    })
+    .await;
+    let later = hyprbox_store::now_ms() + 5_000;
+    assert_eq!(hyprbox_server::jobs::reap(&app.state, later).await.unwrap(), 1);
     let failed = job(&app, &admin, &id).await;
     assert_eq!(failed["status"], "FAILED");
     assert!(failed["stderr"].as_str().unwrap().contains("OFFLINE"), "{failed}");
@@ -818,6 +927,25 @@ async fn the_reaper_fails_jobs_past_their_timeout_or_on_an_offline_node() {
         StatusCode::CONFLICT,
         "too late"
     );
+}
+
+#[tokio::test]
+async fn the_reaper_ends_the_jobs_of_a_node_that_is_gone() {
+    let (app, admin, token) = setup().await;
+    let running = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    let queued = queue(&app, &admin, "b").await["id"].as_str().unwrap().to_string();
+    app.state.fleet.remove("web-1");
+    assert_eq!(
+        hyprbox_server::jobs::reap(&app.state, hyprbox_store::now_ms())
+            .await
+            .unwrap(),
+        2
+    );
+    let failed = job(&app, &admin, &running).await;
+    assert_eq!(failed["status"], "FAILED");
+    assert!(failed["stderr"].as_str().unwrap().contains("deleted"), "{failed}");
+    assert_eq!(job(&app, &admin, &queued).await["status"], "CANCELLED");
 }
 
 #[tokio::test]

@@ -424,14 +424,37 @@ pub async fn request_cancel(
     row.as_ref().map(from_row).transpose()
 }
 
-/// Every job in `status` (the reaper reads RUNNING and QUEUED ones; both sets stay small).
-pub async fn with_status(conn: &mut AnyConnection, status: &str) -> Result<Vec<Job>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE status = $1 ORDER BY created_at, id");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(status)
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter().map(from_row).collect()
+/// What the reaper needs to know of an unfinished job (no script, no variables).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unfinished {
+    pub id: String,
+    pub node_id: String,
+    pub status: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub timeout_seconds: i64,
+}
+
+/// Every QUEUED or RUNNING job, oldest first (both sets stay small: jobs finish or are reaped).
+pub async fn unfinished(conn: &mut AnyConnection) -> Result<Vec<Unfinished>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, node_id, status, created_at, started_at, timeout_seconds FROM jobs \
+         WHERE status IN ('QUEUED', 'RUNNING') ORDER BY created_at, id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Unfinished {
+                id: row.try_get("id")?,
+                node_id: row.try_get("node_id")?,
+                status: row.try_get("status")?,
+                created_at: row.try_get("created_at")?,
+                started_at: row.try_get("started_at")?,
+                timeout_seconds: row.try_get("timeout_seconds")?,
+            })
+        })
+        .collect()
 }
 
 fn chunk_from_row(row: &AnyRow) -> Result<Chunk, StoreError> {

@@ -118,6 +118,15 @@ impl NodeTokens {
         }
     }
 
+    /// Whether the token with this prefix has been revoked (as far as this process knows).
+    pub fn is_revoked(&self, prefix: &str) -> bool {
+        self.by_prefix
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(prefix)
+            .is_some_and(|entry| entry.revoked.load(Ordering::Acquire))
+    }
+
     /// Verifies a presented `hbnt_` token. `Ok(None)` for anything not a live token.
     pub async fn verify(
         &self,

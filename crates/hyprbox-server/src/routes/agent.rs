@@ -3,10 +3,13 @@
 //! cancelled; it pings every 25 s and closes the socket when the token is revoked or the server
 //! stops. Anything the agent sends besides pongs and a close is ignored.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::{IntoResponse, Response};
+use hyprbox_store::jobs;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -57,10 +60,44 @@ fn json(value: &serde_json::Value) -> Message {
     Message::Text(value.to_string().into())
 }
 
+/// An agent that sends nothing (not even the pong to our ping) for this long is gone: its socket
+/// is closed, so it no longer counts as connected and a cancel answers 409.
+const SILENCE_LIMIT: Duration = Duration::from_secs(2 * 25 + 10);
+/// A frame the agent does not take within this long means a stuck connection.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn send(socket: &mut WebSocket, frame: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(frame)).await,
+        Ok(Ok(()))
+    )
+}
+
 async fn serve(state: AppState, node: NodeIdentity, node_id: String, mut socket: WebSocket) {
     let mut link = state.agents.connect(&node_id, &node.token_id);
+    // A revocation between the check before the upgrade and the registration above found no link
+    // to close: look again now that there is one.
+    if state.node_tokens.is_revoked(&node.prefix) {
+        link.closed.cancel();
+    }
     tracing::debug!(node_id, "agent connected");
+    // Cancels asked for while this agent was away are delivered now.
+    if let Ok(mut conn) = state.store.conn().await {
+        let filter = jobs::JobFilter {
+            node_id: Some(&node_id),
+            status: Some(jobs::RUNNING),
+            owner: None,
+        };
+        for job in jobs::list(&mut conn, &filter, 200).await.unwrap_or_default() {
+            if job.cancel_requested_at.is_some() {
+                state
+                    .agents
+                    .send(&node_id, &AgentMessage::Cancel { job_id: job.id });
+            }
+        }
+    }
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut last_heard = tokio::time::Instant::now();
     let close = loop {
         tokio::select! {
             () = state.shutdown.cancelled() => break Some((close_code::AWAY, "the server is shutting down")),
@@ -73,28 +110,35 @@ async fn serve(state: AppState, node: NodeIdentity, node_id: String, mut socket:
                     }
                     None => break None,
                 };
-                if socket.send(frame).await.is_err() {
+                if !send(&mut socket, frame).await {
                     break None;
                 }
             }
             _ = ping.tick() => {
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if last_heard.elapsed() > SILENCE_LIMIT {
+                    break Some((close_code::AWAY, "no answer to pings"));
+                }
+                if !send(&mut socket, Message::Ping(Default::default())).await {
                     break None;
                 }
             }
             incoming = socket.recv() => match incoming {
                 None | Some(Err(_) | Ok(Message::Close(_))) => break None,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
             },
         }
     };
+    // Gone from the registry before the close handshake: a cancel from now on answers 409.
+    drop(link);
     if let Some((code, reason)) = close {
-        let _ = socket
-            .send(Message::Close(Some(CloseFrame {
+        send(
+            &mut socket,
+            Message::Close(Some(CloseFrame {
                 code,
                 reason: reason.into(),
-            })))
-            .await;
+            })),
+        )
+        .await;
     }
     tracing::debug!(node_id, "agent disconnected");
 }

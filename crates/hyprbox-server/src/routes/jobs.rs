@@ -29,8 +29,8 @@ use crate::state::AppState;
 
 /// How much of each stream a job's detail carries.
 pub const TAIL_BYTES: usize = 4 << 20;
-/// Chunks read per page when replaying or downloading a log.
-const PAGE: i64 = 64;
+/// Chunks read per page when replaying or downloading a log (a chunk is at most 1 MiB).
+const PAGE: i64 = 8;
 
 /// The job object of the contract.
 #[derive(Serialize, ToSchema)]
@@ -235,6 +235,8 @@ pub async fn list(
 ) -> ApiResult<Json<JobsBody>> {
     let limit = match query.limit.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
         None => 50,
+        // Any whole number above 200 is clamped, even one too large for an i64.
+        Some(raw) if raw.len() > 3 && raw.bytes().all(|b| b.is_ascii_digit()) => 200,
         Some(raw) => raw
             .parse::<i64>()
             .ok()
@@ -345,6 +347,16 @@ pub async fn cancel(
         let requested = jobs::request_cancel(&mut tx, &current.id, now)
             .await?
             .ok_or_else(|| ApiError::Conflict("the job has just finished".into()))?;
+        // Told before the request is committed: if the message cannot be queued, nothing changed.
+        let message = AgentMessage::Cancel {
+            job_id: requested.id.clone(),
+        };
+        if !state.agents.send(&requested.node_id, &message) {
+            return Err(ApiError::Conflict(
+                "the job is RUNNING and its node's agent is not connected, so it cannot be told to stop"
+                    .into(),
+            ));
+        }
         (StatusCode::ACCEPTED, requested)
     };
     let metadata = serde_json::json!({ "nodeId": job.node_id, "status": job.status });
@@ -362,13 +374,6 @@ pub async fn cancel(
     tx.commit().await?;
     if status == StatusCode::OK {
         publish_status(&state, &job).await;
-    } else {
-        state.agents.send(
-            &job.node_id,
-            &AgentMessage::Cancel {
-                job_id: job.id.clone(),
-            },
-        );
     }
     Ok((
         status,
@@ -378,9 +383,12 @@ pub async fn cancel(
     ))
 }
 
+/// A piece of output; its `id` is the chunk's sequence number, so a reconnecting client that sends
+/// `Last-Event-ID` resumes after it instead of getting the whole log again.
 fn output_event(chunk: &jobs::Chunk) -> Event {
     Event::default()
         .event(chunk.stream.as_str())
+        .id(chunk.seq.to_string())
         .data(String::from_utf8_lossy(&chunk.data))
 }
 
@@ -463,11 +471,14 @@ impl Follow {
                 next = self.receiver.recv() => next,
             };
             match next {
-                Ok(FeedEvent::Output(chunk)) if chunk.seq > self.last_seq => {
+                Ok(FeedEvent::Output(chunk)) if chunk.seq == self.last_seq + 1 => {
                     self.last_seq = chunk.seq;
                     return Some(output_event(&chunk));
                 }
-                Ok(FeedEvent::Output(_)) => {}
+                Ok(FeedEvent::Output(chunk)) if chunk.seq <= self.last_seq => {}
+                // A gap (pieces committed by two writers can arrive out of order): the database
+                // has them all, in order.
+                Ok(FeedEvent::Output(_)) => self.catch_up = true,
                 // A flip: the database has the whole job (exit code, error) and any output before it.
                 Ok(FeedEvent::Status(_)) | Err(RecvError::Lagged(_)) => self.catch_up = true,
                 Err(RecvError::Closed) => return None,
@@ -480,22 +491,30 @@ impl Follow {
     params(("id" = String, Path, description = "Job id")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "text/event-stream: the stored output replayed, then `stdout`/`stderr` deltas, `status` on each flip and `done` at the end", content_type = "text/event-stream"),
+        (status = 200, description = "text/event-stream: the stored output replayed (after `Last-Event-ID` when sent), then `stdout`/`stderr` deltas (each with its sequence number as `id`), `status` on each flip and `done` at the end, after which the server closes the stream", content_type = "text/event-stream"),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 404, description = "No such job, or another user's", body = ErrorBody)))]
 pub async fn stream(
     State(state): State<AppState>,
     CurrentUser(identity): CurrentUser,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let job = visible_job(&state, &identity, &id).await?;
+    // A reconnecting EventSource says what it saw last; anything unparsable replays everything.
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|seq| *seq >= 0)
+        .unwrap_or(-1);
     // Subscribed before the replay reads the database, so nothing falls between the two.
     let receiver = state.feeds.subscribe(&job.id);
     let follow = Follow {
         state: state.clone(),
         job_id: job.id,
         receiver,
-        last_seq: -1,
+        last_seq: last_seen,
         queue: std::collections::VecDeque::new(),
         catch_up: true,
         last_status: None,

@@ -223,16 +223,7 @@ async fn accept(state: &AppState, body: &Heartbeat) -> Response {
             }),
         );
         for event in &applied.events {
-            state.hub.publish(
-                "activity",
-                &serde_json::json!({
-                    "nodeId": event.node_id,
-                    "type": event.kind,
-                    "severity": event.severity,
-                    "message": event.message,
-                    "at": rfc3339(event.at),
-                }),
-            );
+            state.hub.publish_activity(event);
         }
     }
     let mut queued = true;
