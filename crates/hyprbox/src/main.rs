@@ -1,6 +1,8 @@
-//! The `hyprbox` binary: `serve` runs the server, `migrate` prepares the database, `simulate`
-//! runs a fleet of simulated agents against a server, `presets` works with preset files.
+//! The `hyprbox` binary: `serve` runs the server, `migrate` prepares the database, the operator
+//! commands (`login`, `nodes`, `jobs`, `tokens`, `users`, `presets`) talk to a server or work with
+//! preset files, and `simulate` runs a fleet of simulated agents against a server.
 
+mod cli;
 mod presets;
 mod simulate;
 
@@ -16,7 +18,8 @@ use tracing_subscriber::EnvFilter;
 #[command(
     name = "hyprbox",
     version,
-    about = "HyprBox: a control plane for a fleet of Linux servers"
+    about = "HyprBox: a control plane for a fleet of Linux servers",
+    after_help = cli::EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,6 +34,16 @@ enum Command {
     Migrate,
     /// Run a fleet of simulated agents against a server (demos and load tests).
     Simulate(simulate::SimulateArgs),
+    /// Sign in to a server and save the session for the other commands.
+    Login(cli::login::LoginArgs),
+    /// The fleet: every node with its status and latest figures.
+    Nodes(cli::nodes::NodesArgs),
+    /// Run presets on nodes and follow them: run, list, show, logs, cancel.
+    Jobs(cli::jobs::JobsArgs),
+    /// Node tokens for agents: create, list, revoke.
+    Tokens(cli::tokens::TokensArgs),
+    /// Accounts (ADMIN): list, create, role, delete.
+    Users(cli::users::UsersArgs),
     /// List, render and check presets (built-ins plus a presets directory), offline.
     Presets(presets::PresetsArgs),
 }
@@ -51,10 +64,16 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(err) => match err.downcast_ref::<cli::CliError>() {
+            Some(cli_error) => {
+                eprintln!("error: {}", cli_error.message);
+                std::process::ExitCode::from(cli_error.code)
+            }
+            None => {
+                eprintln!("error: {err:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -64,6 +83,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => migrate(Settings::from_env()?).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Presets(args) => presets::run(args),
+        Command::Login(args) => cli::login::run(args).await,
+        Command::Nodes(args) => cli::nodes::run(args).await,
+        Command::Jobs(args) => cli::jobs::run(args).await,
+        Command::Tokens(args) => cli::tokens::run(args).await,
+        Command::Users(args) => cli::users::run(args).await,
     }
 }
 

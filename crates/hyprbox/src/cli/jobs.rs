@@ -1,0 +1,333 @@
+//! `hyprbox jobs run|list|show|logs|cancel`: dispatch a preset to a node and follow its output live.
+
+use std::io::Write;
+
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::{Api, Target, cell, fail, print_json, table};
+
+#[derive(clap::Args, Debug)]
+pub struct JobsArgs {
+    #[command(subcommand)]
+    command: JobsCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum JobsCommand {
+    /// Queue a preset on a node; with --follow, stream its output and exit with its exit code.
+    Run {
+        node: String,
+        preset: String,
+        /// A variable as NAME=VALUE; repeat for more (a list takes comma-separated items).
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Stream the output until the job ends; the exit code is the job's.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print the created job as JSON (without --follow).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Your jobs (everyone's for an ADMIN), newest first.
+    List {
+        #[arg(long)]
+        node: Option<String>,
+        /// QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// One job with its script and the tail of its output.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The job's whole log, streamed (stdout by default).
+    Logs {
+        id: String,
+        /// stdout or stderr.
+        #[arg(long, default_value = "stdout")]
+        stream: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Cancel a QUEUED job, or ask a RUNNING job's agent to stop it.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
+    match args.command {
+        JobsCommand::Run {
+            node,
+            preset,
+            vars,
+            follow,
+            json,
+            target,
+        } => {
+            let api = Api::new(&target);
+            let variables = parse_vars(&vars)?;
+            let body = json!({ "nodeId": node, "presetName": preset, "variables": variables });
+            let created = api.json(Method::POST, "/api/jobs", Some(body)).await?;
+            let id = created["job"]["id"].as_str().unwrap_or_default().to_string();
+            if !follow {
+                if json {
+                    print_json(&created);
+                } else {
+                    println!("job {id} queued on {node} ({preset})");
+                }
+                return Ok(());
+            }
+            eprintln!("job {id} queued on {node} ({preset}); waiting for its agent…");
+            follow_job(&api, &id).await
+        }
+        JobsCommand::List {
+            node,
+            status,
+            limit,
+            json,
+            target,
+        } => {
+            let api = Api::new(&target);
+            let mut path = format!("/api/jobs?limit={limit}");
+            if let Some(node) = node {
+                path.push_str(&format!("&nodeId={node}"));
+            }
+            if let Some(status) = status {
+                path.push_str(&format!("&status={}", status.to_ascii_uppercase()));
+            }
+            let body = api.json(Method::GET, &path, None).await?;
+            if json {
+                print_json(&body);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = body["jobs"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|j| {
+                    vec![
+                        cell(&j["id"]),
+                        cell(&j["nodeId"]),
+                        cell(&j["presetName"]),
+                        cell(&j["status"]),
+                        cell(&j["exitCode"]),
+                        cell(&j["createdAt"]),
+                    ]
+                })
+                .collect();
+            table(&["ID", "NODE", "PRESET", "STATUS", "EXIT", "CREATED"], &rows);
+            Ok(())
+        }
+        JobsCommand::Show { id, json, target } => {
+            let api = Api::new(&target);
+            let body = api.json(Method::GET, &format!("/api/jobs/{id}"), None).await?;
+            if json {
+                print_json(&body);
+                return Ok(());
+            }
+            let job = &body["job"];
+            for (label, field) in [
+                ("id", "id"),
+                ("node", "nodeId"),
+                ("preset", "presetName"),
+                ("status", "status"),
+                ("exit code", "exitCode"),
+                ("created", "createdAt"),
+                ("started", "startedAt"),
+                ("finished", "finishedAt"),
+                ("error", "error"),
+            ] {
+                println!("{label:<10} {}", cell(&job[field]));
+            }
+            println!("variables  {}", job["variables"]);
+            for stream in ["stdout", "stderr"] {
+                let text = job[stream].as_str().unwrap_or_default();
+                if !text.is_empty() {
+                    let cut = if job[format!("{stream}Truncated")] == true {
+                        " (tail; `hyprbox jobs logs` has it all)"
+                    } else {
+                        ""
+                    };
+                    println!("--- {stream}{cut}");
+                    print!("{text}");
+                    if !text.ends_with('\n') {
+                        println!();
+                    }
+                }
+            }
+            Ok(())
+        }
+        JobsCommand::Logs { id, stream, target } => {
+            let api = Api::new(&target);
+            let request = api.request(Method::GET, &format!("/api/jobs/{id}/output/raw?stream={stream}"))?;
+            let response = api.send(request).await?;
+            let mut body = response.bytes_stream();
+            let mut stdout = std::io::stdout().lock();
+            while let Some(piece) = body.next().await {
+                let piece = piece.map_err(|e| fail(6, format!("the download broke off: {e}")))?;
+                stdout.write_all(&piece)?;
+            }
+            Ok(())
+        }
+        JobsCommand::Cancel { id, target } => {
+            let api = Api::new(&target);
+            let body = api
+                .json(Method::POST, &format!("/api/jobs/{id}/cancel"), Some(json!({})))
+                .await?;
+            match body["job"]["status"].as_str() {
+                Some("CANCELLED") => println!("job {id} cancelled"),
+                _ => println!("job {id}: its agent was told to stop it"),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `--var NAME=VALUE` pairs as the API's `variables` object (values as strings: the server
+/// converts them to each variable's type).
+pub fn parse_vars(vars: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut map = Map::new();
+    for var in vars {
+        let Some((name, value)) = var.split_once('=') else {
+            return Err(fail(2, format!("--var takes NAME=VALUE, got {var:?}")));
+        };
+        map.insert(name.trim().to_string(), Value::String(value.to_string()));
+    }
+    Ok(map)
+}
+
+/// One server-sent event.
+struct SseEvent {
+    name: String,
+    data: String,
+}
+
+/// Splits complete events off the front of `buffer`.
+fn take_events(buffer: &mut String) -> Vec<SseEvent> {
+    let mut events = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let mut name = String::from("message");
+        let mut data: Vec<&str> = Vec::new();
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("event:") {
+                name = value.trim_start().to_string();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push(value.strip_prefix(' ').unwrap_or(value));
+            }
+        }
+        if !data.is_empty() {
+            events.push(SseEvent {
+                name,
+                data: data.join("\n"),
+            });
+        }
+    }
+    events
+}
+
+/// Streams a job's output to stdout/stderr until `done`; the exit code is the job's.
+async fn follow_job(api: &Api, id: &str) -> anyhow::Result<()> {
+    let request = api.request(Method::GET, &format!("/api/jobs/{id}/stream"))?;
+    let response = api.send(request).await?;
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut pending = Vec::new();
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|e| fail(6, format!("the stream broke off: {e}")))?;
+        pending.extend_from_slice(&piece);
+        // Keep an incomplete UTF-8 sequence for the next piece.
+        let valid = match std::str::from_utf8(&pending) {
+            Ok(text) => text.len(),
+            Err(err) => err.valid_up_to(),
+        };
+        buffer.push_str(&String::from_utf8_lossy(&pending[..valid]));
+        pending.drain(..valid);
+        let events = take_events(&mut buffer);
+        for event in events {
+            match event.name.as_str() {
+                "stdout" => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(event.data.as_bytes())?;
+                    out.flush()?;
+                }
+                "stderr" => {
+                    let mut err = std::io::stderr().lock();
+                    err.write_all(event.data.as_bytes())?;
+                    err.flush()?;
+                }
+                "status" => {
+                    let status: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                    if status["status"] == "RUNNING" {
+                        eprintln!("job {id} is RUNNING");
+                    }
+                }
+                "done" => return finish(id, &event.data),
+                _ => {}
+            }
+        }
+    }
+    Err(fail(6, "the server closed the stream before the job ended"))
+}
+
+fn finish(id: &str, data: &str) -> anyhow::Result<()> {
+    let done: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+    let status = done["status"].as_str().unwrap_or("?");
+    let exit = done["exitCode"].as_i64();
+    eprintln!(
+        "job {id} {status}{}",
+        exit.map(|c| format!(" (exit code {c})")).unwrap_or_default()
+    );
+    match (status, exit) {
+        ("SUCCEEDED", _) => Ok(()),
+        (_, Some(code)) if (1..=255).contains(&code) => Err(fail(
+            u8::try_from(code).unwrap_or(1),
+            format!("job {id} {status} with exit code {code}"),
+        )),
+        _ => Err(fail(1, format!("job {id} {status}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_sent_events_are_split_and_multi_line_data_joined() {
+        let mut buffer =
+            String::from("event: stdout\nid: 0\ndata: one\ndata: two\n\n: ping\n\nevent: done\ndata: {}");
+        let events = take_events(&mut buffer);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].name, "stdout");
+        assert_eq!(events[0].data, "one\ntwo");
+        assert_eq!(buffer, "event: done\ndata: {}");
+        buffer.push_str("\n\n");
+        assert_eq!(take_events(&mut buffer)[0].name, "done");
+    }
+
+    #[test]
+    fn variables_are_name_value_pairs() {
+        let vars = parse_vars(&["a=1".into(), "b=x=y".into()]).unwrap();
+        assert_eq!(vars["a"], "1");
+        assert_eq!(vars["b"], "x=y");
+        assert!(parse_vars(&["nope".into()]).is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! The operator CLI: a typed HTTP client of the API with a saved session, tables for people and
+//! `--json` for scripts, and exit codes scripts can trust (see [`EXIT_CODES`]).
+
+pub mod jobs;
+pub mod login;
+pub mod nodes;
+pub mod tokens;
+pub mod users;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Printed at the end of `hyprbox --help`.
+pub const EXIT_CODES: &str = "Exit codes: 0 ok · 1 failed (a request failed, a job did not succeed: \
+`jobs run --follow` exits with the job's own exit code) · 2 usage error · 3 not signed in or not \
+allowed (run `hyprbox login`) · 4 not found · 5 conflict (e.g. the job already finished) · 6 the \
+server cannot be reached";
+
+/// An error that decides the process's exit code; its message is printed as one line.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+pub fn fail(code: u8, message: impl Into<String>) -> anyhow::Error {
+    CliError {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// Where the server and the session come from, for every command that talks to a server.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// The HyprBox server (default: the one `hyprbox login` saved, else http://127.0.0.1:4000).
+    #[arg(long, env = "HYPRBOX_URL")]
+    pub server: Option<String>,
+}
+
+/// The saved session: `<config dir>/hyprbox/session.json`, mode 0600.
+#[derive(Serialize, Deserialize, Default)]
+pub struct Session {
+    pub server: String,
+    pub token: String,
+    pub email: String,
+}
+
+/// `$HYPRBOX_CONFIG_DIR`, else `$XDG_CONFIG_HOME/hyprbox`, else `~/.config/hyprbox`.
+pub fn config_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("HYPRBOX_CONFIG_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("hyprbox"));
+    }
+    let home = std::env::var_os("HOME").ok_or_else(|| fail(1, "HOME is not set: set HYPRBOX_CONFIG_DIR"))?;
+    Ok(PathBuf::from(home).join(".config").join("hyprbox"))
+}
+
+fn session_path() -> anyhow::Result<PathBuf> {
+    Ok(config_dir()?.join("session.json"))
+}
+
+pub fn load_session() -> Option<Session> {
+    let text = std::fs::read_to_string(session_path().ok()?).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Writes the session readable by its owner only (it holds a bearer token).
+pub fn save_session(session: &Session) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = session_path()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    // The mode above applies only to a new file; an older one is tightened too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(serde_json::to_string_pretty(session)?.as_bytes())?;
+    Ok(path)
+}
+
+/// An authenticated client of one server.
+pub struct Api {
+    pub server: String,
+    token: Option<String>,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    /// The server from `--server`/`HYPRBOX_URL` or the saved session; the saved token when it was
+    /// issued by that same server (`HYPRBOX_SESSION_TOKEN` overrides it).
+    pub fn new(target: &Target) -> Api {
+        let session = load_session();
+        let server = target
+            .server
+            .clone()
+            .or_else(|| session.as_ref().map(|s| s.server.clone()))
+            .unwrap_or_else(|| "http://127.0.0.1:4000".into())
+            .trim_end_matches('/')
+            .to_string();
+        let token = std::env::var("HYPRBOX_SESSION_TOKEN").ok().or_else(|| {
+            session
+                .filter(|s| s.server.trim_end_matches('/') == server)
+                .map(|s| s.token)
+        });
+        Api {
+            server,
+            token,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server)
+    }
+
+    /// A request with the session's bearer token (401 handling is the caller's, via [`Api::check`]).
+    pub fn request(&self, method: Method, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
+        let token = self.token.as_deref().ok_or_else(|| {
+            fail(
+                3,
+                format!("not signed in to {}: run `hyprbox login`", self.server),
+            )
+        })?;
+        Ok(self.client.request(method, self.url(path)).bearer_auth(token))
+    }
+
+    /// Sends and maps failures to one line and an exit code.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| fail(6, format!("cannot reach {}: {}", self.server, e.without_url())))?;
+        check(response).await
+    }
+
+    pub async fn json(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut request = self.request(method, path)?;
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = self.send(request).await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| fail(1, format!("the server's answer is not JSON: {e}")))
+    }
+}
+
+/// A non-success answer becomes a [`CliError`] carrying the API's own message.
+pub async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let message = body["message"].as_str().unwrap_or("no details").to_string();
+    let code = match status {
+        StatusCode::UNAUTHORIZED => {
+            return Err(fail(3, format!("{message} (run `hyprbox login`)")));
+        }
+        StatusCode::FORBIDDEN => 3,
+        StatusCode::NOT_FOUND => 4,
+        StatusCode::CONFLICT => 5,
+        _ => 1,
+    };
+    Err(fail(code, message))
+}
+
+/// Prints rows as a left-aligned table with a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// A JSON value as a table cell: strings bare, null as `-`.
+pub fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| f.fract() != 0.0)
+            .map_or_else(|| n.to_string(), |f| format!("{f:.1}")),
+        other => other.to_string(),
+    }
+}
+
+/// Prints a value as JSON (for `--json`).
+pub fn print_json(value: &Value) {
+    println!("{value}");
+}

@@ -1,0 +1,106 @@
+//! `hyprbox tokens create|list|revoke`: node tokens for agents.
+
+use reqwest::Method;
+use serde_json::json;
+
+use super::{Api, Target, cell, print_json, table};
+
+#[derive(clap::Args, Debug)]
+pub struct TokensArgs {
+    #[command(subcommand)]
+    command: TokensCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TokensCommand {
+    /// Mint a token; it is printed once, keep it.
+    Create {
+        /// A label, e.g. the machine or group it is for.
+        #[arg(long)]
+        name: String,
+        /// Pin the token to one node (recommended); without it the token is fleet-wide.
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Your tokens (every token for an ADMIN); never the secret.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Revoke a token: its next call is refused and its agent's socket closed.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub async fn run(args: TokensArgs) -> anyhow::Result<()> {
+    match args.command {
+        TokensCommand::Create {
+            name,
+            node,
+            json,
+            target,
+        } => {
+            let api = Api::new(&target);
+            let body = api
+                .json(
+                    Method::POST,
+                    "/api/tokens",
+                    Some(json!({ "name": name, "nodeId": node })),
+                )
+                .await?;
+            if json {
+                print_json(&body);
+            } else {
+                println!("{}", body["token"].as_str().unwrap_or_default());
+                eprintln!(
+                    "token {} ({}) created; it is shown only this once",
+                    cell(&body["meta"]["id"]),
+                    node.map_or_else(|| "fleet-wide".to_string(), |n| format!("pinned to {n}"))
+                );
+            }
+            Ok(())
+        }
+        TokensCommand::List { json, target } => {
+            let api = Api::new(&target);
+            let body = api.json(Method::GET, "/api/tokens", None).await?;
+            if json {
+                print_json(&body);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = body["tokens"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|t| {
+                    vec![
+                        cell(&t["id"]),
+                        cell(&t["name"]),
+                        cell(&t["prefix"]),
+                        cell(&t["nodeId"]),
+                        cell(&t["lastUsedAt"]),
+                        cell(&t["revokedAt"]),
+                    ]
+                })
+                .collect();
+            table(&["ID", "NAME", "PREFIX", "NODE", "LAST USED", "REVOKED"], &rows);
+            Ok(())
+        }
+        TokensCommand::Revoke { id, target } => {
+            let api = Api::new(&target);
+            api.json(Method::DELETE, &format!("/api/tokens/{id}"), None)
+                .await?;
+            println!("token {id} revoked");
+            Ok(())
+        }
+    }
+}

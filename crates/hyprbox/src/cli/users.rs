@@ -1,0 +1,123 @@
+//! `hyprbox users list|create|role|delete` (ADMIN).
+
+use std::io::IsTerminal;
+
+use reqwest::Method;
+use serde_json::json;
+
+use super::{Api, Target, cell, fail, print_json, table};
+
+#[derive(clap::Args, Debug)]
+pub struct UsersArgs {
+    #[command(subcommand)]
+    command: UsersCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum UsersCommand {
+    /// Every account.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Create an account.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// ADMIN, OPERATOR or VIEWER.
+        #[arg(long, default_value = "VIEWER")]
+        role: String,
+        /// Its password (asked for without echo when not given).
+        #[arg(long, env = "HYPRBOX_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change an account's role (its sessions end).
+    Role {
+        id: String,
+        /// ADMIN, OPERATOR or VIEWER.
+        role: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete an account (its sessions end).
+    Delete {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
+    match args.command {
+        UsersCommand::List { json, target } => {
+            let api = Api::new(&target);
+            let body = api.json(Method::GET, "/api/users", None).await?;
+            if json {
+                print_json(&body);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = body["users"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|u| {
+                    vec![
+                        cell(&u["id"]),
+                        cell(&u["email"]),
+                        cell(&u["name"]),
+                        cell(&u["role"]),
+                    ]
+                })
+                .collect();
+            table(&["ID", "EMAIL", "NAME", "ROLE"], &rows);
+            Ok(())
+        }
+        UsersCommand::Create {
+            email,
+            name,
+            role,
+            password,
+            target,
+        } => {
+            let password = match password {
+                Some(password) => password,
+                None if std::io::stdin().is_terminal() => {
+                    rpassword::prompt_password("Password for the new account: ")?
+                }
+                None => return Err(fail(2, "give --password or HYPRBOX_NEW_PASSWORD")),
+            };
+            let api = Api::new(&target);
+            let body = json!({ "email": email, "name": name, "role": role.to_ascii_uppercase(), "password": password });
+            let created = api.json(Method::POST, "/api/users", Some(body)).await?;
+            println!(
+                "created {} ({}) with id {}",
+                email,
+                cell(&created["user"]["role"]),
+                cell(&created["user"]["id"])
+            );
+            Ok(())
+        }
+        UsersCommand::Role { id, role, target } => {
+            let api = Api::new(&target);
+            let body = json!({ "role": role.to_ascii_uppercase() });
+            api.json(Method::PATCH, &format!("/api/users/{id}/role"), Some(body))
+                .await?;
+            println!("user {id} is now {}", role.to_ascii_uppercase());
+            Ok(())
+        }
+        UsersCommand::Delete { id, target } => {
+            let api = Api::new(&target);
+            api.json(Method::DELETE, &format!("/api/users/{id}"), None)
+                .await?;
+            println!("user {id} deleted");
+            Ok(())
+        }
+    }
+}
