@@ -44,6 +44,10 @@ pub struct SimulateArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also run jobs: after each heartbeat an agent pulls its next job and, when it gets one,
+    /// streams plausible output (the script's steps, one a second) and completes it with exit 0.
+    #[arg(long)]
+    pub jobs: bool,
 }
 
 #[derive(Serialize, Debug)]
@@ -57,6 +61,8 @@ pub struct Summary {
     pub errors: u64,
     pub rate_per_sec: f64,
     pub latency_ms: Latency,
+    /// Jobs claimed and completed (with `--jobs`).
+    pub jobs_run: u64,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -72,6 +78,7 @@ struct Counters {
     sent: AtomicU64,
     accepted: AtomicU64,
     errors: AtomicU64,
+    jobs_run: AtomicU64,
 }
 
 /// Runs the simulation and prints the summary; an error when any heartbeat failed.
@@ -111,7 +118,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
 
     let counters = Arc::new(Counters::default());
-    let url = Arc::<str>::from(format!("{server}/api/nodes/heartbeat"));
+    let url = Arc::<str>::from(server.as_str());
     let auth = Arc::<str>::from(format!("Bearer {token}"));
     let interval = Duration::from_secs_f64(args.interval);
     let started = Instant::now();
@@ -128,6 +135,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             offset,
             stop.clone(),
             Arc::clone(&counters),
+            args.jobs,
         ));
     }
     let mut latencies: Vec<u32> = Vec::new();
@@ -252,13 +260,17 @@ impl Agent {
     async fn run(
         mut self,
         client: reqwest::Client,
-        url: Arc<str>,
+        server: Arc<str>,
         auth: Arc<str>,
         interval: Duration,
         offset: Duration,
         stop: CancellationToken,
         counters: Arc<Counters>,
+        jobs: bool,
     ) -> Vec<u32> {
+        let url = format!("{server}/api/nodes/heartbeat");
+        let pending = format!("{server}/api/jobs/pending?nodeId={}", self.node_id);
+        let mut running: Option<tokio::task::JoinHandle<()>> = None;
         let mut latencies = Vec::new();
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -272,7 +284,7 @@ impl Agent {
             let sent_at = Instant::now();
             counters.sent.fetch_add(1, Ordering::Relaxed);
             let answer = client
-                .post(&*url)
+                .post(&url)
                 .header("authorization", &*auth)
                 .json(&body)
                 .send()
@@ -296,8 +308,95 @@ impl Agent {
                 }
             }
             self.step(interval);
+            let busy = running.as_ref().is_some_and(|job| !job.is_finished());
+            if jobs && !busy && !first {
+                running = claim_and_run(&client, &server, &pending, &auth, &stop, &counters).await;
+            }
         }
     }
+}
+
+/// Pulls the agent's next job; when there is one, plays it in the background.
+async fn claim_and_run(
+    client: &reqwest::Client,
+    server: &str,
+    pending: &str,
+    auth: &Arc<str>,
+    stop: &CancellationToken,
+    counters: &Arc<Counters>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let answer = client
+        .get(pending)
+        .header("authorization", &**auth)
+        .send()
+        .await
+        .ok()?;
+    let body: serde_json::Value = answer.json().await.ok()?;
+    let job = body.get("job").filter(|j| !j.is_null())?;
+    let id = job["id"].as_str()?.to_string();
+    let steps = step_names(job["script"].as_str().unwrap_or_default());
+    let (client, auth, stop, counters) = (
+        client.clone(),
+        Arc::clone(auth),
+        stop.clone(),
+        Arc::clone(counters),
+    );
+    let base = format!("{server}/api/jobs/{id}");
+    Some(tokio::spawn(async move {
+        let total = steps.len();
+        for (i, step) in steps.iter().enumerate() {
+            let line = format!("[{}] ==> step {}/{total}: {step}\n", utc_clock(), i + 1);
+            let sent = client
+                .post(format!("{base}/output"))
+                .header("authorization", &*auth)
+                .json(&serde_json::json!({ "stdout": line }))
+                .send()
+                .await;
+            // A job cancelled or reaped meanwhile answers 409: stop playing it.
+            if !sent.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        let done = client
+            .post(format!("{base}/complete"))
+            .header("authorization", &*auth)
+            .json(&serde_json::json!({ "exitCode": 0, "stdout": "done (simulated)\n" }))
+            .send()
+            .await;
+        if done.is_ok_and(|r| r.status().is_success()) {
+            counters.jobs_run.fetch_add(1, Ordering::Relaxed);
+        }
+    }))
+}
+
+/// The step names a rendered script announces (`==> step i/N: 'name'`), or one generic step.
+fn step_names(script: &str) -> Vec<String> {
+    let names: Vec<String> = script
+        .lines()
+        .filter(|line| line.contains("==> step"))
+        .filter_map(|line| {
+            let end = line.rfind('\'')?;
+            let start = line[..end].rfind('\'')?;
+            Some(line[start + 1..end].replace("'\\''", "'"))
+        })
+        .collect();
+    if names.is_empty() {
+        vec!["run the script".into()]
+    } else {
+        names
+    }
+}
+
+/// The current UTC time as `HH:MM:SS`, enough for a simulated log line.
+fn utc_clock() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{:02}:{:02}:{:02}", secs / 3600 % 24, secs / 60 % 60, secs % 60)
 }
 
 fn summarize(
@@ -324,6 +423,7 @@ fn summarize(
         accepted,
         errors: counters.errors.load(Ordering::Relaxed),
         rate_per_sec: (accepted as f64 / elapsed.as_secs_f64().max(1e-9) * 10.0).round() / 10.0,
+        jobs_run: counters.jobs_run.load(Ordering::Relaxed),
         latency_ms: Latency {
             p50: at(0.50),
             p95: at(0.95),
@@ -345,4 +445,5 @@ fn print_table(s: &Summary) {
         "latency (ms)    p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
         s.latency_ms.p50, s.latency_ms.p95, s.latency_ms.p99, s.latency_ms.max
     );
+    println!("jobs run        {}", s.jobs_run);
 }

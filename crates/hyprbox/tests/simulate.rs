@@ -102,3 +102,74 @@ async fn simulate_without_credentials_says_what_it_needs() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--token"));
 }
+
+#[tokio::test]
+async fn with_jobs_simulated_agents_claim_a_queued_job_stream_its_steps_and_complete_it() {
+    let (base, _db, stop, _app) = server().await;
+    let client = reqwest::Client::new();
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"email": "ops@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwt = login["token"].as_str().unwrap().to_string();
+    // The node must exist before a job can be queued for it: one short run registers the fleet.
+    let run = |seconds: &'static str| {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_hyprbox"))
+                .args([
+                    "simulate",
+                    "--server",
+                    &base,
+                    "--agents",
+                    "2",
+                    "--interval",
+                    "0.2",
+                ])
+                .args(["--duration", seconds, "--jobs", "--json", "--prefix", "demo"])
+                .env("HYPRBOX_EMAIL", "ops@example.com")
+                .env("HYPRBOX_PASSWORD", PASSWORD)
+                .output()
+                .unwrap()
+        })
+    };
+    assert!(run("1").await.unwrap().status.success());
+    let created: serde_json::Value = client
+        .post(format!("{base}/api/jobs"))
+        .bearer_auth(&jwt)
+        .json(&serde_json::json!({"nodeId": "demo-00001", "presetName": "disk-cleanup"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["job"]["id"].as_str().unwrap().to_string();
+    let output = run("12").await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["jobsRun"], 1);
+    let job: serde_json::Value = client
+        .get(format!("{base}/api/jobs/{id}"))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["job"]["status"], "SUCCEEDED");
+    let stdout = job["job"]["stdout"].as_str().unwrap();
+    assert!(stdout.contains("==> step 1/"), "{stdout}");
+    assert!(stdout.contains("done (simulated)"), "{stdout}");
+    stop.cancel();
+}
