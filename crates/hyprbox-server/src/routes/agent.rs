@@ -123,7 +123,9 @@ async fn serve(state: AppState, node: NodeIdentity, node_id: String, mut socket:
                 }
             }
             incoming = socket.recv() => match incoming {
-                None | Some(Err(_) | Ok(Message::Close(_))) => break None,
+                // The agent is leaving: answer its close so it need not wait for a timeout.
+                Some(Ok(Message::Close(_))) => break Some((close_code::NORMAL, "bye")),
+                None | Some(Err(_)) => break None,
                 Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
             },
         }

@@ -1,0 +1,258 @@
+//! The agent's configuration: `KEY=VALUE` lines from a file (the systemd `EnvironmentFile`), then
+//! the process environment on top, so a one-off `HYPRBOX_INTERVAL=5 hyprbox-agent` wins over the
+//! installed file.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// Where `install.sh` writes the configuration; read when it exists and no `--config` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/hyprbox/agent.env";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/hyprbox-agent";
+/// The server refuses shorter heartbeat intervals from its config; the agent keeps the same floor.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct Config {
+    /// Base URL, without a trailing slash: `http://127.0.0.1:4000`.
+    pub server: String,
+    /// The node token (`hbnt_…`). Never logged: `Debug` redacts it.
+    pub token: String,
+    pub node_id: String,
+    pub region: Option<String>,
+    /// Heartbeat period until the server's config says otherwise.
+    pub interval: Duration,
+    /// How often jobs are pulled when no wakeup comes over the WebSocket.
+    pub poll_interval: Duration,
+    /// Job work dirs and their output spool live under `<state_dir>/jobs/`.
+    pub state_dir: PathBuf,
+    /// Between SIGTERM and SIGKILL when a job is cancelled or times out.
+    pub kill_grace: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("server", &self.server)
+            .field("token", &"<redacted>")
+            .field("node_id", &self.node_id)
+            .field("region", &self.region)
+            .field("interval", &self.interval)
+            .field("poll_interval", &self.poll_interval)
+            .field("state_dir", &self.state_dir)
+            .field("kill_grace", &self.kill_grace)
+            .finish()
+    }
+}
+
+/// Parses an env file: `KEY=VALUE` per line, `#` comments and blank lines skipped, an optional
+/// `export ` prefix, and one pair of matching quotes around the value removed (as systemd does).
+pub fn parse_env_file(text: &str) -> Result<HashMap<String, String>, String> {
+    let mut vars = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("line {}: expected KEY=VALUE", n + 1));
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("line {}: {key:?} is not a variable name", n + 1));
+        }
+        let value = value.trim();
+        let unquoted = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(open, close)| value.strip_prefix(*open).and_then(|v| v.strip_suffix(*close)))
+            .unwrap_or(value);
+        vars.insert(key.to_string(), unquoted.to_string());
+    }
+    Ok(vars)
+}
+
+/// Turns a hostname into a valid `nodeId`: characters outside `[A-Za-z0-9._-]` become `-`, at most
+/// 64 characters; a name that is still invalid (empty, reserved) gets a `node-` prefix.
+pub fn sanitize_node_id(hostname: &str) -> String {
+    let mut id: String = hostname
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if hyprbox_proto::validate_node_id("nodeId", &id).is_err() {
+        id = format!("node-{id}");
+        id.truncate(64);
+    }
+    id
+}
+
+impl Config {
+    /// Builds the configuration from an optional file and an environment lookup (the real
+    /// environment in `main`, a map in tests). `explicit_file` must exist; the default file is
+    /// read only when present.
+    pub fn load(
+        explicit_file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Config> {
+        let file_vars = match explicit_file {
+            Some(path) => read_env_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => read_env_file(Path::new(DEFAULT_CONFIG_FILE))?,
+            None => HashMap::new(),
+        };
+        Config::from_lookup(|key| {
+            env(key)
+                .filter(|v| !v.is_empty())
+                .or_else(|| file_vars.get(key).filter(|v| !v.is_empty()).cloned())
+        })
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        // The contract names the variable HYPRBOX_URL (as the CLI does); HYPRBOX_SERVER is the
+        // install script's name for it. Either works, HYPRBOX_SERVER first.
+        let server = get("HYPRBOX_SERVER")
+            .or_else(|| get("HYPRBOX_URL"))
+            .context("HYPRBOX_SERVER is not set (the server's URL, e.g. https://hyprbox.example.com)")?;
+        let server = server.trim_end_matches('/').to_string();
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            bail!("HYPRBOX_SERVER must start with http:// or https://, got {server:?}");
+        }
+        let token = get("HYPRBOX_TOKEN").context("HYPRBOX_TOKEN is not set (a node token, hbnt_…)")?;
+        let node_id = match get("HYPRBOX_NODE_ID") {
+            Some(id) => {
+                hyprbox_proto::validate_node_id("HYPRBOX_NODE_ID", &id).map_err(anyhow::Error::msg)?;
+                id
+            }
+            None => sanitize_node_id(&sysinfo::System::host_name().unwrap_or_default()),
+        };
+        let seconds = |key: &str, default: u64, min: u64| -> anyhow::Result<Duration> {
+            let Some(raw) = get(key) else {
+                return Ok(Duration::from_secs(default));
+            };
+            let secs: u64 = raw
+                .trim()
+                .parse()
+                .with_context(|| format!("{key} must be a whole number of seconds, got {raw:?}"))?;
+            if secs < min {
+                bail!("{key} must be at least {min} seconds, got {secs}");
+            }
+            Ok(Duration::from_secs(secs))
+        };
+        Ok(Config {
+            server,
+            token,
+            node_id,
+            region: get("HYPRBOX_REGION"),
+            interval: seconds("HYPRBOX_INTERVAL", 30, MIN_INTERVAL.as_secs())?,
+            poll_interval: seconds("HYPRBOX_POLL_INTERVAL", 10, 1)?,
+            state_dir: PathBuf::from(
+                get("HYPRBOX_STATE_DIR").unwrap_or_else(|| DEFAULT_STATE_DIR.to_string()),
+            ),
+            kill_grace: seconds("HYPRBOX_KILL_GRACE", 10, 0)?,
+        })
+    }
+}
+
+fn read_env_file(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    parse_env_file(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |key| map.get(key).cloned()
+    }
+
+    #[test]
+    fn env_files_allow_comments_quotes_and_export() {
+        let vars = parse_env_file(
+            "# written by install.sh\n\nHYPRBOX_SERVER=\"https://hb.example.com/\"\n\
+             export HYPRBOX_TOKEN='hbnt_abc=def'\n  HYPRBOX_REGION = eu-west \n",
+        )
+        .unwrap();
+        assert_eq!(vars["HYPRBOX_SERVER"], "https://hb.example.com/");
+        assert_eq!(vars["HYPRBOX_TOKEN"], "hbnt_abc=def", "only the first = splits");
+        assert_eq!(vars["HYPRBOX_REGION"], "eu-west");
+        assert_eq!(vars.len(), 3);
+        assert!(parse_env_file("just words").unwrap_err().contains("line 1"));
+        assert!(parse_env_file("BAD KEY=1").is_err());
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_and_defaults_fill_the_rest() {
+        let dir = crate::testutil::temp_dir("config");
+        let file = dir.join("agent.env");
+        std::fs::write(
+            &file,
+            "HYPRBOX_SERVER=http://file:4000/\nHYPRBOX_TOKEN=hbnt_file\nHYPRBOX_INTERVAL=15\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env_of(&[("HYPRBOX_TOKEN", "hbnt_env"), ("HYPRBOX_NODE_ID", "web-1")]),
+        )
+        .unwrap();
+        assert_eq!(config.server, "http://file:4000");
+        assert_eq!(config.token, "hbnt_env");
+        assert_eq!(config.node_id, "web-1");
+        assert_eq!(config.interval, Duration::from_secs(15));
+        assert_eq!(config.poll_interval, Duration::from_secs(10));
+        assert_eq!(config.kill_grace, Duration::from_secs(10));
+        assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert!(
+            !format!("{config:?}").contains("hbnt_env"),
+            "Debug never shows the token"
+        );
+    }
+
+    #[test]
+    fn missing_or_invalid_settings_are_named() {
+        let err = |pairs: &[(&str, &str)]| {
+            Config::load(Some(Path::new("/dev/null")), env_of(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[("HYPRBOX_TOKEN", "t")]).contains("HYPRBOX_SERVER"));
+        assert!(err(&[("HYPRBOX_SERVER", "http://x")]).contains("HYPRBOX_TOKEN"));
+        let base = [("HYPRBOX_SERVER", "http://x"), ("HYPRBOX_TOKEN", "t")];
+        assert!(err(&[base[0], base[1], ("HYPRBOX_INTERVAL", "2")]).contains("at least 5"));
+        assert!(err(&[base[0], base[1], ("HYPRBOX_INTERVAL", "soon")]).contains("whole number"));
+        assert!(err(&[base[0], base[1], ("HYPRBOX_NODE_ID", "a b")]).contains("HYPRBOX_NODE_ID"));
+        assert!(err(&[("HYPRBOX_SERVER", "ftp://x"), base[1]]).contains("http://"));
+        assert!(Config::load(Some(Path::new("/nonexistent/agent.env")), env_of(&base)).is_err());
+        let via_url = Config::load(
+            Some(Path::new("/dev/null")),
+            env_of(&[("HYPRBOX_URL", "http://x"), base[1]]),
+        );
+        assert_eq!(via_url.unwrap().server, "http://x");
+    }
+
+    #[test]
+    fn hostnames_become_valid_node_ids() {
+        assert_eq!(sanitize_node_id("web-01.example.com"), "web-01.example.com");
+        assert_eq!(sanitize_node_id("my host (2)"), "my-host--2-");
+        assert_eq!(sanitize_node_id(""), "node-");
+        assert_eq!(sanitize_node_id("me"), "node-me");
+        assert_eq!(sanitize_node_id(&"x".repeat(100)).len(), 64);
+        for id in ["", "me", "ünï", &"y".repeat(80)] {
+            assert!(hyprbox_proto::validate_node_id("n", &sanitize_node_id(id)).is_ok());
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The HyprBox agent: runs on every managed machine, reports heartbeats (real measurements and the
+//! machine's inventory), keeps a WebSocket to the server for wakeups and cancels, and runs jobs —
+//! bash scripts in their own process group — streaming their output back.
+//!
+//! It speaks to the server only over HTTP and WebSocket with the wire types of `hyprbox-proto`; it
+//! must not depend on the server, the store or the CLI crates, so it stays a small static binary.
+//!
+//! Entry points: [`run`] (the daemon, until SIGTERM/SIGINT), [`run_until`] (the same with a
+//! caller's shutdown token, for tests) and [`once`] (one heartbeat, for `--once`).
+
+pub mod backoff;
+pub mod cgroup;
+pub mod client;
+pub mod config;
+pub mod heartbeat;
+pub mod jobs;
+pub mod metrics;
+pub mod spool;
+pub mod ws;
+
+#[cfg(test)]
+mod testutil;
+
+use std::os::unix::fs::DirBuilderExt;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// The agent's version, sent as `agent_version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs the agent until SIGTERM or SIGINT. A job running at that moment keeps running and is
+/// picked up by the next start.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stopping");
+        on_signal.cancel();
+    });
+    run_until(config, shutdown).await
+}
+
+/// Runs the agent until `shutdown` is cancelled.
+pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let jobs_root = config.state_dir.join("jobs");
+    // 0700: job scripts and their output may hold secrets.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&jobs_root)
+        .with_context(|| format!("creating the state directory {}", jobs_root.display()))?;
+    tracing::info!(
+        version = VERSION,
+        server = %config.server,
+        node_id = %config.node_id,
+        state_dir = %config.state_dir.display(),
+        interval = ?config.interval,
+        poll_interval = ?config.poll_interval,
+        "hyprbox-agent starting"
+    );
+    let client = client::Client::new(&config.server, &config.token)?;
+    let (events_tx, events_rx) = mpsc::channel(64);
+
+    let heartbeats = tokio::spawn(heartbeat::run(
+        config.clone(),
+        client.clone(),
+        shutdown.child_token(),
+    ));
+    let socket = tokio::spawn(ws::run(
+        config.server.clone(),
+        config.token.clone(),
+        config.node_id.clone(),
+        events_tx,
+        shutdown.child_token(),
+    ));
+    let jobs = jobs::Jobs {
+        client,
+        node_id: config.node_id.clone(),
+        jobs_root,
+        kill_grace: config.kill_grace,
+        poll_interval: config.poll_interval,
+    };
+    jobs.run(events_rx, shutdown.child_token()).await;
+    shutdown.cancel();
+    // Both loops watch the token; an HTTP request in flight may still take its time, and a stop
+    // (systemctl restart) should not wait for it.
+    for task in [heartbeats, socket] {
+        let abort = task.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(2), task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+    Ok(())
+}
+
+/// One heartbeat with the full inventory; prints the server's answer. `Ok(true)` when accepted.
+pub async fn once(config: &Config) -> bool {
+    match heartbeat::once(config).await {
+        Ok(answer) => {
+            println!("heartbeat accepted for {}: {answer}", config.node_id);
+            true
+        }
+        Err(e) => {
+            eprintln!("heartbeat to {} failed: {e}", config.server);
+            false
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! End to end with the real binaries: `hyprbox serve` on a free port over a fresh database,
+//! `hyprbox-agent` against it with a pinned token, and the `hyprbox` CLI driving jobs. The presets
+//! the jobs run are harmless test fixtures (`tests/fixtures/presets`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hyprbox_store::testing::TestDatabase;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hyprbox-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_hyprbox")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the whole workspace (cargo test --workspace)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `hyprbox serve` process that can be restarted on the same port and database.
+struct Server {
+    url: String,
+    port: u16,
+    database_url: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start(db: &TestDatabase, dir: &Path) -> Server {
+        let port = free_port();
+        let mut server = Server {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            database_url: db.url.clone(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let presets = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/presets");
+        let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hyprbox"))
+            .arg("serve")
+            .current_dir(&self.dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HYPRBOX_BIND", format!("127.0.0.1:{}", self.port))
+            .env("DATABASE_URL", &self.database_url)
+            .env("SECRET_KEY", "e2e-secret-key-for-hyprbox-tests")
+            .env("HYPRBOX_PRESETS_DIR", presets)
+            .env("HYPRBOX_RATE_LIMIT", "100000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_until("the server answers /health", Duration::from_secs(30), || {
+            probe::get_ok(&format!("{}/health", self.url))
+        });
+    }
+
+    /// Stops the server gracefully (SIGTERM) and starts it again.
+    fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A blocking GET that says whether the answer was 200 (no runtime needed).
+mod probe {
+    pub fn get_ok(url: &str) -> bool {
+        use std::io::{Read, Write};
+        let Some(rest) = url.strip_prefix("http://") else {
+            return false;
+        };
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        if write!(
+            stream,
+            "GET /{path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+        )
+        .is_err()
+        {
+            return false;
+        }
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.1 200")
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the CLI with its session in `config`.
+fn hyprbox(config: &Path, server: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hyprbox"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HYPRBOX_CONFIG_DIR", config)
+        .env("HYPRBOX_URL", server)
+        .env("HYPRBOX_EMAIL", "ops@example.com")
+        .env("HYPRBOX_PASSWORD", PASSWORD)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A fleet of one: server, an admin signed in with the CLI, a pinned token, the agent running.
+struct Fleet {
+    server: Server,
+    config: PathBuf,
+    agent: Child,
+    work: PathBuf,
+    _db: TestDatabase,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
+}
+
+impl Fleet {
+    async fn start(name: &str) -> Fleet {
+        let db = TestDatabase::new().await;
+        let work = temp_dir(name);
+        let server = tokio::task::block_in_place(|| Server::start(&db, &work));
+        let config = work.join("cli");
+        let register = reqwest::Client::new()
+            .post(format!("{}/api/auth/register", server.url))
+            .json(&json!({"email": "ops@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(register.status(), 201);
+        let login = hyprbox(&config, &server.url, &["login"]);
+        assert!(login.status.success(), "{}", text(&login.stderr));
+        let minted = hyprbox(
+            &config,
+            &server.url,
+            &["tokens", "create", "--name", "e2e", "--node", "e2e-1", "--json"],
+        );
+        assert!(minted.status.success(), "{}", text(&minted.stderr));
+        let token = serde_json::from_slice::<Value>(&minted.stdout).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let agent = spawn_agent(&server.url, &token, &work);
+        Fleet {
+            server,
+            config,
+            agent,
+            work,
+            _db: db,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        hyprbox(&self.config, &self.server.url, args)
+    }
+
+    fn job(&self, id: &str) -> Value {
+        let out = self.cli(&["jobs", "show", id, "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["job"].clone()
+    }
+}
+
+fn spawn_agent(server: &str, token: &str, work: &Path) -> Child {
+    let state = work.join("agent-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let log = std::fs::File::create(work.join("agent.log")).unwrap();
+    Command::new(binary("hyprbox-agent"))
+        .args(["--config", "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HYPRBOX_URL", server)
+        .env("HYPRBOX_TOKEN", token)
+        .env("HYPRBOX_NODE_ID", "e2e-1")
+        .env("HYPRBOX_INTERVAL", "5")
+        .env("HYPRBOX_POLL_INTERVAL", "1")
+        .env("HYPRBOX_KILL_GRACE", "2")
+        .env("HYPRBOX_STATE_DIR", &state)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+async fn node(fleet: &Fleet) -> Option<Value> {
+    let out = fleet.cli(&["nodes", "--json"]);
+    let body: Value = serde_json::from_slice(&out.stdout).ok()?;
+    body["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["nodeId"] == "e2e-1")
+        .cloned()
+}
+
+/// Starts `jobs run … --follow` in the background; returns the child.
+fn follow(fleet: &Fleet, args: &[&str]) -> Child {
+    let mut all = vec!["jobs", "run", "e2e-1"];
+    all.extend_from_slice(args);
+    all.push("--follow");
+    Command::new(env!("CARGO_BIN_EXE_hyprbox"))
+        .args(&all)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HYPRBOX_CONFIG_DIR", &fleet.config)
+        .env("HYPRBOX_URL", &fleet.server.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_for_node(fleet: &Fleet) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(node) = node(fleet).await.filter(|n| n["cpuPercent"].is_number()) {
+            return node;
+        }
+        assert!(Instant::now() < deadline, "the agent's node never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn latest_job_id(fleet: &Fleet) -> Option<String> {
+    let out = fleet.cli(&["jobs", "list", "--json", "--limit", "1"]);
+    let body: Value = serde_json::from_slice(&out.stdout).ok()?;
+    body["jobs"][0]["id"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_reports_real_metrics_and_runs_a_preset_followed_from_the_cli() {
+    let fleet = Fleet::start("hello").await;
+    let node = wait_for_node(&fleet).await;
+    assert_eq!(node["status"], "ONLINE");
+    for field in ["cpuPercent", "ramPercent", "diskPercent"] {
+        let value = node[field].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&value), "{field} = {value}");
+    }
+    assert!(node["hostname"].is_string() && node["os"].is_string(), "{node}");
+
+    let target = fleet.work.join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let dir_var = format!("dir={}", target.display());
+    let run = tokio::task::block_in_place(|| {
+        follow(&fleet, &["e2e-hello", "--var", &dir_var, "--var", "lines=4"])
+            .wait_with_output()
+            .unwrap()
+    });
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let out = text(&run.stdout);
+    for i in 1..=4 {
+        assert!(out.contains(&format!("line {i}\n")), "{out}");
+    }
+    assert!(
+        std::fs::read_to_string(target.join("hello.txt"))
+            .unwrap()
+            .starts_with("hello from")
+    );
+    let id = latest_job_id(&fleet).unwrap();
+    assert_eq!(fleet.job(&id)["status"], "SUCCEEDED");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_script_ends_failed_with_its_exit_code() {
+    let fleet = Fleet::start("fail").await;
+    wait_for_node(&fleet).await;
+    let run = tokio::task::block_in_place(|| follow(&fleet, &["e2e-fail"]).wait_with_output().unwrap());
+    assert_eq!(run.status.code(), Some(7), "{}", text(&run.stderr));
+    assert!(text(&run.stdout).contains("about to fail"));
+    assert!(text(&run.stderr).contains("failing on purpose"));
+    let job = fleet.job(&latest_job_id(&fleet).unwrap());
+    assert_eq!(job["status"], "FAILED");
+    assert_eq!(job["exitCode"], 7);
+}
+
+fn process_alive(pid: &str) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_job_has_its_whole_process_group_gone_within_the_grace_period() {
+    let fleet = Fleet::start("cancel").await;
+    wait_for_node(&fleet).await;
+    let target = fleet.work.join("sleep");
+    std::fs::create_dir_all(&target).unwrap();
+    let dir_var = format!("dir={}", target.display());
+    let queued = fleet.cli(&["jobs", "run", "e2e-1", "e2e-sleep", "--var", &dir_var, "--json"]);
+    assert!(queued.status.success(), "{}", text(&queued.stderr));
+    let id = serde_json::from_slice::<Value>(&queued.stdout).unwrap()["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::task::block_in_place(|| {
+        wait_until("the job's processes to start", Duration::from_secs(30), || {
+            target.join("child").exists() && target.join("pid").exists()
+        });
+    });
+    let shell = std::fs::read_to_string(target.join("pid"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let sleeper = std::fs::read_to_string(target.join("child"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(process_alive(&shell) && process_alive(&sleeper));
+    let cancel = fleet.cli(&["jobs", "cancel", &id]);
+    assert!(cancel.status.success(), "{}", text(&cancel.stderr));
+    let started = Instant::now();
+    tokio::task::block_in_place(|| {
+        wait_until("the process group to be gone", Duration::from_secs(10), || {
+            !process_alive(&shell) && !process_alive(&sleeper)
+        });
+        wait_until("the job to end", Duration::from_secs(10), || {
+            fleet.job(&id)["status"] == "CANCELLED"
+        });
+    });
+    // The grace period is 2 s; SIGTERM alone should already end `sleep`.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_restart_in_the_middle_of_a_chatty_job_loses_and_repeats_nothing() {
+    let mut fleet = Fleet::start("restart").await;
+    wait_for_node(&fleet).await;
+    let queued = fleet.cli(&[
+        "jobs",
+        "run",
+        "e2e-1",
+        "e2e-chatty",
+        "--var",
+        "count=1500",
+        "--json",
+    ]);
+    assert!(queued.status.success(), "{}", text(&queued.stderr));
+    let id = serde_json::from_slice::<Value>(&queued.stdout).unwrap()["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::task::block_in_place(|| {
+        wait_until("some output", Duration::from_secs(30), || {
+            fleet.job(&id)["stdout"]
+                .as_str()
+                .is_some_and(|s| s.contains("line 100\n"))
+        });
+        fleet.server.restart();
+        wait_until("the job to end", Duration::from_secs(90), || {
+            fleet.job(&id)["status"] == "SUCCEEDED"
+        });
+    });
+    let logs = fleet.cli(&["jobs", "logs", &id]);
+    let out = text(&logs.stdout);
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("line ")).collect();
+    let expected: Vec<String> = (1..=1500).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines.len(), 1500, "every line exactly once");
+    assert_eq!(lines, expected.iter().map(String::as_str).collect::<Vec<_>>());
+}
