@@ -138,6 +138,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             args.jobs,
         ));
     }
+    if !args.json {
+        tokio::spawn(report_progress(Arc::clone(&counters), started, stop.clone()));
+    }
     let mut latencies: Vec<u32> = Vec::new();
     while let Some(done) = agents.join_next().await {
         latencies.extend(done.context("a simulated agent failed")?);
@@ -152,6 +155,30 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         bail!("{} of {} heartbeats failed", summary.errors, summary.sent);
     }
     Ok(())
+}
+
+/// A progress line on stderr every 5 s while the simulation runs (not with `--json`).
+async fn report_progress(counters: Arc<Counters>, started: Instant, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(5),
+        Duration::from_secs(5),
+    );
+    let mut last = (0u64, Instant::now());
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let accepted = counters.accepted.load(Ordering::Relaxed);
+        let rate = (accepted - last.0) as f64 / last.1.elapsed().as_secs_f64().max(1e-9);
+        last = (accepted, Instant::now());
+        eprintln!(
+            "[{:>4.0}s] accepted {accepted}, errors {}, jobs run {} ({rate:.0} heartbeats/s)",
+            started.elapsed().as_secs_f64(),
+            counters.errors.load(Ordering::Relaxed),
+            counters.jobs_run.load(Ordering::Relaxed),
+        );
+    }
 }
 
 async fn mint_token(client: &reqwest::Client, server: &str, args: &SimulateArgs) -> anyhow::Result<String> {
