@@ -9,7 +9,6 @@
 //! caller's shutdown token, for tests) and [`once`] (one heartbeat, for `--once`).
 
 pub mod backoff;
-pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod heartbeat;
@@ -28,6 +27,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+/// The cgroup reader lives in `hyprbox-host`, shared with the server.
+pub use hyprbox_host::cgroup;
 
 /// The agent's version, sent as `agent_version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -125,7 +125,13 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str, files: &[(&str, &str)]) -> Cgroup {
-        let root = crate::testutil::temp_dir(name);
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "hyprbox-host-test-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&root);
         for (path, content) in files {
             let path = root.join(path);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
