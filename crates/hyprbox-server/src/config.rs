@@ -69,6 +69,10 @@ pub struct Settings {
     pub presets_dir: Option<PathBuf>,
     /// The most output a job keeps (both streams together); more is dropped and flagged.
     pub job_output_max_bytes: i64,
+    /// The AI worker fleet's worker names, in the order the dashboard shows them.
+    pub ai_workers: Vec<String>,
+    /// How long an AI worker works on one (simulated) task.
+    pub ai_task_duration: Duration,
 }
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
@@ -236,6 +240,9 @@ impl Settings {
             })
         })?;
 
+        let ai_workers = parse_ai_workers(get("HYPRBOX_AI_WORKERS").as_deref())?;
+        let ai_task_duration = parse_ai_task_seconds(get("HYPRBOX_AI_TASK_SECONDS").as_deref())?;
+
         Ok(Settings {
             env,
             bind,
@@ -268,6 +275,8 @@ impl Settings {
             )?,
             presets_dir,
             job_output_max_bytes,
+            ai_workers,
+            ai_task_duration,
         })
     }
 
@@ -286,7 +295,8 @@ impl Settings {
             "env={:?} bind={} database={} data_dir={} frontend_urls={:?} trust_proxy={} enable_docs={} \
              rate_limit={}/min session_ttl={}s cookie_secure={} allow_public_registration={} public_url={} \
              smtp={} mail_from={:?} require_node_token={} node_offline_after={}s history_retention={}s \
-             presets_dir={:?} job_output_max_bytes={} secret_key=[redacted]",
+             presets_dir={:?} job_output_max_bytes={} ai_workers={:?} ai_task_seconds={} \
+             secret_key=[redacted]",
             self.env,
             self.bind,
             self.database_display(),
@@ -308,8 +318,56 @@ impl Settings {
             self.history_retention.as_secs(),
             self.presets_dir,
             self.job_output_max_bytes,
+            self.ai_workers,
+            self.ai_task_duration.as_secs_f64(),
         )
     }
+}
+
+/// The Hyperion backend's ten workers, the default fleet.
+pub const DEFAULT_AI_WORKERS: &str = "Helios,Eos,Aethon,Crius,Iapetus,Perses,Phlegon,Phoebe,Theia,Cronus";
+
+/// `HYPRBOX_AI_WORKERS`: comma-separated names; empty names are dropped, a repeated name is an error.
+fn parse_ai_workers(value: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let mut names: Vec<String> = Vec::new();
+    for name in value.unwrap_or(DEFAULT_AI_WORKERS).split(',').map(str::trim) {
+        if name.is_empty() {
+            continue;
+        }
+        if names.iter().any(|n| n == name) {
+            return Err(ConfigError(format!("HYPRBOX_AI_WORKERS names {name:?} twice")));
+        }
+        if name.chars().count() > 64 {
+            return Err(ConfigError(format!(
+                "HYPRBOX_AI_WORKERS: {name:?} is longer than 64 characters"
+            )));
+        }
+        names.push(name.to_string());
+    }
+    if names.is_empty() {
+        return Err(ConfigError(
+            "HYPRBOX_AI_WORKERS must name at least one worker".into(),
+        ));
+    }
+    Ok(names)
+}
+
+/// `HYPRBOX_AI_TASK_SECONDS`: a positive number of seconds, fractions allowed (default 25).
+fn parse_ai_task_seconds(value: Option<&str>) -> Result<Duration, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Duration::from_secs(25));
+    };
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s > 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "HYPRBOX_AI_TASK_SECONDS must be a number of seconds greater than 0, such as 25 or 0.2 (got {value:?})"
+            ))
+        })
 }
 
 /// `scheme://user:password@host/…?password=…` → `scheme://user:***@host/…?password=***`.
@@ -454,6 +512,34 @@ mod tests {
         assert_eq!(s.node_offline_after, Duration::from_secs(600));
         assert_eq!(s.history_retention, Duration::from_secs(7 * 86_400));
         assert!(settings(&[("SECRET_KEY", "k"), ("HYPRBOX_HISTORY_RETENTION", "0")]).is_err());
+    }
+
+    #[test]
+    fn the_ai_fleet_defaults_to_the_ten_hyperion_workers_and_25_second_tasks() {
+        let s = settings(&[("SECRET_KEY", "k")]).unwrap();
+        assert_eq!(s.ai_workers.len(), 10);
+        assert_eq!(s.ai_workers[0], "Helios");
+        assert_eq!(s.ai_workers[9], "Cronus");
+        assert_eq!(s.ai_task_duration, Duration::from_secs(25));
+        let s = settings(&[
+            ("SECRET_KEY", "k"),
+            ("HYPRBOX_AI_WORKERS", " Ada, ,Bob,"),
+            ("HYPRBOX_AI_TASK_SECONDS", "0.2"),
+        ])
+        .unwrap();
+        assert_eq!(s.ai_workers, ["Ada", "Bob"]);
+        assert_eq!(s.ai_task_duration, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_repeated_worker_name_or_a_task_time_of_zero_refuses_to_start() {
+        let err = settings(&[("SECRET_KEY", "k"), ("HYPRBOX_AI_WORKERS", "Ada,Bob,Ada")]).unwrap_err();
+        assert!(err.0.contains("twice"), "{err}");
+        assert!(settings(&[("SECRET_KEY", "k"), ("HYPRBOX_AI_WORKERS", ", ,")]).is_err());
+        for bad in ["0", "-1", "soon", "NaN", "inf", "1e400"] {
+            let err = settings(&[("SECRET_KEY", "k"), ("HYPRBOX_AI_TASK_SECONDS", bad)]).unwrap_err();
+            assert!(err.0.contains("HYPRBOX_AI_TASK_SECONDS"), "{bad}: {err}");
+        }
     }
 
     #[test]

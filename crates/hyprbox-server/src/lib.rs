@@ -5,18 +5,21 @@
 //! Depends on `hyprbox-store` for all SQL; must not depend on the CLI or the agent.
 
 pub mod agents;
+pub mod ai;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod extract;
 pub mod fleet;
+pub mod health;
 pub mod jobs;
 pub mod mail;
 mod middleware;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
+pub mod ux;
 mod views;
 pub mod workers;
 pub mod writer;
@@ -95,6 +98,9 @@ impl Application {
             presets,
             agents: agents::Agents::default(),
             feeds: jobs::Feeds::default(),
+            ai: ai::AiFleet::new(settings.ai_workers.clone()),
+            health: health::Health::default(),
+            ux: ux::Ux::default(),
             shutdown: CancellationToken::new(),
             started_at: Instant::now(),
             settings,

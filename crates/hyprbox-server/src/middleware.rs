@@ -188,6 +188,7 @@ fn node_scope(uri: &axum::http::Uri) -> &str {
 
 /// The one middleware between CORS and the router; see the module documentation.
 async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let too_large = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -203,6 +204,12 @@ async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -
 
     let path = request.uri().path();
     let node_keyed = is_node_keyed(path) && !is_exempt(path);
+    // Timed for the user-experience metrics, except the streams that stay open for hours.
+    let timed = !is_exempt(path);
+    let user = match &caller {
+        Ok(Caller::User(identity)) => Some(std::sync::Arc::clone(&identity.user)),
+        _ => None,
+    };
     let decision = match (route_limit(request.method(), path), &caller) {
         _ if is_exempt(path) => None,
         (Some((bucket, limit)), _) => Some(state.limiter.check((bucket, ip.0), limit)),
@@ -254,6 +261,13 @@ async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -
         .or_else(|| node_keyed.then(|| state.limiter.check(("ip", ip.0), state.settings.rate_limit)));
     if let Some(decision) = decision {
         set_rate_headers(&mut response, decision);
+    }
+    if timed {
+        state.ux.record(
+            started.elapsed(),
+            user.as_deref().map(|u| u.id.as_str()),
+            hyprbox_store::now_ms(),
+        );
     }
     response
 }

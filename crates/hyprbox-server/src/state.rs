@@ -43,6 +43,12 @@ pub struct Inner {
     pub agents: Agents,
     /// Live output of jobs someone is watching.
     pub feeds: Feeds,
+    /// The AI worker fleet's in-memory view, cached queue depth and dispatch bell.
+    pub ai: crate::ai::AiFleet,
+    /// The server's own health samples, for the dashboard.
+    pub health: crate::health::Health,
+    /// Request timings and active users, for the dashboard.
+    pub ux: crate::ux::Ux,
     /// Cancelled when a graceful shutdown starts: long-lived streams end on it.
     pub shutdown: CancellationToken,
     pub started_at: Instant,

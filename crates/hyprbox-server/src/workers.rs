@@ -27,7 +27,12 @@ impl Workers {
 pub fn spawn(state: &AppState, shutdown: CancellationToken) -> Workers {
     let mut set = JoinSet::new();
     set.spawn(prune_loop(state.clone(), shutdown.clone()));
-    set.spawn(crate::jobs::reap_loop(state.clone(), shutdown));
+    set.spawn(crate::jobs::reap_loop(state.clone(), shutdown.clone()));
+    // The AI worker fleet must run in exactly one place: with several replicas, a leader lock
+    // would gate this spawn (see `crate::ai::run`).
+    set.spawn(crate::ai::run(state.clone(), shutdown.clone()));
+    set.spawn(crate::health::sample_loop(state.clone(), shutdown.clone()));
+    set.spawn(crate::ux::tick_loop(state.clone(), shutdown));
     Workers(set)
 }
 

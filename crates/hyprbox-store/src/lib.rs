@@ -5,9 +5,11 @@
 //! work). Where the dialects must differ, a function matches on [`Dialect`]; nowhere else. This crate
 //! knows nothing about HTTP: it returns [`StoreError`] and plain row structs.
 
+pub mod ai_tasks;
 pub mod audit;
 mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod nodes;
 pub mod resets;
 pub mod sessions;

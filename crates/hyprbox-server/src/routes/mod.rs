@@ -4,6 +4,8 @@ pub mod agent;
 pub mod agent_jobs;
 pub mod audit;
 pub mod auth;
+pub mod dashboard;
+pub mod dashboard_ai;
 pub mod health;
 pub mod jobs;
 pub mod nodes;
@@ -66,7 +68,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/output", post(agent_jobs::output))
         .route("/api/jobs/{id}/output/raw", get(jobs::raw))
         .route("/api/jobs/{id}/complete", post(agent_jobs::complete))
-        .route("/api/agent/ws", get(agent::ws));
+        .route("/api/agent/ws", get(agent::ws))
+        .route("/api/dashboard/ai-workers", get(dashboard_ai::fleet))
+        .route("/api/dashboard/ai-workers/dispatch", post(dashboard_ai::dispatch))
+        .route("/api/dashboard/ai-workers/tasks", get(dashboard_ai::tasks))
+        .route("/api/dashboard/system-health", get(dashboard::system_health))
+        .route("/api/dashboard/user-experience", get(dashboard::user_experience));
     if state.settings.enable_docs {
         router = router.merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()));
     }
@@ -148,6 +155,8 @@ pub fn rfc3339(ms: i64) -> String {
         presets::list, presets::get, presets::render,
         jobs::create, jobs::list, jobs::get, jobs::cancel, jobs::stream, jobs::raw,
         agent_jobs::pending, agent_jobs::output, agent_jobs::complete, agent::ws,
+        dashboard::system_health, dashboard::user_experience,
+        dashboard_ai::fleet, dashboard_ai::dispatch, dashboard_ai::tasks,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
@@ -160,6 +169,7 @@ pub fn rfc3339(ms: i64) -> String {
         (name = "nodes", description = "Heartbeats and the fleet"),
         (name = "presets", description = "Parameterised bash procedures and their safe rendering"),
         (name = "jobs", description = "Presets run on nodes: dispatch, live output, cancel; the agents' side"),
+        (name = "dashboard", description = "The Hyperion dashboard: AI worker fleet, system health, user experience"),
     )
 )]
 pub struct ApiDoc;

@@ -1,0 +1,270 @@
+//! User-experience metrics for the Hyperion dashboard: every request's duration (long-lived SSE
+//! and WebSocket connections excluded) and who made it, kept in memory; a background loop samples
+//! the active users once a minute and writes the day's distinct users to the database, so the
+//! request path never waits on a write.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use hyprbox_store::{StoreError, metrics, now_ms};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::routes::rfc3339;
+use crate::state::AppState;
+
+/// Request durations kept for the averages.
+const WINDOW: usize = 1000;
+/// A user is "active now" with a request in the last five minutes.
+const ACTIVE_MS: i64 = 5 * 60_000;
+const DAY_MS: i64 = 86_400_000;
+/// How long a rendered answer is served before it is made again.
+const RENDER_EVERY: Duration = Duration::from_secs(1);
+const SHARDS: usize = 16;
+
+pub struct Ux {
+    /// The last [`WINDOW`] durations in microseconds, written round-robin without a lock.
+    durations: Vec<AtomicU32>,
+    next: AtomicUsize,
+    /// user id → time of their last request (ms), sharded to keep the lock short and uncontended.
+    seen: Vec<Mutex<HashMap<String, i64>>>,
+    /// Users of the current UTC day not yet written to the database.
+    today: Mutex<(i64, HashSet<String>)>,
+    /// `active_now` sampled once a minute, oldest first, at most seven.
+    trend: Mutex<Vec<usize>>,
+    /// Distinct users of the last seven days (from the database), oldest first.
+    daily: Mutex<[i64; 7]>,
+    rendered: Mutex<Option<(Instant, Bytes)>>,
+}
+
+impl Default for Ux {
+    fn default() -> Self {
+        Ux {
+            durations: (0..WINDOW).map(|_| AtomicU32::new(u32::MAX)).collect(),
+            next: AtomicUsize::new(0),
+            seen: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            today: Mutex::new((0, HashSet::new())),
+            trend: Mutex::new(Vec::new()),
+            daily: Mutex::new([0; 7]),
+            rendered: Mutex::new(None),
+        }
+    }
+}
+
+fn shard(user: &str) -> usize {
+    user.bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)))
+        % SHARDS
+}
+
+/// The answer of `GET /api/dashboard/user-experience`.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct UserExperience {
+    pub active_now: usize,
+    pub active_trend: Vec<usize>,
+    pub avg_response_time: f64,
+    pub p95_response_time: f64,
+    pub daily_activity: [i64; 7],
+    pub last_updated: String,
+}
+
+/// Average and 95th percentile (nearest rank) of durations in microseconds, in milliseconds.
+pub fn averages(mut micros: Vec<u32>) -> (f64, f64) {
+    if micros.is_empty() {
+        return (0.0, 0.0);
+    }
+    micros.sort_unstable();
+    let avg = micros.iter().map(|&m| f64::from(m)).sum::<f64>() / micros.len() as f64;
+    let rank = (0.95 * micros.len() as f64).ceil() as usize;
+    let p95 = f64::from(micros[rank.clamp(1, micros.len()) - 1]);
+    let ms = |us: f64| (us / 10.0).round() / 100.0;
+    (ms(avg), ms(p95))
+}
+
+/// Distinct users per day for the seven UTC days ending on `today`, oldest first.
+pub fn daily_activity(counts: &[(i64, i64)], today: i64) -> [i64; 7] {
+    let mut days = [0; 7];
+    for &(day, users) in counts {
+        let age = today - day;
+        if (0..7).contains(&age) {
+            days[6 - age as usize] = users;
+        }
+    }
+    days
+}
+
+impl Ux {
+    /// Notes one request: how long it took and who made it (when signed in).
+    pub fn record(&self, elapsed: Duration, user: Option<&str>, now: i64) {
+        let micros = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX - 1);
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % WINDOW;
+        self.durations[slot].store(micros, Ordering::Relaxed);
+        if let Some(user) = user {
+            let mut seen = self.seen[shard(user)].lock().unwrap_or_else(|e| e.into_inner());
+            match seen.get_mut(user) {
+                Some(last) => *last = now,
+                None => {
+                    seen.insert(user.to_string(), now);
+                }
+            }
+        }
+    }
+
+    /// Distinct users with a request in the five minutes before `now`; forgets older ones.
+    pub fn active_now(&self, now: i64) -> usize {
+        self.seen
+            .iter()
+            .map(|shard| {
+                let mut seen = shard.lock().unwrap_or_else(|e| e.into_inner());
+                seen.retain(|_, last| now - *last <= ACTIVE_MS);
+                seen.len()
+            })
+            .sum()
+    }
+
+    fn active_users(&self, now: i64) -> Vec<String> {
+        self.seen
+            .iter()
+            .flat_map(|shard| {
+                let seen = shard.lock().unwrap_or_else(|e| e.into_inner());
+                seen.iter()
+                    .filter(|(_, last)| now - **last <= ACTIVE_MS)
+                    .map(|(user, _)| user.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn durations(&self) -> Vec<u32> {
+        self.durations
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .filter(|&d| d != u32::MAX)
+            .collect()
+    }
+
+    /// The answer at `now`, made at most once a second.
+    pub fn rendered(&self, now: i64) -> Bytes {
+        let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, bytes)) = rendered.as_ref()
+            && at.elapsed() < RENDER_EVERY
+        {
+            return bytes.clone();
+        }
+        let bytes = Bytes::from(serde_json::to_vec(&self.snapshot(now)).unwrap_or_default());
+        *rendered = Some((Instant::now(), bytes.clone()));
+        bytes
+    }
+
+    pub fn snapshot(&self, now: i64) -> UserExperience {
+        let (avg, p95) = averages(self.durations());
+        UserExperience {
+            active_now: self.active_now(now),
+            active_trend: self.trend.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            avg_response_time: avg,
+            p95_response_time: p95,
+            daily_activity: *self.daily.lock().unwrap_or_else(|e| e.into_inner()),
+            last_updated: rfc3339(now),
+        }
+    }
+}
+
+/// The minute's work: sample `active_now` into the trend, write today's users, refresh the daily
+/// counts from the database.
+pub async fn tick(state: &AppState, now: i64) -> Result<(), StoreError> {
+    let ux = &state.ux;
+    let active = ux.active_users(now);
+    {
+        let mut trend = ux.trend.lock().unwrap_or_else(|e| e.into_inner());
+        trend.push(active.len());
+        let excess = trend.len().saturating_sub(7);
+        trend.drain(..excess);
+    }
+    let today = now.div_euclid(DAY_MS);
+    let new_users: Vec<String> = {
+        let mut current = ux.today.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != today {
+            *current = (today, HashSet::new());
+        }
+        active
+            .into_iter()
+            .filter(|u| current.1.insert(u.clone()))
+            .collect()
+    };
+    let mut conn = state.store.conn().await?;
+    if let Err(err) = metrics::record_daily_users(&mut conn, today, &new_users).await {
+        // Written again at the next tick.
+        let mut current = ux.today.lock().unwrap_or_else(|e| e.into_inner());
+        for user in &new_users {
+            current.1.remove(user);
+        }
+        return Err(err);
+    }
+    metrics::prune_daily_users(&mut conn, today - 8).await?;
+    let counts = metrics::daily_user_counts(&mut conn, today - 6).await?;
+    *ux.daily.lock().unwrap_or_else(|e| e.into_inner()) = daily_activity(&counts, today);
+    Ok(())
+}
+
+pub async fn tick_loop(state: AppState, shutdown: CancellationToken) {
+    // The daily counts are read at once, so a restart shows its history straight away.
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if let Err(err) = tick(&state, now_ms()).await {
+            tracing::warn!(error = %err, "user-experience metrics could not be saved; will retry");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn averages_are_in_milliseconds_with_a_nearest_rank_p95() {
+        assert_eq!(averages(vec![]), (0.0, 0.0));
+        let micros: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(averages(micros), (50.5, 95.0));
+        assert_eq!(averages(vec![1500]), (1.5, 1.5));
+    }
+
+    #[test]
+    fn only_the_last_thousand_requests_count() {
+        let ux = Ux::default();
+        for _ in 0..WINDOW {
+            ux.record(Duration::from_millis(100), None, 0);
+        }
+        for _ in 0..WINDOW {
+            ux.record(Duration::from_millis(2), None, 0);
+        }
+        assert_eq!(ux.snapshot(0).avg_response_time, 2.0);
+    }
+
+    #[test]
+    fn a_user_is_active_for_five_minutes_after_their_last_request() {
+        let ux = Ux::default();
+        ux.record(Duration::from_millis(1), Some("a"), 0);
+        ux.record(Duration::from_millis(1), Some("b"), 60_000);
+        ux.record(Duration::from_millis(1), Some("a"), 120_000);
+        ux.record(Duration::from_millis(1), None, 120_000);
+        assert_eq!(ux.active_now(120_000), 2);
+        assert_eq!(ux.active_now(60_000 + ACTIVE_MS), 2);
+        assert_eq!(ux.active_now(60_000 + ACTIVE_MS + 1), 1);
+        assert_eq!(ux.active_now(120_000 + ACTIVE_MS + 1), 0);
+    }
+
+    #[test]
+    fn daily_activity_places_each_day_oldest_first_across_boundaries() {
+        assert_eq!(
+            daily_activity(&[(3, 9), (94, 1), (98, 4), (100, 2)], 100),
+            [1, 0, 0, 0, 4, 0, 2]
+        );
+    }
+}
