@@ -323,10 +323,11 @@ async fn pause_until(until: Instant, shutdown: &CancellationToken) -> bool {
 async fn worker_loop(state: AppState, index: usize, shutdown: CancellationToken) {
     let fleet = &state.ai;
     let name = fleet.names()[index].clone();
-    // Idle workers poll the queue every 1–2 s, spread so they do not all ask at once; a dispatch
-    // wakes one at once anyway.
+    // A dispatch wakes an idle worker at once, and a worker that finishes a task looks for the
+    // next straight away; the idle poll is only a safety net, spread so the workers do not all
+    // ask at once (each claim is a write, and SQLite has one writer).
     let spread = u64::try_from(index * 1000 / fleet.names().len().max(1)).unwrap_or(0);
-    let idle_wait = Duration::from_millis(1000 + spread);
+    let idle_wait = Duration::from_millis(10_000 + spread);
     let mut checked_in: Option<Instant> = None;
     loop {
         if checked_in.is_none_or(|at| at.elapsed() >= CHECK_IN_EVERY) && check_in(&state, index, None).await {

@@ -60,30 +60,41 @@ pub fn read(
     let host_memory = std::fs::read_to_string(proc_root.join("meminfo"))
         .ok()
         .and_then(|m| hyprbox_host::host::memory(&m));
+    let host_cpu = || {
+        let stat = std::fs::read_to_string(proc_root.join("stat")).ok()?;
+        hyprbox_host::host::cpu_times(&stat).map(|(busy, total)| (busy as f64, total as f64))
+    };
     if memory.is_some() || cpu_limit.is_some() {
         let (memory_used, memory_limit) = match (memory, host_memory) {
             (Some(m), _) => (m.used, m.limit),
             (None, Some(host)) => host,
             (None, None) => (0, 0),
         };
-        let cpus = cpu_limit.map_or_else(host_cpus, |l| l.0);
-        let used_usec = group.cpu_usage_usec()? as f64;
-        let elapsed_usec = at.duration_since(start).as_micros() as f64;
+        // The group's own CPU counter against its quota; without a counter, the host's figures.
+        let (cpu_used, cpu_capacity) = match group.cpu_usage_usec() {
+            Some(used_usec) => {
+                let cpus = cpu_limit.map_or_else(host_cpus, |l| l.0);
+                (
+                    used_usec as f64,
+                    at.duration_since(start).as_micros() as f64 * cpus,
+                )
+            }
+            None => host_cpu()?,
+        };
         return Some(Reading {
             source: version,
-            cpu_used: used_usec,
-            cpu_capacity: elapsed_usec * cpus,
+            cpu_used,
+            cpu_capacity,
             memory_used,
             memory_limit,
         });
     }
-    let stat = std::fs::read_to_string(proc_root.join("stat")).ok()?;
-    let (busy, total) = hyprbox_host::host::cpu_times(&stat)?;
+    let (cpu_used, cpu_capacity) = host_cpu()?;
     let (memory_used, memory_limit) = host_memory?;
     Some(Reading {
         source: Source::Host,
-        cpu_used: busy as f64,
-        cpu_capacity: total as f64,
+        cpu_used,
+        cpu_capacity,
         memory_used,
         memory_limit,
     })
@@ -137,7 +148,7 @@ pub fn availability(samples: &[Sample], first_sample_at: Option<i64>, now: i64) 
         return 0.0;
     };
     let start = (now - DAY_MS).max(first);
-    let minutes_in_window = ((now - start) / MINUTE_MS + 1).max(1);
+    let minutes_in_window = ((now - start + MINUTE_MS - 1) / MINUTE_MS).max(1);
     let mut minutes: Vec<i64> = samples
         .iter()
         .filter(|s| s.at >= start && s.at <= now)
@@ -182,6 +193,8 @@ pub struct Health {
     proc_root: PathBuf,
     start: Instant,
     rendered: RwLock<Option<Bytes>>,
+    /// Held while a request takes the first sample, so concurrent ones wait for it.
+    first: tokio::sync::Mutex<()>,
 }
 
 impl Default for Health {
@@ -191,6 +204,7 @@ impl Default for Health {
             proc_root: PathBuf::from("/proc"),
             start: Instant::now(),
             rendered: RwLock::new(None),
+            first: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -205,22 +219,13 @@ impl Health {
     }
 }
 
-/// Takes one sample (CPU over `window`), stores it, prunes old ones and renders the answer.
-pub async fn sample_once(state: &AppState, window: Duration) -> Result<(), StoreError> {
-    let health = &state.health;
-    let Some(before) = health.reading() else {
-        tracing::warn!("cannot read CPU and memory figures; system health has no sample");
-        return Ok(());
-    };
-    tokio::time::sleep(window).await;
-    let Some(after) = health.reading() else {
-        return Ok(());
-    };
+/// Stores the sample between two readings, prunes old ones and renders the answer.
+async fn record(state: &AppState, before: &Reading, after: &Reading) -> Result<(), StoreError> {
     let now = now_ms();
     let sample = Sample {
         at: now,
-        cpu_percent: round2(cpu_percent(&before, &after)),
-        memory_percent: round2(memory_percent(&after)),
+        cpu_percent: round2(cpu_percent(before, after)),
+        memory_percent: round2(memory_percent(after)),
     };
     let mut conn = state.store.conn().await?;
     metrics::insert_sample(&mut conn, &sample).await?;
@@ -246,24 +251,55 @@ pub async fn sample_once(state: &AppState, window: Duration) -> Result<(), Store
         container: after.source,
     };
     let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-    *health.rendered.write().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
+    *state.health.rendered.write().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
     Ok(())
 }
 
-/// Samples at start (over one second) and then once a minute.
+/// One sample with CPU measured over `window`, unless the background loop has rendered one first;
+/// for a request that arrives before the first background sample. Requests that arrive together
+/// share one sample.
+pub async fn sample_now(state: &AppState, window: Duration) -> Result<(), StoreError> {
+    let _only_one = state.health.first.lock().await;
+    if state.health.rendered().is_some() {
+        return Ok(());
+    }
+    let Some(before) = state.health.reading() else {
+        return Ok(());
+    };
+    tokio::time::sleep(window).await;
+    match state.health.reading() {
+        Some(after) => record(state, &before, &after).await,
+        None => Ok(()),
+    }
+}
+
+/// Samples one second after start and then on a fixed one-minute beat (each sample's CPU covers
+/// the time since the previous reading), so 24 hours hold 1,440 samples.
 pub async fn sample_loop(state: AppState, shutdown: CancellationToken) {
-    let mut window = Duration::from_secs(1);
+    let mut previous = state.health.reading();
+    let mut beat =
+        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), SAMPLE_EVERY);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = false;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            done = sample_once(&state, window) => {
-                if let Err(err) = done {
+            _ = beat.tick() => {}
+        }
+        let current = state.health.reading();
+        match (&previous, &current) {
+            (Some(before), Some(after)) => {
+                if let Err(err) = record(&state, before, after).await {
                     tracing::warn!(error = %err, "system health sample failed; will retry");
                 }
             }
+            _ if !warned => {
+                tracing::warn!("cannot read CPU and memory figures; system health has no sample");
+                warned = true;
+            }
+            _ => {}
         }
-        // CPU is measured over the minute between samples after the first.
-        window = SAMPLE_EVERY;
+        previous = current;
     }
 }
 
@@ -295,19 +331,21 @@ mod tests {
     #[test]
     fn availability_counts_minutes_with_a_sample_since_the_first_one() {
         let now = 100 * DAY_MS;
-        // Started 10 minutes ago (11 minutes in the window counting this one), 5 minutes sampled.
+        // Started 10 minutes ago: 10 minutes in the window, 4 of them sampled (a gap of five).
         let start = now - 10 * MINUTE_MS;
-        let samples: Vec<Sample> = [0, 1, 2, 8, 10]
+        let samples: Vec<Sample> = [0, 1, 2, 8]
             .iter()
             .map(|m| sample(start + m * MINUTE_MS, 1.0, 1.0))
             .collect();
-        assert_eq!(
-            availability(&samples, Some(start), now),
-            round2(5.0 / 11.0 * 100.0)
-        );
+        assert_eq!(availability(&samples, Some(start), now), 40.0);
+        // One sample a minute over the whole window is 100 %, even when each came a little late.
+        let late: Vec<Sample> = (0..10)
+            .map(|m| sample(start + m * MINUTE_MS + 900, 1.0, 1.0))
+            .collect();
+        assert_eq!(availability(&late, Some(start), now), 100.0);
         // Older history caps the window at 24 hours.
-        let every_minute: Vec<Sample> = (0..=1440)
-            .map(|m| sample(now - m * MINUTE_MS, 1.0, 1.0))
+        let every_minute: Vec<Sample> = (1..=1440)
+            .map(|m| sample(now - m * MINUTE_MS + 1, 1.0, 1.0))
             .collect();
         assert_eq!(availability(&every_minute, Some(0), now), 100.0);
         assert_eq!(availability(&[], None, now), 0.0);

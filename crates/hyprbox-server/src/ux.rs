@@ -31,8 +31,8 @@ pub struct Ux {
     next: AtomicUsize,
     /// user id → time of their last request (ms), sharded to keep the lock short and uncontended.
     seen: Vec<Mutex<HashMap<String, i64>>>,
-    /// Users of the current UTC day not yet written to the database.
-    today: Mutex<(i64, HashSet<String>)>,
+    /// (UTC day, user) pairs already written to the database, for the days still being seen.
+    written: Mutex<HashSet<(i64, String)>>,
     /// `active_now` sampled once a minute, oldest first, at most seven.
     trend: Mutex<Vec<usize>>,
     /// Distinct users of the last seven days (from the database), oldest first.
@@ -46,7 +46,7 @@ impl Default for Ux {
             durations: (0..WINDOW).map(|_| AtomicU32::new(u32::MAX)).collect(),
             next: AtomicUsize::new(0),
             seen: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            today: Mutex::new((0, HashSet::new())),
+            written: Mutex::new(HashSet::new()),
             trend: Mutex::new(Vec::new()),
             daily: Mutex::new([0; 7]),
             rendered: Mutex::new(None),
@@ -125,14 +125,15 @@ impl Ux {
             .sum()
     }
 
-    fn active_users(&self, now: i64) -> Vec<String> {
+    /// The active users with the time of their last request; forgets the others.
+    fn active_users(&self, now: i64) -> Vec<(String, i64)> {
         self.seen
             .iter()
             .flat_map(|shard| {
-                let seen = shard.lock().unwrap_or_else(|e| e.into_inner());
+                let mut seen = shard.lock().unwrap_or_else(|e| e.into_inner());
+                seen.retain(|_, last| now - *last <= ACTIVE_MS);
                 seen.iter()
-                    .filter(|(_, last)| now - **last <= ACTIVE_MS)
-                    .map(|(user, _)| user.clone())
+                    .map(|(user, last)| (user.clone(), *last))
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -163,7 +164,13 @@ impl Ux {
         let (avg, p95) = averages(self.durations());
         UserExperience {
             active_now: self.active_now(now),
-            active_trend: self.trend.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            active_trend: {
+                // Always seven points, oldest first: zeros before the first samples after a start.
+                let trend = self.trend.lock().unwrap_or_else(|e| e.into_inner());
+                let mut points = vec![0; 7usize.saturating_sub(trend.len())];
+                points.extend(trend.iter().copied());
+                points
+            },
             avg_response_time: avg,
             p95_response_time: p95,
             daily_activity: *self.daily.lock().unwrap_or_else(|e| e.into_inner()),
@@ -184,24 +191,27 @@ pub async fn tick(state: &AppState, now: i64) -> Result<(), StoreError> {
         trend.drain(..excess);
     }
     let today = now.div_euclid(DAY_MS);
-    let new_users: Vec<String> = {
-        let mut current = ux.today.lock().unwrap_or_else(|e| e.into_inner());
-        if current.0 != today {
-            *current = (today, HashSet::new());
-        }
+    // Each user counts on the UTC day of their last request, so one seen at 23:59 counts for that
+    // day even when the tick runs after midnight.
+    let new_pairs: Vec<(i64, String)> = {
+        let mut written = ux.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.retain(|(day, _)| today - day <= 1);
         active
             .into_iter()
-            .filter(|u| current.1.insert(u.clone()))
+            .map(|(user, last)| (last.div_euclid(DAY_MS), user))
+            .filter(|pair| written.insert(pair.clone()))
             .collect()
     };
     let mut conn = state.store.conn().await?;
-    if let Err(err) = metrics::record_daily_users(&mut conn, today, &new_users).await {
-        // Written again at the next tick.
-        let mut current = ux.today.lock().unwrap_or_else(|e| e.into_inner());
-        for user in &new_users {
-            current.1.remove(user);
+    for (day, user) in &new_pairs {
+        if let Err(err) = metrics::record_daily_users(&mut conn, *day, std::slice::from_ref(user)).await {
+            // Written again at the next tick.
+            let mut written = ux.written.lock().unwrap_or_else(|e| e.into_inner());
+            for pair in &new_pairs {
+                written.remove(pair);
+            }
+            return Err(err);
         }
-        return Err(err);
     }
     metrics::prune_daily_users(&mut conn, today - 8).await?;
     let counts = metrics::daily_user_counts(&mut conn, today - 6).await?;
@@ -212,6 +222,8 @@ pub async fn tick(state: &AppState, now: i64) -> Result<(), StoreError> {
 pub async fn tick_loop(state: AppState, shutdown: CancellationToken) {
     // The daily counts are read at once, so a restart shows its history straight away.
     let mut every = tokio::time::interval(Duration::from_secs(60));
+    // After a stall, one sample, not a burst of them: the trend is one point a minute.
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -258,6 +270,13 @@ mod tests {
         assert_eq!(ux.active_now(60_000 + ACTIVE_MS), 2);
         assert_eq!(ux.active_now(60_000 + ACTIVE_MS + 1), 1);
         assert_eq!(ux.active_now(120_000 + ACTIVE_MS + 1), 0);
+    }
+
+    #[test]
+    fn the_trend_always_has_seven_points_oldest_first() {
+        let ux = Ux::default();
+        ux.trend.lock().unwrap().extend([3, 4]);
+        assert_eq!(ux.snapshot(0).active_trend, vec![0, 0, 0, 0, 0, 3, 4]);
     }
 
     #[test]

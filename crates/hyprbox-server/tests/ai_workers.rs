@@ -305,6 +305,50 @@ async fn a_dispatch_with_a_bad_action_or_body_is_a_400_naming_the_problem() {
 }
 
 #[tokio::test]
+async fn an_action_in_the_query_needs_no_body_whatever_its_type_and_a_null_body_is_no_body() {
+    let app = TestApp::with(&[("HYPRBOX_AI_TASK_SECONDS", "3600")]).await;
+    let admin = app.register_admin().await;
+    let form = app
+        .client
+        .post(app.url(&format!("{DISPATCH}?action=Index%20the%20wiki")))
+        .bearer_auth(&admin.token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("ignored=1")
+        .send()
+        .await
+        .unwrap();
+    let form = common::read(form).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.text);
+    assert_eq!(form.body["action"], "Index the wiki");
+    let null = app
+        .client
+        .post(app.url(DISPATCH))
+        .bearer_auth(&admin.token)
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    let null = common::read(null).await;
+    assert_eq!(null.status, StatusCode::OK, "{}", null.text);
+    assert_eq!(null.body["action"], "Generic AI Task");
+    let text = app
+        .client
+        .post(app.url(DISPATCH))
+        .bearer_auth(&admin.token)
+        .header("content-type", "text/plain")
+        .body("action=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        text.status(),
+        StatusCode::BAD_REQUEST,
+        "a body the server cannot read"
+    );
+}
+
+#[tokio::test]
 async fn recent_tasks_are_newest_first_and_the_limit_is_checked() {
     let app = TestApp::with(&[
         ("HYPRBOX_AI_TASK_SECONDS", "3600"),

@@ -127,12 +127,10 @@ async fn user_experience_counts_active_users_and_times_requests() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(headers["access-control-allow-credentials"], "true");
     assert_eq!(body["active_now"], 1, "{body}");
-    // The background loop may have sampled (0) at start; this minute's sample is 1.
-    assert_eq!(
-        body["active_trend"].as_array().unwrap().last(),
-        Some(&json!(1)),
-        "{body}"
-    );
+    // Seven points, oldest first (zeros before the first samples); this minute's is 1.
+    let trend = body["active_trend"].as_array().unwrap();
+    assert_eq!(trend.len(), 7, "{body}");
+    assert_eq!(trend.last(), Some(&json!(1)), "{body}");
     let avg = body["avg_response_time"].as_f64().unwrap();
     let p95 = body["p95_response_time"].as_f64().unwrap();
     assert!(avg > 0.0 && p95 >= avg, "{body}");

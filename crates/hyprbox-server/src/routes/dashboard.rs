@@ -28,7 +28,7 @@ pub async fn system_health(State(state): State<AppState>, _: CurrentUser) -> Api
         return Ok(json(bytes));
     }
     // Only before the first background sample (in the first second after a start).
-    health::sample_once(&state, Duration::from_millis(100)).await?;
+    health::sample_now(&state, Duration::from_millis(100)).await?;
     state
         .health
         .rendered()

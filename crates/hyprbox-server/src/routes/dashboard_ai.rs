@@ -128,6 +128,11 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let headers: HeaderMap = req.headers().clone();
+        // An action in the query string wins: whatever body came with it is not needed.
+        let action_in_query = req.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|pair| pair.strip_prefix("action=").is_some_and(|v| !v.trim().is_empty()))
+        });
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge("request body must be at most 1 MiB".into())
@@ -135,7 +140,7 @@ where
                 ApiError::bad_request(rejection.body_text())
             }
         })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if action_in_query || bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
         }
         let is_json = headers
@@ -149,8 +154,9 @@ where
         if !is_json {
             return Err(ApiError::bad_request("Content-Type must be application/json"));
         }
-        serde_json::from_slice(&bytes)
-            .map(|value| OptionalJson(Some(value)))
+        // `null` (what `JSON.stringify(undefined ?? null)` sends) is no body.
+        serde_json::from_slice::<Option<T>>(&bytes)
+            .map(OptionalJson)
             .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
     }
 }
