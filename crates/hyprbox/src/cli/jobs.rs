@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::{Api, Target, cell, fail, print_json, table};
+use super::{Api, Target, cell, fail, print_json, rows, table};
 
 #[derive(clap::Args, Debug)]
 pub struct JobsArgs {
@@ -117,22 +117,10 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
                 print_json(&body);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = body["jobs"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .map(|j| {
-                    vec![
-                        cell(&j["id"]),
-                        cell(&j["nodeId"]),
-                        cell(&j["presetName"]),
-                        cell(&j["status"]),
-                        cell(&j["exitCode"]),
-                        cell(&j["createdAt"]),
-                    ]
-                })
-                .collect();
+            let rows = rows(
+                &body["jobs"],
+                &["id", "nodeId", "presetName", "status", "exitCode", "createdAt"],
+            );
             table(&["ID", "NODE", "PRESET", "STATUS", "EXIT", "CREATED"], &rows);
             Ok(())
         }

@@ -216,6 +216,17 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// The rows of a table: for each object of the `items` array, the named fields as cells.
+pub fn rows(items: &Value, fields: &[&str]) -> Vec<Vec<String>> {
+    items
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|item| fields.iter().map(|field| cell(&item[*field])).collect())
+        .collect()
+}
+
 /// A JSON value as a table cell: strings bare, null as `-`.
 pub fn cell(value: &Value) -> String {
     match value {

@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 
-use super::{Api, Target, cell, print_json, table};
+use super::{Api, Target, print_json, rows, table};
 
 #[derive(clap::Args, Debug)]
 pub struct NodesArgs {
@@ -20,23 +20,18 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<()> {
         print_json(&body);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = body["nodes"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|n| {
-            vec![
-                cell(&n["nodeId"]),
-                cell(&n["status"]),
-                cell(&n["cpuPercent"]),
-                cell(&n["ramPercent"]),
-                cell(&n["diskPercent"]),
-                cell(&n["lastSeenAt"]),
-                cell(&n["os"]),
-            ]
-        })
-        .collect();
+    let rows = rows(
+        &body["nodes"],
+        &[
+            "nodeId",
+            "status",
+            "cpuPercent",
+            "ramPercent",
+            "diskPercent",
+            "lastSeenAt",
+            "os",
+        ],
+    );
     table(
         &["NODE", "STATUS", "CPU%", "RAM%", "DISK%", "LAST SEEN", "OS"],
         &rows,

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use super::{Api, Target, cell, print_json, table};
+use super::{Api, Target, cell, print_json, rows, table};
 
 #[derive(clap::Args, Debug)]
 pub struct TokensArgs {
@@ -76,22 +76,10 @@ pub async fn run(args: TokensArgs) -> anyhow::Result<()> {
                 print_json(&body);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = body["tokens"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .map(|t| {
-                    vec![
-                        cell(&t["id"]),
-                        cell(&t["name"]),
-                        cell(&t["prefix"]),
-                        cell(&t["nodeId"]),
-                        cell(&t["lastUsedAt"]),
-                        cell(&t["revokedAt"]),
-                    ]
-                })
-                .collect();
+            let rows = rows(
+                &body["tokens"],
+                &["id", "name", "prefix", "nodeId", "lastUsedAt", "revokedAt"],
+            );
             table(&["ID", "NAME", "PREFIX", "NODE", "LAST USED", "REVOKED"], &rows);
             Ok(())
         }

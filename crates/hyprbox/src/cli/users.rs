@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use reqwest::Method;
 use serde_json::json;
 
-use super::{Api, Target, cell, fail, print_json, table};
+use super::{Api, Target, cell, fail, print_json, rows, table};
 
 #[derive(clap::Args, Debug)]
 pub struct UsersArgs {
@@ -62,20 +62,7 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
                 print_json(&body);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = body["users"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .map(|u| {
-                    vec![
-                        cell(&u["id"]),
-                        cell(&u["email"]),
-                        cell(&u["name"]),
-                        cell(&u["role"]),
-                    ]
-                })
-                .collect();
+            let rows = rows(&body["users"], &["id", "email", "name", "role"]);
             table(&["ID", "EMAIL", "NAME", "ROLE"], &rows);
             Ok(())
         }
