@@ -8,6 +8,7 @@
 pub mod ai_tasks;
 pub mod audit;
 mod error;
+pub mod findings;
 pub mod jobs;
 pub mod metrics;
 pub mod nodes;

@@ -1,5 +1,5 @@
 //! The `hyprbox` binary: `serve` runs the server, `migrate` prepares the database, the operator
-//! commands (`login`, `nodes`, `jobs`, `tokens`, `users`, `presets`) talk to a server or work with
+//! commands (`login`, `nodes`, `jobs`, `findings`, `tokens`, `users`, `presets`) talk to a server or work with
 //! preset files, and `simulate` runs a fleet of simulated agents against a server.
 
 mod cli;
@@ -40,6 +40,8 @@ enum Command {
     Nodes(cli::nodes::NodesArgs),
     /// Run presets on nodes and follow them: run, list, show, logs, cancel.
     Jobs(cli::jobs::JobsArgs),
+    /// Problems the agents found, worst first: list, show, snooze, resolve, summary.
+    Findings(cli::findings::FindingsArgs),
     /// Node tokens for agents: create, list, revoke.
     Tokens(cli::tokens::TokensArgs),
     /// Accounts (ADMIN): list, create, role, delete.
@@ -87,6 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nodes(args) => cli::nodes::run(args).await,
         Command::Jobs(args) => cli::jobs::run(args).await,
         Command::Tokens(args) => cli::tokens::run(args).await,
+        Command::Findings(args) => cli::findings::run(args).await,
         Command::Users(args) => cli::users::run(args).await,
     }
 }

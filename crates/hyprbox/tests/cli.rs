@@ -364,3 +364,77 @@ async fn jobs_run_follow_streams_the_output_and_exits_with_the_job_exit_code() {
     let usage = hyprbox(&config, &["jobs", "run", "web-1"]).await;
     assert_eq!(usage.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn findings_are_listed_worst_first_shown_with_a_fix_snoozed_resolved_and_summarised() {
+    let server = server().await;
+    let config = config_dir("findings");
+    login(&server, &config).await;
+    let minted = hyprbox(
+        &config,
+        &["tokens", "create", "--name", "agent", "--node", "db-1", "--json"],
+    )
+    .await;
+    let token = serde_json::from_slice::<Value>(&minted.stdout).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = reqwest::Client::new();
+    let beat = client
+        .post(format!("{}/api/nodes/heartbeat", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"node_id": "db-1", "cpu_percent": 1, "ram_percent": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beat.status(), 202);
+    let posted = client
+        .post(format!("{}/api/findings", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"nodeId": "db-1", "findings": [
+            {"type": "disk.full", "key": "/", "severity": "CRITICAL", "title": "Disk / is 97% full", "message": "97% used"},
+            {"type": "tls.expiring", "key": "/etc/ssl/a.pem", "severity": "WARN", "title": "Certificate expires in 20 days", "message": "a.pem"}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 202);
+
+    let table = hyprbox(&config, &["findings"]).await;
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    let critical = text.find("CRITICAL").expect("the critical finding");
+    let warn = text.find("WARN ").expect("the warning");
+    assert!(critical < warn, "worst first: {text}");
+    let listed = hyprbox(&config, &["findings", "--json", "--severity", "critical"]).await;
+    let body: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let findings = body["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1);
+    let id = findings[0]["id"].as_str().unwrap().to_string();
+
+    let show = hyprbox(&config, &["findings", "show", &id]).await;
+    assert!(show.status.success(), "{}", stderr(&show));
+    assert!(
+        stdout(&show).contains("hyprbox jobs run db-1 disk-cleanup"),
+        "{}",
+        stdout(&show)
+    );
+    let summary = hyprbox(&config, &["findings", "summary"]).await;
+    assert!(stdout(&summary).contains("AT_RISK"), "{}", stdout(&summary));
+
+    let snoozed = hyprbox(&config, &["findings", "snooze", &id, "--hours", "2"]).await;
+    assert!(snoozed.status.success(), "{}", stderr(&snoozed));
+    let bad = hyprbox(&config, &["findings", "snooze", &id, "--hours", "9999"]).await;
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    let resolved = hyprbox(&config, &["findings", "resolve", &id]).await;
+    assert!(resolved.status.success(), "{}", stderr(&resolved));
+    let missing = hyprbox(
+        &config,
+        &["findings", "show", "0190a0a0-0000-7000-8000-000000000000"],
+    )
+    .await;
+    assert_eq!(missing.status.code(), Some(4));
+    let after = hyprbox(&config, &["findings", "summary", "--json"]).await;
+    let after: Value = serde_json::from_slice(&after.stdout).unwrap();
+    assert_eq!(after["summary"][0]["bucket"], "ATTENTION", "{after}");
+}

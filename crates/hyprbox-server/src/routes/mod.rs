@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod dashboard;
 pub mod dashboard_ai;
+pub mod findings;
 pub mod health;
 pub mod jobs;
 pub mod nodes;
@@ -68,6 +69,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/output", post(agent_jobs::output))
         .route("/api/jobs/{id}/output/raw", get(jobs::raw))
         .route("/api/jobs/{id}/complete", post(agent_jobs::complete))
+        .route("/api/findings", get(findings::list).post(findings::report))
+        .route("/api/findings/health/summary", get(findings::summary))
+        .route("/api/findings/{id}", get(findings::get))
+        .route("/api/findings/{id}/snooze", post(findings::snooze))
+        .route("/api/findings/{id}/resolve", post(findings::resolve))
         .route("/api/agent/ws", get(agent::ws))
         .route("/api/dashboard/ai-workers", get(dashboard_ai::fleet))
         .route("/api/dashboard/ai-workers/dispatch", post(dashboard_ai::dispatch))
@@ -155,6 +161,8 @@ pub fn rfc3339(ms: i64) -> String {
         presets::list, presets::get, presets::render,
         jobs::create, jobs::list, jobs::get, jobs::cancel, jobs::stream, jobs::raw,
         agent_jobs::pending, agent_jobs::output, agent_jobs::complete, agent::ws,
+        findings::report, findings::list, findings::get, findings::snooze, findings::resolve,
+        findings::summary,
         dashboard::system_health, dashboard::user_experience,
         dashboard_ai::fleet, dashboard_ai::dispatch, dashboard_ai::tasks,
     ),
@@ -169,6 +177,7 @@ pub fn rfc3339(ms: i64) -> String {
         (name = "nodes", description = "Heartbeats and the fleet"),
         (name = "presets", description = "Parameterised bash procedures and their safe rendering"),
         (name = "jobs", description = "Presets run on nodes: dispatch, live output, cancel; the agents' side"),
+        (name = "findings", description = "Problems the agents' scanners found, their fixes, and each node's health bucket"),
         (name = "dashboard", description = "The Hyperion dashboard: AI worker fleet, system health, user experience"),
     )
 )]

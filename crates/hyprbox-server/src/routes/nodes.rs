@@ -561,6 +561,7 @@ pub async fn delete(
     state.fleet.remove(&node_id);
     let mut tx = state.store.begin().await?;
     nodes::delete(&mut tx, &node_id).await?;
+    hyprbox_store::findings::delete_for_node(&mut tx, &node_id).await?;
     audit::record(
         &mut tx,
         &node_event(&actor, "node.delete", &node_id, ip, serde_json::json!({})),

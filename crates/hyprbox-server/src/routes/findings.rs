@@ -1,0 +1,573 @@
+//! `/api/findings`: agents report what their scanners found (node-auth); users list and read them
+//! with the preset that fixes each; operators snooze or resolve them; the health summary buckets
+//! every node by its worst active finding.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use hyprbox_proto::validate_node_id;
+use hyprbox_store::findings::{self, Finding, FindingFilter, Reported};
+use hyprbox_store::nodes::NodeEvent;
+use hyprbox_store::{audit, new_id, now_ms};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{audit_event, rfc3339};
+use crate::auth::{CurrentUser, NodeAuth, Operator};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ClientIp, Json, Query};
+use crate::state::AppState;
+use crate::writer::Pending;
+
+/// Findings one report may carry.
+pub const MAX_BATCH: usize = 500;
+/// Findings one list answers with at most.
+const LIST_LIMIT: i64 = 1000;
+const MAX_MESSAGE_CHARS: usize = 4000;
+const HOURS_RULE: &str = "hours must be a whole number from 1 to 720";
+
+/// The finding object of the contract.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FindingBody {
+    pub id: String,
+    pub node_id: String,
+    /// The finding type, e.g. `disk.full`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// What the finding is about on the node (a mount point, a certificate path…).
+    pub key: String,
+    /// `INFO`, `WARN` or `CRITICAL`.
+    pub severity: String,
+    /// `OPEN`, `SNOOZED` or `RESOLVED`.
+    pub status: String,
+    pub title: String,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub related_entities: Value,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub detected_at: String,
+    pub last_seen_at: String,
+    pub snoozed_until: Option<String>,
+    pub resolved_at: Option<String>,
+    pub resolved_by_user_id: Option<String>,
+}
+
+impl From<&Finding> for FindingBody {
+    fn from(f: &Finding) -> Self {
+        FindingBody {
+            id: f.id.clone(),
+            node_id: f.node_id.clone(),
+            kind: f.kind.clone(),
+            key: f.key.clone(),
+            severity: f.severity.clone(),
+            status: f.status.clone(),
+            title: f.title.clone(),
+            message: f.message.clone(),
+            related_entities: serde_json::from_str(&f.related_entities).unwrap_or(Value::Array(Vec::new())),
+            metadata: serde_json::from_str(&f.metadata).unwrap_or(Value::Object(Map::new())),
+            detected_at: rfc3339(f.detected_at),
+            last_seen_at: rfc3339(f.last_seen_at),
+            snoozed_until: f.snoozed_until.map(rfc3339),
+            resolved_at: f.resolved_at.map(rfc3339),
+            resolved_by_user_id: f.resolved_by_user_id.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FindingEnvelope {
+    pub finding: FindingBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FindingsBody {
+    pub findings: Vec<FindingBody>,
+}
+
+/// The preset that fixes a finding, ready to dispatch as a job.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Recommendation {
+    pub preset_name: String,
+    /// `low`, `medium` or `high`.
+    pub risk: &'static str,
+    pub description: String,
+    /// Every variable of the preset: the finding's metadata value of the same name, else the
+    /// preset's default (`null` when it has none).
+    #[schema(value_type = Object)]
+    pub variables: Map<String, Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FindingDetail {
+    pub finding: FindingBody,
+    /// `null` when no preset fixes this finding type.
+    pub recommendation: Option<Recommendation>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportedFinding {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub key: String,
+    pub severity: String,
+    pub title: String,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub related_entities: Option<Value>,
+    #[schema(value_type = Object)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportBody {
+    pub node_id: String,
+    pub findings: Vec<ReportedFinding>,
+    /// Finding types this report fully covers: their OPEN findings it does not list resolve.
+    #[serde(default)]
+    pub complete: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReportAccepted {
+    pub received: bool,
+    /// Distinct `(type, key)` pairs written.
+    pub upserted: usize,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    pub node_id: Option<String>,
+    /// `INFO`, `WARN` or `CRITICAL`.
+    pub severity: Option<String>,
+    /// `all` adds RESOLVED findings and those still snoozed.
+    pub include: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct SnoozeBody {
+    /// 1–720; 24 when absent.
+    pub hours: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SeverityCounts {
+    pub critical: i64,
+    pub warn: i64,
+    pub info: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeHealth {
+    pub node_id: String,
+    /// `AT_RISK` (an active CRITICAL), `ATTENTION` (an active WARN) or `HEALTHY`.
+    pub bucket: &'static str,
+    pub counts: SeverityCounts,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SummaryBody {
+    pub summary: Vec<NodeHealth>,
+}
+
+/// `[a-z0-9._-]{1,64}`, the alphabet of finding types (and of presets' `fixes`).
+fn valid_type(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind.len() <= 64
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn check_type(field: &str, kind: &str) -> Result<(), ApiError> {
+    if valid_type(kind) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{field} must be 1 to 64 characters of a-z, 0-9, '.', '_' and '-'"
+        )))
+    }
+}
+
+fn check_length(field: &str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    if n < min || n > max {
+        return Err(ApiError::bad_request(if min == 0 {
+            format!("{field} must be at most {max} characters")
+        } else {
+            format!("{field} must be {min} to {max} characters")
+        }));
+    }
+    Ok(())
+}
+
+/// Checks one reported finding and turns it into the store's form.
+fn reported(index: usize, f: ReportedFinding) -> Result<Reported, ApiError> {
+    let field = |name: &str| format!("findings[{index}].{name}");
+    check_type(&field("type"), &f.kind)?;
+    check_length(&field("key"), &f.key, 1, 255)?;
+    if !findings::SEVERITIES.contains(&f.severity.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "{} must be one of INFO, WARN, CRITICAL",
+            field("severity")
+        )));
+    }
+    check_length(&field("title"), &f.title, 1, 255)?;
+    check_length(&field("message"), &f.message, 0, MAX_MESSAGE_CHARS)?;
+    let related = match f.related_entities {
+        None | Some(Value::Null) => Value::Array(Vec::new()),
+        Some(value @ (Value::Array(_) | Value::Object(_))) => value,
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "{} must be an array or an object",
+                field("relatedEntities")
+            )));
+        }
+    };
+    let metadata = match f.metadata {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(value @ Value::Object(_)) => value,
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "{} must be an object",
+                field("metadata")
+            )));
+        }
+    };
+    Ok(Reported {
+        kind: f.kind,
+        key: f.key,
+        severity: f.severity,
+        title: f.title,
+        message: f.message,
+        related_entities: related.to_string(),
+        metadata: metadata.to_string(),
+    })
+}
+
+/// A finding opened or resolved, in the node's activity (stored) and on the fleet stream.
+async fn publish(state: &AppState, finding: &Finding, kind: &str, severity: &str, message: String) {
+    let event = NodeEvent {
+        id: new_id(),
+        node_id: finding.node_id.clone(),
+        at: now_ms(),
+        kind: kind.into(),
+        severity: severity.into(),
+        message,
+        metadata: serde_json::json!({
+            "findingId": finding.id,
+            "findingType": finding.kind,
+            "key": finding.key,
+        })
+        .to_string(),
+    };
+    if state.hub.has_subscribers() {
+        state.hub.publish_activity(&event);
+    }
+    state.writer.queue(Pending::Event(event)).await;
+}
+
+async fn publish_opened(state: &AppState, finding: &Finding) {
+    let message = format!("Finding opened: {}", finding.title);
+    publish(state, finding, "finding.opened", &finding.severity, message).await;
+}
+
+async fn publish_resolved(state: &AppState, finding: &Finding) {
+    let message = format!("Finding resolved: {}", finding.title);
+    publish(state, finding, "finding.resolved", findings::INFO, message).await;
+}
+
+#[utoipa::path(post, path = "/api/findings", tag = "findings", request_body = ReportBody,
+    security(("nodeToken" = [])),
+    responses(
+        (status = 202, description = "Stored: each (nodeId, type, key) updates its row; complete types' absent OPEN findings resolve", body = ReportAccepted),
+        (status = 400, description = "A field breaks its rule (the message names it), or more than 500 findings", body = ErrorBody),
+        (status = 401, description = "No valid node token", body = ErrorBody),
+        (status = 403, description = "The token is pinned to another node", body = ErrorBody)))]
+pub async fn report(
+    State(state): State<AppState>,
+    NodeAuth(node): NodeAuth,
+    Json(body): Json<ReportBody>,
+) -> ApiResult<(StatusCode, Json<ReportAccepted>)> {
+    validate_node_id("nodeId", &body.node_id).map_err(ApiError::BadRequest)?;
+    if !node.may_act_for(&body.node_id) {
+        return Err(ApiError::Forbidden("this token is pinned to another node".into()));
+    }
+    if body.findings.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "findings must hold at most {MAX_BATCH} entries"
+        )));
+    }
+    for (i, kind) in body.complete.iter().enumerate() {
+        check_type(&format!("complete[{i}]"), kind)?;
+    }
+    let batch = body
+        .findings
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| reported(i, f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let done = findings::upsert_batch(&state.store, &body.node_id, &batch, &body.complete, now_ms()).await?;
+    for finding in &done.opened {
+        publish_opened(&state, finding).await;
+    }
+    for finding in &done.resolved {
+        publish_resolved(&state, finding).await;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ReportAccepted {
+            received: true,
+            upserted: done.upserted,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/findings", tag = "findings", params(ListQuery),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Active findings (OPEN, or snoozed past the deadline), CRITICAL → WARN → INFO then newest first; at most 1000", body = FindingsBody),
+        (status = 400, description = "Invalid nodeId, severity or include", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<FindingsBody>> {
+    let node_id = query.node_id.as_deref().filter(|s| !s.is_empty());
+    if let Some(node_id) = node_id {
+        validate_node_id("nodeId", node_id).map_err(ApiError::BadRequest)?;
+    }
+    let severity = query.severity.as_deref().filter(|s| !s.is_empty());
+    if let Some(severity) = severity
+        && !findings::SEVERITIES.contains(&severity)
+    {
+        return Err(ApiError::bad_request(
+            "severity must be one of INFO, WARN, CRITICAL",
+        ));
+    }
+    let include_all = match query.include.as_deref() {
+        None | Some("") => false,
+        Some("all") => true,
+        Some(_) => return Err(ApiError::bad_request("include must be all")),
+    };
+    let filter = FindingFilter {
+        node_id,
+        severity,
+        include_all,
+    };
+    let mut conn = state.store.conn().await?;
+    let rows = findings::list(&mut conn, &filter, now_ms(), LIST_LIMIT).await?;
+    Ok(Json(FindingsBody {
+        findings: rows.iter().map(FindingBody::from).collect(),
+    }))
+}
+
+async fn existing(state: &AppState, id: &str) -> Result<Finding, ApiError> {
+    if !super::users::plausible_id(id) {
+        return Err(ApiError::not_found("finding"));
+    }
+    let mut conn = state.store.conn().await?;
+    findings::get(&mut conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("finding"))
+}
+
+/// The first preset fixing the finding's type, its variables pre-filled from the metadata.
+fn recommend(state: &AppState, finding: &Finding) -> Option<Recommendation> {
+    let preset = state.presets.fixing(&finding.kind).next()?;
+    let metadata: Map<String, Value> = serde_json::from_str(&finding.metadata).unwrap_or_default();
+    let variables = preset
+        .variables
+        .iter()
+        .map(|v| {
+            let value = metadata
+                .get(&v.name)
+                .cloned()
+                .or_else(|| v.default.clone())
+                .unwrap_or(Value::Null);
+            (v.name.clone(), value)
+        })
+        .collect();
+    Some(Recommendation {
+        preset_name: preset.name.clone(),
+        risk: preset.risk.as_str(),
+        description: preset.description.clone(),
+        variables,
+    })
+}
+
+#[utoipa::path(get, path = "/api/findings/{id}", tag = "findings",
+    params(("id" = String, Path, description = "Finding id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The finding and the preset that fixes it (or null)", body = FindingDetail),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "No such finding", body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FindingDetail>> {
+    let finding = existing(&state, &id).await?;
+    Ok(Json(FindingDetail {
+        recommendation: recommend(&state, &finding),
+        finding: FindingBody::from(&finding),
+    }))
+}
+
+/// `hours` from an optional JSON body: no body (or `{}`) means 24.
+fn snooze_hours(headers: &HeaderMap, body: &[u8]) -> Result<i64, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(24);
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !json {
+        return Err(ApiError::bad_request("Content-Type must be application/json"));
+    }
+    let parsed: SnoozeBody = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::bad_request(HOURS_RULE),
+        _ => ApiError::bad_request(format!("malformed JSON: {e}")),
+    })?;
+    let hours = parsed.hours.unwrap_or(24);
+    if !(1..=720).contains(&hours) {
+        return Err(ApiError::bad_request(HOURS_RULE));
+    }
+    Ok(hours)
+}
+
+#[utoipa::path(post, path = "/api/findings/{id}/snooze", tag = "findings", request_body = SnoozeBody,
+    params(("id" = String, Path, description = "Finding id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "SNOOZED until now + hours; it shows again once that passes", body = FindingEnvelope),
+        (status = 400, description = "hours is not a whole number from 1 to 720", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Below OPERATOR", body = ErrorBody),
+        (status = 404, description = "No such finding", body = ErrorBody),
+        (status = 409, description = "The finding is RESOLVED", body = ErrorBody)))]
+pub async fn snooze(
+    State(state): State<AppState>,
+    Operator(actor): Operator,
+    ip: ClientIp,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<FindingEnvelope>> {
+    let hours = snooze_hours(&headers, &body)?;
+    let finding = existing(&state, &id).await?;
+    if finding.status == findings::RESOLVED {
+        return Err(ApiError::Conflict(
+            "the finding is RESOLVED; only an open finding can be snoozed".into(),
+        ));
+    }
+    let until = now_ms() + hours * 3_600_000;
+    let mut tx = state.store.begin().await?;
+    let finding = findings::snooze(&mut tx, &finding.id, until)
+        .await?
+        .ok_or_else(|| ApiError::not_found("finding"))?;
+    let metadata = serde_json::json!({ "nodeId": finding.node_id, "type": finding.kind, "hours": hours });
+    audit::record(
+        &mut tx,
+        &audit_event(
+            Some(&actor.user),
+            "finding.snooze",
+            Some(("finding", &finding.id)),
+            ip,
+            Some(metadata),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(FindingEnvelope {
+        finding: FindingBody::from(&finding),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/findings/{id}/resolve", tag = "findings",
+    params(("id" = String, Path, description = "Finding id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "RESOLVED by the caller; a later scan that still sees it reopens it", body = FindingEnvelope),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Below OPERATOR", body = ErrorBody),
+        (status = 404, description = "No such finding", body = ErrorBody)))]
+pub async fn resolve(
+    State(state): State<AppState>,
+    Operator(actor): Operator,
+    ip: ClientIp,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FindingEnvelope>> {
+    let before = existing(&state, &id).await?;
+    let mut tx = state.store.begin().await?;
+    let finding = findings::resolve(&mut tx, &before.id, &actor.user.id, now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found("finding"))?;
+    let metadata = serde_json::json!({ "nodeId": finding.node_id, "type": finding.kind });
+    audit::record(
+        &mut tx,
+        &audit_event(
+            Some(&actor.user),
+            "finding.resolve",
+            Some(("finding", &finding.id)),
+            ip,
+            Some(metadata),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    if before.status != findings::RESOLVED {
+        publish_resolved(&state, &finding).await;
+    }
+    Ok(Json(FindingEnvelope {
+        finding: FindingBody::from(&finding),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/findings/health/summary", tag = "findings",
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Every known node, by node id, with its bucket and active finding counts", body = SummaryBody),
+        (status = 401, description = "Not signed in", body = ErrorBody)))]
+pub async fn summary(State(state): State<AppState>, _user: CurrentUser) -> ApiResult<Json<SummaryBody>> {
+    let counts = {
+        let mut conn = state.store.conn().await?;
+        findings::counts(&mut conn, now_ms()).await?
+    };
+    let mut ids = state.fleet.ids();
+    ids.sort();
+    let summary = ids
+        .into_iter()
+        .map(|node_id| {
+            let c = counts.get(&node_id).copied().unwrap_or_default();
+            let bucket = if c.critical > 0 {
+                "AT_RISK"
+            } else if c.warn > 0 {
+                "ATTENTION"
+            } else {
+                "HEALTHY"
+            };
+            NodeHealth {
+                node_id,
+                bucket,
+                counts: SeverityCounts {
+                    critical: c.critical,
+                    warn: c.warn,
+                    info: c.info,
+                },
+            }
+        })
+        .collect();
+    Ok(Json(SummaryBody { summary }))
+}

@@ -1,0 +1,505 @@
+//! Findings: problems the agents' scanners report. One row per `(node_id, type, key)`: a rescan
+//! updates the row (never a second one), so `detected_at` and the snooze state survive; a RESOLVED
+//! finding seen again reopens. A batch may say it fully covers some types (`complete`): their OPEN
+//! findings it no longer mentions resolve themselves.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::{Store, StoreError, new_id};
+
+pub const OPEN: &str = "OPEN";
+pub const SNOOZED: &str = "SNOOZED";
+pub const RESOLVED: &str = "RESOLVED";
+
+pub const INFO: &str = "INFO";
+pub const WARN: &str = "WARN";
+pub const CRITICAL: &str = "CRITICAL";
+pub const SEVERITIES: [&str; 3] = [CRITICAL, WARN, INFO];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub id: String,
+    pub node_id: String,
+    /// The finding type (`disk.full`); `type` in SQL and JSON.
+    pub kind: String,
+    pub key: String,
+    pub severity: String,
+    pub status: String,
+    pub title: String,
+    pub message: String,
+    /// JSON (an array or object) as text.
+    pub related_entities: String,
+    /// A JSON object as text.
+    pub metadata: String,
+    pub detected_at: i64,
+    pub last_seen_at: i64,
+    pub snoozed_until: Option<i64>,
+    pub resolved_at: Option<i64>,
+    pub resolved_by_user_id: Option<String>,
+}
+
+/// One finding as a scan reports it.
+#[derive(Clone, Debug)]
+pub struct Reported {
+    pub kind: String,
+    pub key: String,
+    pub severity: String,
+    pub title: String,
+    pub message: String,
+    pub related_entities: String,
+    pub metadata: String,
+}
+
+/// What a batch changed.
+#[derive(Debug, Default)]
+pub struct Upserted {
+    /// Distinct findings written (a `(type, key)` repeated in one batch counts once; the last wins).
+    pub upserted: usize,
+    /// Findings that are new, or were RESOLVED and reopened.
+    pub opened: Vec<Finding>,
+    /// OPEN findings of a `complete` type the batch no longer mentions, now RESOLVED.
+    pub resolved: Vec<Finding>,
+}
+
+const COLUMNS: &str = "id, node_id, type, key, severity, status, title, message, related_entities, metadata, \
+     detected_at, last_seen_at, snoozed_until, resolved_at, resolved_by_user_id";
+
+/// The active findings: OPEN, or SNOOZED with the deadline passed at the placeholder given.
+fn active(now_placeholder: &str) -> String {
+    format!("(status = 'OPEN' OR (status = 'SNOOZED' AND snoozed_until <= {now_placeholder}))")
+}
+
+fn from_row(row: &AnyRow) -> Result<Finding, StoreError> {
+    Ok(Finding {
+        id: row.try_get("id")?,
+        node_id: row.try_get("node_id")?,
+        kind: row.try_get("type")?,
+        key: row.try_get("key")?,
+        severity: row.try_get("severity")?,
+        status: row.try_get("status")?,
+        title: row.try_get("title")?,
+        message: row.try_get("message")?,
+        related_entities: row.try_get("related_entities")?,
+        metadata: row.try_get("metadata")?,
+        detected_at: row.try_get("detected_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        snoozed_until: row.try_get("snoozed_until")?,
+        resolved_at: row.try_get("resolved_at")?,
+        resolved_by_user_id: row.try_get("resolved_by_user_id")?,
+    })
+}
+
+/// Stores one scan's findings of `node_id` in one transaction; see the module comment.
+pub async fn upsert_batch(
+    store: &Store,
+    node_id: &str,
+    batch: &[Reported],
+    complete: &[String],
+    now: i64,
+) -> Result<Upserted, StoreError> {
+    // The last report of a (type, key) wins.
+    let mut latest: HashMap<(&str, &str), &Reported> = HashMap::new();
+    let mut order: Vec<(&str, &str)> = Vec::new();
+    for reported in batch {
+        let key = (reported.kind.as_str(), reported.key.as_str());
+        if latest.insert(key, reported).is_none() {
+            order.push(key);
+        }
+    }
+    let mut tx = store.begin().await?;
+    // What the node has now: (type, key) → (id, status).
+    let rows = sqlx::query("SELECT id, type, key, status FROM findings WHERE node_id = $1")
+        .bind(node_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut known: HashMap<(String, String), (String, String)> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        known.insert(
+            (row.try_get("type")?, row.try_get("key")?),
+            (row.try_get("id")?, row.try_get("status")?),
+        );
+    }
+    let upsert = format!(
+        "INSERT INTO findings (id, node_id, type, key, severity, status, title, message, related_entities, \
+         metadata, detected_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, 'OPEN', $6, $7, $8, $9, $10, $10) \
+         ON CONFLICT (node_id, type, key) DO UPDATE SET severity = excluded.severity, title = excluded.title, \
+         message = excluded.message, related_entities = excluded.related_entities, \
+         metadata = excluded.metadata, last_seen_at = excluded.last_seen_at, \
+         status = CASE WHEN findings.status = 'RESOLVED' THEN 'OPEN' ELSE findings.status END, \
+         snoozed_until = CASE WHEN findings.status = 'RESOLVED' THEN NULL ELSE findings.snoozed_until END, \
+         resolved_at = NULL, resolved_by_user_id = NULL \
+         RETURNING {COLUMNS}"
+    );
+    let mut out = Upserted::default();
+    for key in &order {
+        let reported = latest[key];
+        let row = sqlx::query(sqlx::AssertSqlSafe(upsert.clone()))
+            .bind(new_id())
+            .bind(node_id)
+            .bind(&reported.kind)
+            .bind(&reported.key)
+            .bind(&reported.severity)
+            .bind(&reported.title)
+            .bind(&reported.message)
+            .bind(&reported.related_entities)
+            .bind(&reported.metadata)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        let finding = from_row(&row)?;
+        let before = known.get(&(reported.kind.clone(), reported.key.clone()));
+        if before.is_none_or(|(_, status)| status == RESOLVED) {
+            out.opened.push(finding);
+        }
+        out.upserted += 1;
+    }
+    let complete: HashSet<&str> = complete.iter().map(String::as_str).collect();
+    let resolve = format!(
+        "UPDATE findings SET status = 'RESOLVED', resolved_at = $2, resolved_by_user_id = NULL, \
+         snoozed_until = NULL WHERE id = $1 AND status = 'OPEN' RETURNING {COLUMNS}"
+    );
+    for ((kind, key), (id, status)) in &known {
+        if status == OPEN
+            && complete.contains(kind.as_str())
+            && !latest.contains_key(&(kind.as_str(), key.as_str()))
+            && let Some(row) = sqlx::query(sqlx::AssertSqlSafe(resolve.clone()))
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?
+        {
+            out.resolved.push(from_row(&row)?);
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Finding>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM findings WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Filters of the list.
+#[derive(Default)]
+pub struct FindingFilter<'a> {
+    pub node_id: Option<&'a str>,
+    pub severity: Option<&'a str>,
+    /// Also RESOLVED ones and those still snoozed.
+    pub include_all: bool,
+}
+
+/// Findings matching `filter`: CRITICAL, then WARN, then INFO; newest first within a severity.
+pub async fn list(
+    conn: &mut AnyConnection,
+    filter: &FindingFilter<'_>,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<Finding>, StoreError> {
+    let mut sql = format!("SELECT {COLUMNS} FROM findings WHERE 1 = 1");
+    let mut values: Vec<&str> = Vec::new();
+    for (column, value) in [("node_id", filter.node_id), ("severity", filter.severity)] {
+        if let Some(value) = value {
+            values.push(value);
+            sql.push_str(&format!(" AND {column} = ${}", values.len()));
+        }
+    }
+    let mut next = values.len() + 1;
+    if !filter.include_all {
+        sql.push_str(&format!(" AND {}", active(&format!("${next}"))));
+        next += 1;
+    }
+    sql.push_str(&format!(
+        " ORDER BY CASE severity WHEN 'CRITICAL' THEN 0 WHEN 'WARN' THEN 1 ELSE 2 END, \
+         detected_at DESC, id DESC LIMIT ${next}"
+    ));
+    // Only fixed column names and numbered placeholders are spliced in.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for value in values {
+        query = query.bind(value);
+    }
+    if !filter.include_all {
+        query = query.bind(now);
+    }
+    let rows = query.bind(limit).fetch_all(&mut *conn).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Snoozes the finding until `until`; `None` when it does not exist.
+pub async fn snooze(conn: &mut AnyConnection, id: &str, until: i64) -> Result<Option<Finding>, StoreError> {
+    let sql = format!(
+        "UPDATE findings SET status = 'SNOOZED', snoozed_until = $2 WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(until)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Resolves the finding by hand; `None` when it does not exist.
+pub async fn resolve(
+    conn: &mut AnyConnection,
+    id: &str,
+    user_id: &str,
+    now: i64,
+) -> Result<Option<Finding>, StoreError> {
+    let sql = format!(
+        "UPDATE findings SET status = 'RESOLVED', resolved_at = $2, resolved_by_user_id = $3, \
+         snoozed_until = NULL WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(now)
+        .bind(user_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Active findings per node and severity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub critical: i64,
+    pub warn: i64,
+    pub info: i64,
+}
+
+/// The active findings of every node that has any, counted by severity.
+/// Forgets every finding of a node (it was deleted).
+pub async fn delete_for_node(conn: &mut AnyConnection, node_id: &str) -> Result<u64, StoreError> {
+    let done = sqlx::query("DELETE FROM findings WHERE node_id = $1")
+        .bind(node_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+pub async fn counts(conn: &mut AnyConnection, now: i64) -> Result<HashMap<String, Counts>, StoreError> {
+    let sql = format!(
+        "SELECT node_id, severity, CAST(COUNT(*) AS BIGINT) AS n FROM findings WHERE {} \
+         GROUP BY node_id, severity",
+        active("$1")
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out: HashMap<String, Counts> = HashMap::new();
+    for row in &rows {
+        let counts = out.entry(row.try_get("node_id")?).or_default();
+        let n: i64 = row.try_get("n")?;
+        match row.try_get::<String, _>("severity")?.as_str() {
+            CRITICAL => counts.critical += n,
+            WARN => counts.warn += n,
+            _ => counts.info += n,
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDatabase;
+    use crate::{ConnectOptions, Store};
+
+    async fn store(db: &TestDatabase) -> Store {
+        let store = Store::connect(&db.url, &ConnectOptions::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    fn reported(kind: &str, key: &str, severity: &str) -> Reported {
+        Reported {
+            kind: kind.into(),
+            key: key.into(),
+            severity: severity.into(),
+            title: format!("{kind} {key}"),
+            message: "m".into(),
+            related_entities: "[]".into(),
+            metadata: "{}".into(),
+        }
+    }
+
+    async fn all(store: &Store, node: &str) -> Vec<Finding> {
+        let mut conn = store.conn().await.unwrap();
+        let filter = FindingFilter {
+            node_id: Some(node),
+            include_all: true,
+            ..FindingFilter::default()
+        };
+        list(&mut conn, &filter, 0, 1000).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_rescan_updates_the_row_and_keeps_detection_time_and_snooze() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        let first = upsert_batch(&store, "n1", &[reported("disk.full", "/", WARN)], &[], 1_000)
+            .await
+            .unwrap();
+        assert_eq!(first.upserted, 1);
+        assert_eq!(first.opened.len(), 1);
+        let id = first.opened[0].id.clone();
+        let mut conn = store.conn().await.unwrap();
+        snooze(&mut conn, &id, 50_000).await.unwrap().unwrap();
+        drop(conn);
+        let mut again = reported("disk.full", "/", CRITICAL);
+        again.title = "worse".into();
+        let second = upsert_batch(&store, "n1", &[again.clone(), again], &[], 2_000)
+            .await
+            .unwrap();
+        assert_eq!(second.upserted, 1);
+        assert!(second.opened.is_empty());
+        let rows = all(&store, "n1").await;
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(
+            (row.id.as_str(), row.detected_at, row.last_seen_at),
+            (id.as_str(), 1_000, 2_000)
+        );
+        assert_eq!((row.status.as_str(), row.snoozed_until), (SNOOZED, Some(50_000)));
+        assert_eq!((row.severity.as_str(), row.title.as_str()), (CRITICAL, "worse"));
+    }
+
+    #[tokio::test]
+    async fn a_resolved_finding_seen_again_reopens() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        let id = upsert_batch(&store, "n1", &[reported("tls.expiring", "a", WARN)], &[], 1_000)
+            .await
+            .unwrap()
+            .opened[0]
+            .id
+            .clone();
+        let mut conn = store.conn().await.unwrap();
+        let done = resolve(&mut conn, &id, "u1", 1_500).await.unwrap().unwrap();
+        assert_eq!(
+            (done.status.as_str(), done.resolved_by_user_id.as_deref()),
+            (RESOLVED, Some("u1"))
+        );
+        drop(conn);
+        let again = upsert_batch(&store, "n1", &[reported("tls.expiring", "a", WARN)], &[], 2_000)
+            .await
+            .unwrap();
+        assert_eq!(again.opened.len(), 1);
+        let row = &again.opened[0];
+        assert_eq!((row.id.as_str(), row.status.as_str()), (id.as_str(), OPEN));
+        assert_eq!(
+            (row.resolved_at, row.resolved_by_user_id.as_deref()),
+            (None, None)
+        );
+        assert_eq!(row.detected_at, 1_000);
+    }
+
+    #[tokio::test]
+    async fn complete_resolves_only_absent_open_findings_of_the_listed_types() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        let batch = [
+            reported("disk.full", "/", WARN),
+            reported("disk.full", "/var", WARN),
+            reported("tls.expiring", "a", WARN),
+        ];
+        upsert_batch(&store, "n1", &batch, &[], 1_000).await.unwrap();
+        upsert_batch(&store, "n2", &[reported("disk.full", "/var", WARN)], &[], 1_000)
+            .await
+            .unwrap();
+        let done = upsert_batch(
+            &store,
+            "n1",
+            &[reported("disk.full", "/", WARN)],
+            &["disk.full".to_string()],
+            2_000,
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.resolved.len(), 1);
+        assert_eq!(done.resolved[0].key, "/var");
+        assert_eq!(done.resolved[0].resolved_by_user_id, None);
+        let status = |rows: &[Finding], kind: &str, key: &str| {
+            rows.iter()
+                .find(|f| f.kind == kind && f.key == key)
+                .unwrap()
+                .status
+                .clone()
+        };
+        let n1 = all(&store, "n1").await;
+        assert_eq!(status(&n1, "disk.full", "/"), OPEN);
+        assert_eq!(status(&n1, "disk.full", "/var"), RESOLVED);
+        assert_eq!(status(&n1, "tls.expiring", "a"), OPEN);
+        assert_eq!(status(&all(&store, "n2").await, "disk.full", "/var"), OPEN);
+    }
+
+    #[tokio::test]
+    async fn the_list_shows_active_findings_by_severity_then_newest_and_counts_them() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        upsert_batch(&store, "n1", &[reported("a", "1", INFO)], &[], 1_000)
+            .await
+            .unwrap();
+        upsert_batch(&store, "n1", &[reported("a", "2", CRITICAL)], &[], 2_000)
+            .await
+            .unwrap();
+        upsert_batch(&store, "n1", &[reported("a", "3", WARN)], &[], 3_000)
+            .await
+            .unwrap();
+        upsert_batch(&store, "n1", &[reported("a", "4", CRITICAL)], &[], 4_000)
+            .await
+            .unwrap();
+        let snoozed = upsert_batch(&store, "n2", &[reported("a", "5", CRITICAL)], &[], 5_000)
+            .await
+            .unwrap()
+            .opened[0]
+            .id
+            .clone();
+        let mut conn = store.conn().await.unwrap();
+        snooze(&mut conn, &snoozed, 10_000).await.unwrap();
+        let keys = |rows: Vec<Finding>| rows.into_iter().map(|f| f.key).collect::<Vec<_>>();
+        let active = list(&mut conn, &FindingFilter::default(), 6_000, 100)
+            .await
+            .unwrap();
+        assert_eq!(keys(active), ["4", "2", "3", "1"]);
+        let later = list(&mut conn, &FindingFilter::default(), 10_000, 100)
+            .await
+            .unwrap();
+        assert_eq!(keys(later), ["5", "4", "2", "3", "1"]);
+        let all_of = FindingFilter {
+            include_all: true,
+            ..FindingFilter::default()
+        };
+        assert_eq!(list(&mut conn, &all_of, 6_000, 100).await.unwrap().len(), 5);
+        let critical_n1 = FindingFilter {
+            node_id: Some("n1"),
+            severity: Some(CRITICAL),
+            include_all: false,
+        };
+        assert_eq!(
+            keys(list(&mut conn, &critical_n1, 6_000, 100).await.unwrap()),
+            ["4", "2"]
+        );
+        let counts_now = counts(&mut conn, 6_000).await.unwrap();
+        assert_eq!(
+            counts_now["n1"],
+            Counts {
+                critical: 2,
+                warn: 1,
+                info: 1
+            }
+        );
+        assert!(!counts_now.contains_key("n2"));
+        assert_eq!(counts(&mut conn, 10_000).await.unwrap()["n2"].critical, 1);
+        assert!(get(&mut conn, "nope").await.unwrap().is_none());
+        assert!(snooze(&mut conn, "nope", 1).await.unwrap().is_none());
+        assert!(resolve(&mut conn, "nope", "u", 1).await.unwrap().is_none());
+    }
+}
