@@ -1,0 +1,30 @@
+# HyprBox server image: build the release binary, then run it on a slim Debian.
+#   docker build -t hyprbox . && docker run -p 7860:7860 -v hyprbox-data:/data hyprbox
+# Listens on all interfaces on $PORT (7860, the Hyperion deployment's port); data in /data.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p hyprbox \
+ && cp target/release/hyprbox /hyprbox
+
+FROM debian:bookworm-slim
+# curl for the health check; ca-certificates for SMTP and Postgres over TLS.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --home /data --create-home hyprbox
+COPY --from=build /hyprbox /usr/local/bin/hyprbox
+USER hyprbox
+WORKDIR /data
+# PORT replaces the port of HYPRBOX_BIND, so `-e PORT=8000` moves it and it stays on all interfaces.
+ENV HYPRBOX_BIND=0.0.0.0:7860 \
+    PORT=7860 \
+    HYPRBOX_DATA_DIR=/data \
+    RUST_LOG=info
+VOLUME ["/data"]
+EXPOSE 7860
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD curl -fsS "http://127.0.0.1:${PORT}/health" || exit 1
+ENTRYPOINT ["hyprbox"]
+CMD ["serve"]
