@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Session, TestApp, read_sse, test_presets};
+use common::{Session, TestApp, get_streaming, read_sse, test_presets};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -551,13 +551,12 @@ async fn a_log_larger_than_the_tail_downloads_whole_as_an_attachment() {
     assert_eq!(detail["outputLimitReached"], false);
     assert_eq!(detail["stdoutBytes"], 5_400_000);
 
-    let response = app
-        .client
-        .get(app.url(&format!("/api/jobs/{id}/output/raw?stream=stdout")))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap();
+    let response = get_streaming(
+        &app,
+        &format!("/api/jobs/{id}/output/raw?stream=stdout"),
+        &admin.token,
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
         response.headers()["content-type"]
@@ -780,13 +779,7 @@ async fn the_job_stream_replays_stored_output_then_follows_live_until_done() {
     let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
     claim(&app, &token).await;
     output(&app, &token, &id, json!({"stdout": "first\n"})).await;
-    let mut stream = app
-        .client
-        .get(app.url(&format!("/api/jobs/{id}/stream")))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap();
+    let mut stream = get_streaming(&app, &format!("/api/jobs/{id}/stream"), &admin.token).await;
     assert_eq!(stream.status(), StatusCode::OK);
     let replay = read_sse(&mut stream, |t| t.contains("event: status")).await;
     assert!(replay.contains("event: stdout\nid: 0\ndata: first"), "{replay}");
@@ -832,13 +825,7 @@ async fn the_job_stream_replays_stored_output_then_follows_live_until_done() {
 #[tokio::test]
 async fn status_flips_show_on_the_fleet_stream_and_in_the_node_activity() {
     let (app, admin, token) = setup().await;
-    let mut stream = app
-        .client
-        .get(app.url("/api/stream/nodes"))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap();
+    let mut stream = get_streaming(&app, "/api/stream/nodes", &admin.token).await;
     let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
     claim(&app, &token).await;
     complete(&app, &token, &id, 2).await;

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, read_sse};
+use common::{TestApp, get_streaming, read_sse};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -660,13 +660,7 @@ async fn a_fleet_behind_one_token_is_limited_per_node_not_per_token() {
 async fn the_stream_carries_heartbeats_posted_by_another_client() {
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;
-    let mut stream = app
-        .client
-        .get(app.url("/api/stream/nodes"))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap();
+    let mut stream = get_streaming(&app, "/api/stream/nodes", &admin.token).await;
     assert_eq!(stream.status(), StatusCode::OK);
     assert!(
         stream.headers()["content-type"]
@@ -707,13 +701,7 @@ async fn a_subscriber_that_never_reads_does_not_slow_heartbeats() {
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;
     let (token, _) = app.mint_token(&admin, None).await;
-    let mut stuck = app
-        .client
-        .get(app.url("/api/stream/nodes"))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap();
+    let mut stuck = get_streaming(&app, "/api/stream/nodes", &admin.token).await;
     let posts: Vec<_> = (0..8)
         .map(|worker| {
             let client = app.client.clone();
@@ -754,13 +742,7 @@ async fn a_subscriber_that_never_reads_does_not_slow_heartbeats() {
 async fn shutdown_ends_open_streams() {
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;
-    let mut stream = app
-        .client
-        .get(app.url("/api/stream/nodes"))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap();
+    let mut stream = get_streaming(&app, "/api/stream/nodes", &admin.token).await;
     let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
     assert!(stopped.expect("shutdown does not wait on a live stream").is_ok());
     let end = tokio::time::timeout(Duration::from_secs(5), async {
@@ -775,13 +757,7 @@ async fn a_stream_ends_when_its_session_is_logged_out() {
     let app = TestApp::spawn().await;
     app.register_admin().await;
     let watcher = app.login("admin@example.com", common::PASSWORD).await;
-    let mut stream = app
-        .client
-        .get(app.url("/api/stream/nodes"))
-        .bearer_auth(&watcher.token)
-        .send()
-        .await
-        .unwrap();
+    let mut stream = get_streaming(&app, "/api/stream/nodes", &watcher.token).await;
     assert_eq!(stream.status(), StatusCode::OK);
     app.post("/api/auth/logout", Some(&watcher.token), json!({}))
         .await;

@@ -148,6 +148,32 @@ pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Job>, Stor
     row.as_ref().map(from_row).transpose()
 }
 
+/// What the agents' output and completion calls check, without the script and variables they
+/// do not need (these calls come once a second from every running job).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claim {
+    pub id: String,
+    pub node_id: String,
+    pub status: String,
+    pub claimed_by: Option<String>,
+}
+
+pub async fn claim_of(conn: &mut AnyConnection, id: &str) -> Result<Option<Claim>, StoreError> {
+    let row = sqlx::query("SELECT id, node_id, status, claimed_by FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|row| {
+        Ok(Claim {
+            id: row.try_get("id")?,
+            node_id: row.try_get("node_id")?,
+            status: row.try_get("status")?,
+            claimed_by: row.try_get("claimed_by")?,
+        })
+    })
+    .transpose()
+}
+
 /// Filters of the job list; `owner: None` lists everyone's jobs (an ADMIN).
 #[derive(Default)]
 pub struct JobFilter<'a> {

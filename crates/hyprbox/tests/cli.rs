@@ -242,6 +242,28 @@ async fn users_are_managed_by_an_admin() {
     assert_eq!(gone.status.code(), Some(4));
 }
 
+/// Mints a token pinned to `node` with the CLI and registers the node with one heartbeat.
+async fn agent_node(server: &Server, config: &Path, node: &str) -> String {
+    let minted = hyprbox(
+        config,
+        &["tokens", "create", "--name", "agent", "--node", node, "--json"],
+    )
+    .await;
+    let token = serde_json::from_slice::<Value>(&minted.stdout).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let beat = reqwest::Client::new()
+        .post(format!("{}/api/nodes/heartbeat", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"node_id": node, "cpu_percent": 1, "ram_percent": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beat.status(), 202);
+    token
+}
+
 /// Plays the agent of `node` for one job: claims it, sends output, completes with `exit_code`.
 async fn fake_agent(url: &str, token: &str, node: &str, exit_code: i64) {
     let client = reqwest::Client::new();
@@ -292,23 +314,7 @@ async fn jobs_run_follow_streams_the_output_and_exits_with_the_job_exit_code() {
     let server = server().await;
     let config = config_dir("follow");
     login(&server, &config).await;
-    let minted = hyprbox(
-        &config,
-        &["tokens", "create", "--name", "agent", "--node", "web-1", "--json"],
-    )
-    .await;
-    let token = serde_json::from_slice::<Value>(&minted.stdout).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let beat = reqwest::Client::new()
-        .post(format!("{}/api/nodes/heartbeat", server.url))
-        .bearer_auth(&token)
-        .json(&json!({"node_id": "web-1", "cpu_percent": 1, "ram_percent": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(beat.status(), 202);
+    let token = agent_node(&server, &config, "web-1").await;
 
     for (exit_code, expected) in [(0, Some(0)), (3, Some(3))] {
         let agent = tokio::spawn({
@@ -370,24 +376,8 @@ async fn findings_are_listed_worst_first_shown_with_a_fix_snoozed_resolved_and_s
     let server = server().await;
     let config = config_dir("findings");
     login(&server, &config).await;
-    let minted = hyprbox(
-        &config,
-        &["tokens", "create", "--name", "agent", "--node", "db-1", "--json"],
-    )
-    .await;
-    let token = serde_json::from_slice::<Value>(&minted.stdout).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = agent_node(&server, &config, "db-1").await;
     let client = reqwest::Client::new();
-    let beat = client
-        .post(format!("{}/api/nodes/heartbeat", server.url))
-        .bearer_auth(&token)
-        .json(&json!({"node_id": "db-1", "cpu_percent": 1, "ram_percent": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(beat.status(), 202);
     let posted = client
         .post(format!("{}/api/findings", server.url))
         .bearer_auth(&token)

@@ -7,7 +7,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hyprbox_proto::validate_node_id;
-use hyprbox_store::jobs::{self, Appended, Job, Stream};
+use hyprbox_store::jobs::{self, Appended, Stream};
 use hyprbox_store::now_ms;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -104,12 +104,12 @@ pub async fn pending(
 }
 
 /// The job `id` as the calling agent may write to it: RUNNING and claimed by this token.
-async fn claimed_job(state: &AppState, node: &NodeIdentity, id: &str) -> Result<Job, ApiError> {
+async fn claimed_job(state: &AppState, node: &NodeIdentity, id: &str) -> Result<jobs::Claim, ApiError> {
     if !super::users::plausible_id(id) {
         return Err(ApiError::not_found("job"));
     }
     let mut conn = state.store.conn().await?;
-    let job = jobs::get(&mut conn, id)
+    let job = jobs::claim_of(&mut conn, id)
         .await?
         .ok_or_else(|| ApiError::not_found("job"))?;
     if !node.may_act_for(&job.node_id) {

@@ -223,6 +223,16 @@ impl TestApp {
     }
 }
 
+/// A GET with a bearer token whose body the caller reads as it arrives (event streams, downloads).
+pub async fn get_streaming(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the request is answered")
+}
+
 /// Reads a server-sent event stream until `done` holds for the newest text (20 s at most).
 pub async fn read_sse(response: &mut reqwest::Response, done: impl Fn(&str) -> bool) -> String {
     let mut text = String::new();
