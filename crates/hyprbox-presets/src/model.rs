@@ -179,7 +179,9 @@ impl Preset {
             .iter()
             .map(|(name, value)| {
                 let secret = self.variable(name).is_some_and(|v| v.secret);
-                let shown = if secret && !value.is_null() {
+                // An unset secret (null or empty) stays visibly unset.
+                let unset = value.is_null() || value.as_str() == Some("");
+                let shown = if secret && !unset {
                     Value::String("********".into())
                 } else {
                     value.clone()

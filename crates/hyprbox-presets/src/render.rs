@@ -456,6 +456,15 @@ steps:
     }
 
     #[test]
+    fn an_unset_secret_is_shown_as_unset() {
+        let p = demo();
+        let shown = p.redact(&values(&[("password", json!("")), ("hostname", json!("h"))]));
+        assert_eq!(shown["password"], json!(""));
+        let shown = p.redact(&values(&[("password", Value::Null)]));
+        assert_eq!(shown["password"], Value::Null);
+    }
+
+    #[test]
     fn the_summary_has_the_list_shape_of_the_api() {
         let s = demo().summary();
         assert_eq!(s["name"], "demo");

@@ -171,7 +171,8 @@ pub async fn reap(state: &AppState, now: i64) -> Result<usize, StoreError> {
 
 /// Cancels a QUEUED job whose node was deleted.
 pub async fn cancel_for_deleted_node(state: &AppState, job_id: &str, now: i64) -> Result<usize, StoreError> {
-    let mut conn = state.store.conn().await?;
+    // A write: on SQLite it must go through the one writer connection.
+    let mut conn = state.store.write_conn().await?;
     let cancelled = jobs::cancel_queued(&mut conn, job_id, Some("the node was deleted"), now).await?;
     drop(conn);
     Ok(match cancelled {

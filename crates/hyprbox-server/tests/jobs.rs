@@ -253,6 +253,34 @@ async fn the_job_list_is_scoped_to_the_owner_filtered_and_clamped() {
 }
 
 #[tokio::test]
+async fn the_job_list_clamps_its_limit_to_200_and_reads_leading_zeros_as_a_number() {
+    let (app, admin, _) = setup_with(&[("HYPRBOX_RATE_LIMIT", "100000")]).await;
+    for i in 0u8..201 {
+        let who = format!("{}{}", char::from(b'a' + i / 26), char::from(b'a' + i % 26));
+        queue(&app, &admin, &who).await;
+    }
+    let count = |limit: &'static str| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let answer = app
+                .get(&format!("/api/jobs?limit={limit}"), Some(&admin.token))
+                .await;
+            assert_eq!(answer.status, StatusCode::OK, "limit={limit}: {}", answer.text);
+            answer.body["jobs"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count("").await, 50, "the default");
+    assert_eq!(count("200").await, 200);
+    assert_eq!(count("201").await, 200);
+    assert_eq!(count("99999999999999999999999").await, 200);
+    assert_eq!(count("0003").await, 3);
+    assert_eq!(count("000000000000000000000007").await, 7);
+    let zeros = app.get("/api/jobs?limit=0000", Some(&admin.token)).await;
+    assert_eq!(zeros.status, StatusCode::BAD_REQUEST, "{}", zeros.text);
+}
+
+#[tokio::test]
 async fn a_pull_claims_the_oldest_job_once_and_then_finds_none() {
     let (app, admin, token) = setup().await;
     let first = queue(&app, &admin, "one").await;
@@ -593,6 +621,17 @@ async fn a_log_larger_than_the_tail_downloads_whole_as_an_attachment() {
         .get(&format!("/api/jobs/{id}/output/raw"), Some(&operator.token))
         .await;
     assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    let hidden_bad_query = app
+        .get(
+            &format!("/api/jobs/{id}/output/raw?stream=both"),
+            Some(&operator.token),
+        )
+        .await;
+    assert_eq!(
+        hidden_bad_query.status,
+        StatusCode::NOT_FOUND,
+        "someone else's job is not found, whatever the query"
+    );
 }
 
 #[tokio::test]
@@ -729,6 +768,9 @@ async fn the_agent_socket_needs_a_pinned_token_for_the_named_node() {
         .await
         .unwrap_err();
     assert_eq!(status(query_only), 401);
+    // An empty `nodeId` is no claim at all, as on the other agent routes.
+    let mut empty = connect_agent(&app, &token, "?nodeId=").await.unwrap();
+    empty.close(None).await.unwrap();
     let plain = app.get("/api/agent/ws", Some(&token)).await;
     assert_eq!(plain.status, StatusCode::BAD_REQUEST, "{}", plain.text);
 }
@@ -823,6 +865,50 @@ async fn the_job_stream_replays_stored_output_then_follows_live_until_done() {
 }
 
 #[tokio::test]
+async fn a_last_event_id_past_the_stored_log_does_not_mute_the_output_to_come() {
+    let (app, admin, token) = setup().await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    output(&app, &token, &id, json!({"stdout": "first\n"})).await;
+    let mut stream = app
+        .client
+        .get(app.url(&format!("/api/jobs/{id}/stream")))
+        .bearer_auth(&admin.token)
+        .header("last-event-id", "999")
+        .send()
+        .await
+        .unwrap();
+    let opened = read_sse(&mut stream, |t| t.contains("event: status")).await;
+    assert!(!opened.contains("first"), "{opened}");
+    output(&app, &token, &id, json!({"stdout": "later\n"})).await;
+    let live = read_sse(&mut stream, |t| t.contains("later")).await;
+    assert!(live.contains("id: 1\ndata: later"), "{live}");
+}
+
+#[tokio::test]
+async fn crlf_output_streams_as_plain_lines_and_downloads_byte_for_byte() {
+    let (app, admin, token) = setup().await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    output(&app, &token, &id, json!({"stdout": "one\r\ntwo\r\n"})).await;
+    complete(&app, &token, &id, 0).await;
+    let mut stream = get_streaming(&app, &format!("/api/jobs/{id}/stream"), &admin.token).await;
+    let text = read_sse(&mut stream, |t| t.contains("event: done")).await;
+    assert!(
+        text.contains("event: stdout\nid: 0\ndata: one\ndata: two\ndata: \n\n"),
+        "{text:?}"
+    );
+    let raw = app
+        .client
+        .get(app.url(&format!("/api/jobs/{id}/output/raw")))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.text().await.unwrap(), "one\r\ntwo\r\n");
+}
+
+#[tokio::test]
 async fn status_flips_show_on_the_fleet_stream_and_in_the_node_activity() {
     let (app, admin, token) = setup().await;
     let mut stream = get_streaming(&app, "/api/stream/nodes", &admin.token).await;
@@ -893,6 +979,59 @@ async fn the_reaper_fails_a_job_past_its_timeout_and_gives_nodes_time_to_report_
         0
     );
     assert_eq!(job(&app, &admin, &id).await["status"], "RUNNING");
+}
+
+#[tokio::test]
+async fn the_reaper_writes_its_reason_to_stderr_even_past_the_output_cap() {
+    let (app, admin, token) = setup_with(&[("HYPRBOX_JOB_OUTPUT_MAX_BYTES", "10")]).await;
+    let slow = app
+        .post(
+            "/api/jobs",
+            Some(&admin.token),
+            json!({"nodeId": "web-1", "presetName": "slow"}),
+        )
+        .await;
+    let id = slow.body["job"]["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    let full = output(&app, &token, &id, json!({"stderr": "0123456789abcdef"})).await;
+    assert_eq!(full.status, StatusCode::NO_CONTENT);
+    let later = hyprbox_store::now_ms() + 2_000;
+    assert_eq!(hyprbox_server::jobs::reap(&app.state, later).await.unwrap(), 1);
+    let failed = job(&app, &admin, &id).await;
+    assert_eq!(failed["status"], "FAILED");
+    let stderr = failed["stderr"].as_str().unwrap();
+    assert!(stderr.starts_with("0123456789"), "{stderr}");
+    assert!(
+        stderr.contains("[hyprbox]") && stderr.contains("timeout of 1s"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_its_operator_asked_to_stop_ends_cancelled_when_the_reaper_ends_it() {
+    let (app, admin, token) = setup().await;
+    let mut socket = connect_agent(&app, &token, "").await.unwrap();
+    let slow = app
+        .post(
+            "/api/jobs",
+            Some(&admin.token),
+            json!({"nodeId": "web-1", "presetName": "slow"}),
+        )
+        .await;
+    let id = slow.body["job"]["id"].as_str().unwrap().to_string();
+    assert_eq!(next_message(&mut socket).await["type"], "wakeup");
+    claim(&app, &token).await;
+    let cancel = app
+        .post(&format!("/api/jobs/{id}/cancel"), Some(&admin.token), json!({}))
+        .await;
+    assert_eq!(cancel.status, StatusCode::ACCEPTED, "{}", cancel.text);
+    assert_eq!(next_message(&mut socket).await["type"], "cancel");
+    // The agent never answers: the timeout ends the job, as the operator wanted.
+    let later = hyprbox_store::now_ms() + 2_000;
+    assert_eq!(hyprbox_server::jobs::reap(&app.state, later).await.unwrap(), 1);
+    let ended = job(&app, &admin, &id).await;
+    assert_eq!(ended["status"], "CANCELLED", "{ended}");
+    assert!(ended["error"].as_str().unwrap().contains("timeout"), "{ended}");
 }
 
 #[tokio::test]

@@ -383,7 +383,8 @@ pub async fn complete(
     Ok(row.as_ref().map(from_row).transpose()?.map(|job| (job, chunks)))
 }
 
-/// Fails a RUNNING job with `reason`, which is also appended to its stderr.
+/// Fails a RUNNING job with `reason`, which is also appended to its stderr (CANCELLED instead when
+/// a cancel had been requested).
 pub async fn fail(
     store: &Store,
     job_id: &str,
@@ -393,13 +394,17 @@ pub async fn fail(
 ) -> Result<Option<(Job, Vec<Chunk>)>, StoreError> {
     let mut tx = store.begin().await?;
     let line = format!("\n[hyprbox] {reason}\n");
+    // The server's own line is let past the output cap: the reason must reach stderr.
+    let room = cap.saturating_add(i64::try_from(line.len()).unwrap_or(i64::MAX));
     let Appended::Stored(chunks) =
-        append_in(&mut tx, job_id, &[(Stream::Stderr, line.as_bytes())], cap).await?
+        append_in(&mut tx, job_id, &[(Stream::Stderr, line.as_bytes())], room).await?
     else {
         return Ok(None);
     };
+    // A job an operator asked to stop ends CANCELLED, whatever ended it, as `complete` does.
     let sql = format!(
-        "UPDATE jobs SET status = 'FAILED', error = $2, finished_at = $3 \
+        "UPDATE jobs SET status = CASE WHEN cancel_requested_at IS NULL THEN 'FAILED' \
+         ELSE 'CANCELLED' END, error = $2, finished_at = $3 \
          WHERE id = $1 AND status = 'RUNNING' RETURNING {COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -490,6 +495,15 @@ fn chunk_from_row(row: &AnyRow) -> Result<Chunk, StoreError> {
         stream: Stream::parse(&stream).unwrap_or(Stream::Stdout),
         data: row.try_get("data")?,
     })
+}
+
+/// The sequence number of the job's newest stored chunk, if it has any.
+pub async fn last_chunk_seq(conn: &mut AnyConnection, job_id: &str) -> Result<Option<i64>, StoreError> {
+    let row = sqlx::query("SELECT seq FROM job_chunks WHERE job_id = $1 ORDER BY seq DESC LIMIT 1")
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|r| r.try_get::<i64, _>("seq")).transpose()?)
 }
 
 /// Up to `limit` chunks with `seq > after`, in order; only `stream`'s when given.

@@ -47,7 +47,12 @@ pub async fn ws(
             "the agent WebSocket needs a token pinned to its node".into(),
         ));
     };
-    if query.node_id.as_deref().is_some_and(|asked| asked != node_id) {
+    if query
+        .node_id
+        .as_deref()
+        .filter(|asked| !asked.is_empty())
+        .is_some_and(|asked| asked != node_id)
+    {
         return Err(ApiError::Forbidden("this token is pinned to another node".into()));
     }
     let upgrade = upgrade.map_err(|_| ApiError::bad_request("this endpoint needs a WebSocket upgrade"))?;

@@ -97,7 +97,8 @@ pub async fn pending(
             id: job.id.clone(),
             preset_name: job.preset_name.clone(),
             script: job.script.clone(),
-            variables: serde_json::from_str(&job.variables).unwrap_or(Value::Null),
+            variables: serde_json::from_str(&job.variables)
+                .unwrap_or_else(|_| Value::Object(Default::default())),
             timeout_seconds: job.timeout_seconds,
         }),
     }))

@@ -235,8 +235,8 @@ pub async fn list(
 ) -> ApiResult<Json<JobsBody>> {
     let limit = match query.limit.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
         None => 50,
-        // Any whole number above 200 is clamped, even one too large for an i64.
-        Some(raw) if raw.len() > 3 && raw.bytes().all(|b| b.is_ascii_digit()) => 200,
+        // Any whole number above 200 is clamped, even one too large for an i64 ("0050" is 50).
+        Some(raw) if raw.bytes().all(|b| b.is_ascii_digit()) && raw.trim_start_matches('0').len() > 3 => 200,
         Some(raw) => raw
             .parse::<i64>()
             .ok()
@@ -347,16 +347,6 @@ pub async fn cancel(
         let requested = jobs::request_cancel(&mut tx, &current.id, now)
             .await?
             .ok_or_else(|| ApiError::Conflict("the job has just finished".into()))?;
-        // Told before the request is committed: if the message cannot be queued, nothing changed.
-        let message = AgentMessage::Cancel {
-            job_id: requested.id.clone(),
-        };
-        if !state.agents.send(&requested.node_id, &message) {
-            return Err(ApiError::Conflict(
-                "the job is RUNNING and its node's agent is not connected, so it cannot be told to stop"
-                    .into(),
-            ));
-        }
         (StatusCode::ACCEPTED, requested)
     };
     let metadata = serde_json::json!({ "nodeId": job.node_id, "status": job.status });
@@ -374,6 +364,13 @@ pub async fn cancel(
     tx.commit().await?;
     if status == StatusCode::OK {
         publish_status(&state, &job).await;
+    } else {
+        // Told once the request is committed, so the agent's completion finds it and ends the job
+        // CANCELLED. An agent that dropped off just now is told again when it reconnects.
+        let message = AgentMessage::Cancel {
+            job_id: job.id.clone(),
+        };
+        state.agents.send(&job.node_id, &message);
     }
     Ok((
         status,
@@ -385,11 +382,19 @@ pub async fn cancel(
 
 /// A piece of output; its `id` is the chunk's sequence number, so a reconnecting client that sends
 /// `Last-Event-ID` resumes after it instead of getting the whole log again.
+///
+/// SSE carries lines: a CR ends one too, so CRLF is sent as LF (else every CRLF line would arrive
+/// followed by an empty one). The raw download keeps the bytes exactly.
 fn output_event(chunk: &jobs::Chunk) -> Event {
-    Event::default()
+    let text = String::from_utf8_lossy(&chunk.data);
+    let event = Event::default()
         .event(chunk.stream.as_str())
-        .id(chunk.seq.to_string())
-        .data(String::from_utf8_lossy(&chunk.data))
+        .id(chunk.seq.to_string());
+    if text.contains("\r\n") {
+        event.data(text.replace("\r\n", "\n"))
+    } else {
+        event.data(text)
+    }
 }
 
 fn status_event(status: &str) -> Event {
@@ -510,6 +515,13 @@ pub async fn stream(
         .unwrap_or(-1);
     // Subscribed before the replay reads the database, so nothing falls between the two.
     let receiver = state.feeds.subscribe(&job.id);
+    // An id past the stored log (another server's, or made up) must not mute the output to come.
+    let last_seen = if last_seen >= 0 {
+        let mut conn = state.store.conn().await?;
+        last_seen.min(jobs::last_chunk_seq(&mut conn, &job.id).await?.unwrap_or(-1))
+    } else {
+        last_seen
+    };
     let follow = Follow {
         state: state.clone(),
         job_id: job.id,
@@ -540,12 +552,13 @@ pub async fn raw(
     Path(id): Path<String>,
     Query(query): Query<RawQuery>,
 ) -> ApiResult<Response> {
+    // The job first: someone else's job is 404 whatever the query says.
+    let job = visible_job(&state, &identity, &id).await?;
     let stream = match query.stream.as_deref() {
         None | Some("") => jobs::Stream::Stdout,
         Some(name) => jobs::Stream::parse(name)
             .ok_or_else(|| ApiError::bad_request("stream must be stdout or stderr"))?,
     };
-    let job = visible_job(&state, &identity, &id).await?;
     let filename = format!("job-{}-{}.log", job.id, stream.as_str());
     // A page of chunks at a time: the whole log is never in memory.
     let pages = futures_util::stream::unfold(Some(-1i64), move |after| {
