@@ -203,7 +203,7 @@ async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -
     let caller = auth::resolve_caller(&state, request.headers()).await;
 
     let path = request.uri().path();
-    let node_keyed = is_node_keyed(path) && !is_exempt(path);
+    let node_keyed = is_node_keyed(request.method(), path) && !is_exempt(path);
     // Timed for the user-experience metrics, except the streams that stay open for hours.
     let timed = !is_exempt(path);
     let user = match &caller {
@@ -215,7 +215,7 @@ async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -
         (Some((bucket, limit)), _) => Some(state.limiter.check((bucket, ip.0), limit)),
         // The node a heartbeat speaks for is in its body: the handler charges (token, node) itself,
         // because a whole fleet may share one token behind one NAT address.
-        (None, _) if is_node_keyed(path) => None,
+        (None, _) if node_keyed => None,
         (None, Ok(Caller::User(identity))) => Some(
             state
                 .limiter
@@ -272,9 +272,10 @@ async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -
     response
 }
 
-/// Routes whose handler charges the rate limit itself, per (token, node).
-fn is_node_keyed(path: &str) -> bool {
-    path == "/api/nodes/heartbeat"
+/// Routes whose handler charges the rate limit itself, per (token, node): the node they speak for
+/// is in the body.
+fn is_node_keyed(method: &axum::http::Method, path: &str) -> bool {
+    path == "/api/nodes/heartbeat" || (path == "/api/findings" && method == axum::http::Method::POST)
 }
 
 fn set_rate_headers(response: &mut Response<Body>, decision: Decision) {

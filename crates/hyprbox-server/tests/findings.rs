@@ -279,6 +279,37 @@ async fn complete_resolves_absent_findings_of_the_listed_types_only_and_shows_in
 }
 
 #[tokio::test]
+async fn a_snoozed_finding_whose_problem_is_fixed_resolves_itself() {
+    let (app, admin, pinned, _) = setup().await;
+    report(
+        &app,
+        &pinned,
+        "web-1",
+        json!([finding("disk.full", "/", "WARN")]),
+        json!([]),
+    )
+    .await;
+    let id = id_of(&list(&app, &admin, "").await, "/").to_string();
+    let snoozed = app
+        .post(
+            &format!("/api/findings/{id}/snooze"),
+            Some(&admin.token),
+            json!({"hours": 2}),
+        )
+        .await;
+    assert_eq!(snoozed.status, StatusCode::OK, "{}", snoozed.text);
+    let fixed = report(&app, &pinned, "web-1", json!([]), json!(["disk.full"])).await;
+    assert_eq!(fixed.status, StatusCode::ACCEPTED, "{}", fixed.text);
+    let all = list(&app, &admin, "?include=all").await;
+    let found = all.iter().find(|f| f["id"] == id.as_str()).unwrap();
+    assert_eq!(found["status"], "RESOLVED", "{found}");
+    assert!(
+        found["snoozedUntil"].is_null() && found["resolvedByUserId"].is_null(),
+        "{found}"
+    );
+}
+
+#[tokio::test]
 async fn a_new_finding_is_announced_on_the_fleet_stream() {
     let (app, admin, pinned, _) = setup().await;
     let mut stream = app
@@ -369,6 +400,35 @@ async fn every_field_of_a_report_is_validated_with_a_message_naming_it() {
     let answer = report(&app, &pinned, "web-1", json!(exactly), json!([])).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
     assert_eq!(answer.body["upserted"], 500);
+}
+
+#[tokio::test]
+async fn a_fleet_wide_token_has_a_report_budget_per_node_it_speaks_for() {
+    let app = TestApp::with(&[("HYPRBOX_RATE_LIMIT", "3")]).await;
+    let admin = app.register_admin().await;
+    let (fleet, _) = app.mint_token(&admin, None).await;
+    let batch = || json!([finding("disk.full", "/", "WARN")]);
+    for _ in 0..3 {
+        let answer = report(&app, &fleet, "web-2", batch(), json!([])).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+        assert!(answer.headers.contains_key("x-ratelimit-remaining"));
+    }
+    let over = report(&app, &fleet, "web-2", batch(), json!([])).await;
+    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS, "{}", over.text);
+    assert_eq!(over.error_tag(), "too_many_requests");
+    assert!(over.headers.contains_key("retry-after"));
+    let other = report(&app, &fleet, "web-3", batch(), json!([])).await;
+    assert_eq!(
+        other.status,
+        StatusCode::ACCEPTED,
+        "another node of the same token has its own budget: {}",
+        other.text
+    );
+    // Reading findings is a user's request, charged to the user as before.
+    assert_eq!(
+        app.get("/api/findings", Some(&admin.token)).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -547,6 +607,25 @@ async fn operators_snooze_and_resolve_findings_and_both_are_audited() {
         again.status,
         StatusCode::CONFLICT,
         "a resolved finding is not snoozed"
+    );
+    let twice = app
+        .post(
+            &format!("/api/findings/{a}/resolve"),
+            Some(&admin.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::OK, "{}", twice.text);
+    assert_eq!(
+        (
+            &twice.body["finding"]["resolvedByUserId"],
+            &twice.body["finding"]["resolvedAt"]
+        ),
+        (
+            &resolved.body["finding"]["resolvedByUserId"],
+            &resolved.body["finding"]["resolvedAt"]
+        ),
+        "resolving a resolved finding changes nothing"
     );
     let missing = "0190c0de-0000-7000-8000-000000000000";
     for action in ["snooze", "resolve"] {

@@ -159,10 +159,11 @@ pub async fn upsert_batch(
     let complete: HashSet<&str> = complete.iter().map(String::as_str).collect();
     let resolve = format!(
         "UPDATE findings SET status = 'RESOLVED', resolved_at = $2, resolved_by_user_id = NULL, \
-         snoozed_until = NULL WHERE id = $1 AND status = 'OPEN' RETURNING {COLUMNS}"
+         snoozed_until = NULL WHERE id = $1 AND status IN ('OPEN', 'SNOOZED') RETURNING {COLUMNS}"
     );
+    // A snoozed problem that is fixed clears too: the snooze only silenced it.
     for ((kind, key), (id, status)) in &known {
-        if status == OPEN
+        if status != RESOLVED
             && complete.contains(kind.as_str())
             && !latest.contains_key(&(kind.as_str(), key.as_str()))
             && let Some(row) = sqlx::query(sqlx::AssertSqlSafe(resolve.clone()))
@@ -232,10 +233,12 @@ pub async fn list(
     rows.iter().map(from_row).collect()
 }
 
-/// Snoozes the finding until `until`; `None` when it does not exist.
+/// Snoozes the finding until `until`; `None` when it does not exist or is RESOLVED (checked in the
+/// same statement, so a concurrent resolve is never turned back into a snooze).
 pub async fn snooze(conn: &mut AnyConnection, id: &str, until: i64) -> Result<Option<Finding>, StoreError> {
     let sql = format!(
-        "UPDATE findings SET status = 'SNOOZED', snoozed_until = $2 WHERE id = $1 RETURNING {COLUMNS}"
+        "UPDATE findings SET status = 'SNOOZED', snoozed_until = $2 \
+         WHERE id = $1 AND status <> 'RESOLVED' RETURNING {COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
@@ -245,7 +248,8 @@ pub async fn snooze(conn: &mut AnyConnection, id: &str, until: i64) -> Result<Op
     row.as_ref().map(from_row).transpose()
 }
 
-/// Resolves the finding by hand; `None` when it does not exist.
+/// Resolves the finding by hand; `None` when it does not exist or is RESOLVED already (who resolved
+/// it, and when, stay as they were).
 pub async fn resolve(
     conn: &mut AnyConnection,
     id: &str,
@@ -254,7 +258,7 @@ pub async fn resolve(
 ) -> Result<Option<Finding>, StoreError> {
     let sql = format!(
         "UPDATE findings SET status = 'RESOLVED', resolved_at = $2, resolved_by_user_id = $3, \
-         snoozed_until = NULL WHERE id = $1 RETURNING {COLUMNS}"
+         snoozed_until = NULL WHERE id = $1 AND status <> 'RESOLVED' RETURNING {COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)

@@ -5,6 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use hyprbox_proto::validate_node_id;
 use hyprbox_store::findings::{self, Finding, FindingFilter, Reported};
 use hyprbox_store::nodes::NodeEvent;
@@ -288,19 +289,40 @@ async fn publish_resolved(state: &AppState, finding: &Finding) {
 #[utoipa::path(post, path = "/api/findings", tag = "findings", request_body = ReportBody,
     security(("nodeToken" = [])),
     responses(
-        (status = 202, description = "Stored: each (nodeId, type, key) updates its row; complete types' absent OPEN findings resolve", body = ReportAccepted),
+        (status = 202, description = "Stored: each (nodeId, type, key) updates its row; complete types' absent OPEN (or snoozed) findings resolve", body = ReportAccepted),
         (status = 400, description = "A field breaks its rule (the message names it), or more than 500 findings", body = ErrorBody),
         (status = 401, description = "No valid node token", body = ErrorBody),
-        (status = 403, description = "The token is pinned to another node", body = ErrorBody)))]
+        (status = 403, description = "The token is pinned to another node", body = ErrorBody),
+        (status = 429, description = "Rate-limited per (token, node)", body = ErrorBody)))]
 pub async fn report(
     State(state): State<AppState>,
     NodeAuth(node): NodeAuth,
     Json(body): Json<ReportBody>,
-) -> ApiResult<(StatusCode, Json<ReportAccepted>)> {
-    validate_node_id("nodeId", &body.node_id).map_err(ApiError::BadRequest)?;
-    if !node.may_act_for(&body.node_id) {
-        return Err(ApiError::Forbidden("this token is pinned to another node".into()));
+) -> Response {
+    if let Err(message) = validate_node_id("nodeId", &body.node_id) {
+        return ApiError::BadRequest(message).into_response();
     }
+    // The node is in the body, so the middleware left the charge to us: a fleet-wide token serves
+    // many nodes, each with its own budget (as heartbeats).
+    let decision = state.limiter.check(
+        ("node", node.prefix.as_str(), body.node_id.as_str()),
+        state.settings.rate_limit,
+    );
+    let mut response = if !node.may_act_for(&body.node_id) {
+        ApiError::Forbidden("this token is pinned to another node".into()).into_response()
+    } else if !decision.allowed {
+        ApiError::TooManyRequests {
+            retry_after_secs: decision.reset_secs,
+        }
+        .into_response()
+    } else {
+        store_report(&state, body).await.into_response()
+    };
+    response.extensions_mut().insert(decision);
+    response
+}
+
+async fn store_report(state: &AppState, body: ReportBody) -> ApiResult<(StatusCode, Json<ReportAccepted>)> {
     if body.findings.len() > MAX_BATCH {
         return Err(ApiError::bad_request(format!(
             "findings must hold at most {MAX_BATCH} entries"
@@ -317,10 +339,10 @@ pub async fn report(
         .collect::<Result<Vec<_>, _>>()?;
     let done = findings::upsert_batch(&state.store, &body.node_id, &batch, &body.complete, now_ms()).await?;
     for finding in &done.opened {
-        publish_opened(&state, finding).await;
+        publish_opened(state, finding).await;
     }
     for finding in &done.resolved {
-        publish_resolved(&state, finding).await;
+        publish_resolved(state, finding).await;
     }
     Ok((
         StatusCode::ACCEPTED,
@@ -474,9 +496,14 @@ pub async fn snooze(
     }
     let until = now_ms() + hours * 3_600_000;
     let mut tx = state.store.begin().await?;
-    let finding = findings::snooze(&mut tx, &finding.id, until)
-        .await?
-        .ok_or_else(|| ApiError::not_found("finding"))?;
+    let Some(finding) = findings::snooze(&mut tx, &finding.id, until).await? else {
+        drop(tx);
+        // Resolved (or its node deleted) since it was read.
+        existing(&state, &finding.id).await?;
+        return Err(ApiError::Conflict(
+            "the finding is RESOLVED; only an open finding can be snoozed".into(),
+        ));
+    };
     let metadata = serde_json::json!({ "nodeId": finding.node_id, "type": finding.kind, "hours": hours });
     audit::record(
         &mut tx,
@@ -499,7 +526,7 @@ pub async fn snooze(
     params(("id" = String, Path, description = "Finding id")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "RESOLVED by the caller; a later scan that still sees it reopens it", body = FindingEnvelope),
+        (status = 200, description = "RESOLVED by the caller; a later scan that still sees it reopens it. Resolving a RESOLVED finding changes nothing", body = FindingEnvelope),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Below OPERATOR", body = ErrorBody),
         (status = 404, description = "No such finding", body = ErrorBody)))]
@@ -511,9 +538,14 @@ pub async fn resolve(
 ) -> ApiResult<Json<FindingEnvelope>> {
     let before = existing(&state, &id).await?;
     let mut tx = state.store.begin().await?;
-    let finding = findings::resolve(&mut tx, &before.id, &actor.user.id, now_ms())
-        .await?
-        .ok_or_else(|| ApiError::not_found("finding"))?;
+    let Some(finding) = findings::resolve(&mut tx, &before.id, &actor.user.id, now_ms()).await? else {
+        drop(tx);
+        // Resolved already (nothing to do, nothing audited), or gone since it was read.
+        let current = existing(&state, &before.id).await?;
+        return Ok(Json(FindingEnvelope {
+            finding: FindingBody::from(&current),
+        }));
+    };
     let metadata = serde_json::json!({ "nodeId": finding.node_id, "type": finding.kind });
     audit::record(
         &mut tx,
@@ -527,9 +559,7 @@ pub async fn resolve(
     )
     .await?;
     tx.commit().await?;
-    if before.status != findings::RESOLVED {
-        publish_resolved(&state, &finding).await;
-    }
+    publish_resolved(&state, &finding).await;
     Ok(Json(FindingEnvelope {
         finding: FindingBody::from(&finding),
     }))
