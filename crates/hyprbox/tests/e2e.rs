@@ -384,20 +384,16 @@ async fn a_cancelled_job_has_its_whole_process_group_gone_within_the_grace_perio
 async fn a_server_restart_in_the_middle_of_a_chatty_job_loses_and_repeats_nothing() {
     let mut fleet = Fleet::start("restart").await;
     wait_for_node(&fleet).await;
-    let queued = fleet.cli(&[
-        "jobs",
-        "run",
-        "e2e-1",
-        "e2e-chatty",
-        "--var",
-        "count=1500",
-        "--json",
-    ]);
-    assert!(queued.status.success(), "{}", text(&queued.stderr));
-    let id = serde_json::from_slice::<Value>(&queued.stdout).unwrap()["job"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // Followed from the CLI, whose stream breaks off with the restart and resumes after it.
+    let watcher = follow(&fleet, &["e2e-chatty", "--var", "count=1500"]);
+    let id = tokio::task::block_in_place(|| {
+        let mut id = None;
+        wait_until("the job to be queued", Duration::from_secs(30), || {
+            id = latest_job_id(&fleet);
+            id.is_some()
+        });
+        id.unwrap()
+    });
     tokio::task::block_in_place(|| {
         wait_until("some output", Duration::from_secs(30), || {
             fleet.job(&id)["stdout"]
@@ -409,10 +405,20 @@ async fn a_server_restart_in_the_middle_of_a_chatty_job_loses_and_repeats_nothin
             fleet.job(&id)["status"] == "SUCCEEDED"
         });
     });
+    let expected: Vec<String> = (1..=1500).map(|i| format!("line {i}")).collect();
     let logs = fleet.cli(&["jobs", "logs", &id]);
     let out = text(&logs.stdout);
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("line ")).collect();
-    let expected: Vec<String> = (1..=1500).map(|i| format!("line {i}")).collect();
     assert_eq!(lines.len(), 1500, "every line exactly once");
     assert_eq!(lines, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    let followed = tokio::task::block_in_place(|| watcher.wait_with_output().unwrap());
+    assert!(followed.status.success(), "{}", text(&followed.stderr));
+    let seen = text(&followed.stdout);
+    let lines: Vec<&str> = seen.lines().filter(|l| l.starts_with("line ")).collect();
+    assert_eq!(
+        lines,
+        expected.iter().map(String::as_str).collect::<Vec<_>>(),
+        "the follower shows every line once, across the restart: {}",
+        text(&followed.stderr)
+    );
 }

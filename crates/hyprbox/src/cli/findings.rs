@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use super::{Api, Target, cell, print_json, rows, table};
+use super::{Api, Target, cell, enc, print_json, rows, table};
 
 #[derive(clap::Args, Debug)]
 pub struct FindingsArgs {
@@ -54,10 +54,10 @@ pub async fn run(args: FindingsArgs) -> anyhow::Result<()> {
         None => {
             let mut query = Vec::new();
             if let Some(node) = &args.node {
-                query.push(format!("nodeId={node}"));
+                query.push(format!("nodeId={}", enc(node)));
             }
             if let Some(severity) = &args.severity {
-                query.push(format!("severity={}", severity.to_ascii_uppercase()));
+                query.push(format!("severity={}", enc(&severity.to_ascii_uppercase())));
             }
             if args.all {
                 query.push("include=all".into());
@@ -92,7 +92,7 @@ pub async fn run(args: FindingsArgs) -> anyhow::Result<()> {
         }
         Some(FindingsCommand::Show { id, json }) => {
             let body = api
-                .json(Method::GET, &format!("/api/findings/{id}"), None)
+                .json(Method::GET, &format!("/api/findings/{}", enc(&id)), None)
                 .await?;
             if json {
                 print_json(&body);
@@ -139,7 +139,7 @@ pub async fn run(args: FindingsArgs) -> anyhow::Result<()> {
             let body = api
                 .json(
                     Method::POST,
-                    &format!("/api/findings/{id}/snooze"),
+                    &format!("/api/findings/{}/snooze", enc(&id)),
                     Some(json!({ "hours": hours })),
                 )
                 .await?;
@@ -152,7 +152,7 @@ pub async fn run(args: FindingsArgs) -> anyhow::Result<()> {
         Some(FindingsCommand::Resolve { id }) => {
             api.json(
                 Method::POST,
-                &format!("/api/findings/{id}/resolve"),
+                &format!("/api/findings/{}/resolve", enc(&id)),
                 Some(json!({})),
             )
             .await?;

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::{Api, Target, cell, fail, print_json, rows, table};
+use super::{Api, Target, cell, enc, fail, print_json, rows, table};
 
 #[derive(clap::Args, Debug)]
 pub struct JobsArgs {
@@ -107,10 +107,10 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
             let api = Api::new(&target);
             let mut path = format!("/api/jobs?limit={limit}");
             if let Some(node) = node {
-                path.push_str(&format!("&nodeId={node}"));
+                path.push_str(&format!("&nodeId={}", enc(&node)));
             }
             if let Some(status) = status {
-                path.push_str(&format!("&status={}", status.to_ascii_uppercase()));
+                path.push_str(&format!("&status={}", enc(&status.to_ascii_uppercase())));
             }
             let body = api.json(Method::GET, &path, None).await?;
             if json {
@@ -126,7 +126,9 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
         }
         JobsCommand::Show { id, json, target } => {
             let api = Api::new(&target);
-            let body = api.json(Method::GET, &format!("/api/jobs/{id}"), None).await?;
+            let body = api
+                .json(Method::GET, &format!("/api/jobs/{}", enc(&id)), None)
+                .await?;
             if json {
                 print_json(&body);
                 return Ok(());
@@ -165,7 +167,10 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
         }
         JobsCommand::Logs { id, stream, target } => {
             let api = Api::new(&target);
-            let request = api.request(Method::GET, &format!("/api/jobs/{id}/output/raw?stream={stream}"))?;
+            let request = api.request(
+                Method::GET,
+                &format!("/api/jobs/{}/output/raw?stream={stream}", enc(&id)),
+            )?;
             let response = api.send(request).await?;
             let mut body = response.bytes_stream();
             let mut stdout = std::io::stdout().lock();
@@ -178,7 +183,11 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
         JobsCommand::Cancel { id, target } => {
             let api = Api::new(&target);
             let body = api
-                .json(Method::POST, &format!("/api/jobs/{id}/cancel"), Some(json!({})))
+                .json(
+                    Method::POST,
+                    &format!("/api/jobs/{}/cancel", enc(&id)),
+                    Some(json!({})),
+                )
                 .await?;
             match body["job"]["status"].as_str() {
                 Some("CANCELLED") => println!("job {id} cancelled"),
@@ -205,19 +214,32 @@ pub fn parse_vars(vars: &[String]) -> anyhow::Result<Map<String, Value>> {
 /// One server-sent event.
 struct SseEvent {
     name: String,
+    id: Option<String>,
     data: String,
 }
 
-/// Splits complete events off the front of `buffer`.
+/// Splits complete events off the front of `buffer`. Lines end with CRLF, LF or CR, as the SSE
+/// format allows (the server breaks a lone CR in output into a new `data:` line).
 fn take_events(buffer: &mut String) -> Vec<SseEvent> {
+    // A CR at the very end may be the first half of a CRLF still on its way.
+    let trailing_cr = buffer.ends_with('\r');
+    if trailing_cr {
+        buffer.pop();
+    }
+    if buffer.contains('\r') {
+        *buffer = buffer.replace("\r\n", "\n").replace('\r', "\n");
+    }
     let mut events = Vec::new();
     while let Some(end) = buffer.find("\n\n") {
         let block: String = buffer.drain(..end + 2).collect();
         let mut name = String::from("message");
+        let mut id = None;
         let mut data: Vec<&str> = Vec::new();
-        for line in block.lines() {
+        for line in block.split('\n') {
             if let Some(value) = line.strip_prefix("event:") {
                 name = value.trim_start().to_string();
+            } else if let Some(value) = line.strip_prefix("id:") {
+                id = Some(value.trim_start().to_string());
             } else if let Some(value) = line.strip_prefix("data:") {
                 data.push(value.strip_prefix(' ').unwrap_or(value));
             }
@@ -225,16 +247,53 @@ fn take_events(buffer: &mut String) -> Vec<SseEvent> {
         if !data.is_empty() {
             events.push(SseEvent {
                 name,
+                id,
                 data: data.join("\n"),
             });
         }
     }
+    if trailing_cr {
+        buffer.push('\r');
+    }
     events
 }
 
-/// Streams a job's output to stdout/stderr until `done`; the exit code is the job's.
+/// How often `--follow` reconnects to a stream that broke off before the job ended.
+const FOLLOW_RETRIES: u32 = 5;
+
+/// Streams a job's output to stdout/stderr until `done`; the exit code is the job's. A stream that
+/// breaks off is opened again with `Last-Event-ID`, so no output is shown twice or lost.
 async fn follow_job(api: &Api, id: &str) -> anyhow::Result<()> {
-    let request = api.request(Method::GET, &format!("/api/jobs/{id}/stream"))?;
+    let mut last_id: Option<String> = None;
+    let mut shown_running = false;
+    let mut failures = 0;
+    loop {
+        let broke = match follow_once(api, id, &mut last_id, &mut shown_running).await {
+            Ok(Some(done)) => return finish(id, &done),
+            Ok(None) => "the server closed the stream before the job ended".to_string(),
+            Err(err) => err.to_string(),
+        };
+        failures += 1;
+        if failures > FOLLOW_RETRIES {
+            return Err(fail(6, broke));
+        }
+        eprintln!("{broke}; reconnecting ({failures}/{FOLLOW_RETRIES})");
+        tokio::time::sleep(std::time::Duration::from_secs(u64::from(failures))).await;
+    }
+}
+
+/// One connection to the job's stream: `Some(done event's data)` when the job ended, `None` when
+/// the stream closed early.
+async fn follow_once(
+    api: &Api,
+    id: &str,
+    last_id: &mut Option<String>,
+    shown_running: &mut bool,
+) -> anyhow::Result<Option<String>> {
+    let mut request = api.request(Method::GET, &format!("/api/jobs/{}/stream", enc(id)))?;
+    if let Some(last) = last_id.as_deref() {
+        request = request.header("Last-Event-ID", last);
+    }
     let response = api.send(request).await?;
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
@@ -249,8 +308,10 @@ async fn follow_job(api: &Api, id: &str) -> anyhow::Result<()> {
         };
         buffer.push_str(&String::from_utf8_lossy(&pending[..valid]));
         pending.drain(..valid);
-        let events = take_events(&mut buffer);
-        for event in events {
+        for event in take_events(&mut buffer) {
+            if event.id.is_some() {
+                last_id.clone_from(&event.id);
+            }
             match event.name.as_str() {
                 "stdout" => {
                     let mut out = std::io::stdout().lock();
@@ -264,16 +325,17 @@ async fn follow_job(api: &Api, id: &str) -> anyhow::Result<()> {
                 }
                 "status" => {
                     let status: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
-                    if status["status"] == "RUNNING" {
+                    if status["status"] == "RUNNING" && !*shown_running {
+                        *shown_running = true;
                         eprintln!("job {id} is RUNNING");
                     }
                 }
-                "done" => return finish(id, &event.data),
+                "done" => return Ok(Some(event.data)),
                 _ => {}
             }
         }
     }
-    Err(fail(6, "the server closed the stream before the job ended"))
+    Ok(None)
 }
 
 fn finish(id: &str, data: &str) -> anyhow::Result<()> {
@@ -309,6 +371,29 @@ mod tests {
         assert_eq!(buffer, "event: done\ndata: {}");
         buffer.push_str("\n\n");
         assert_eq!(take_events(&mut buffer)[0].name, "done");
+    }
+
+    #[test]
+    fn cr_and_crlf_end_lines_too_even_split_across_pieces() {
+        let mut buffer = String::from("event: stdout\r\nid: 3\r\ndata: 10%\rdata: 20%\r");
+        assert!(take_events(&mut buffer).is_empty());
+        assert!(buffer.ends_with('\r'), "a trailing CR waits for its LF");
+        buffer.push_str("\n\r\n");
+        let events = take_events(&mut buffer);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].name, "stdout");
+        assert_eq!(events[0].id.as_deref(), Some("3"));
+        assert_eq!(events[0].data, "10%\n20%");
+        assert_eq!(buffer, "");
+        // CR alone ends lines too (the event is complete once the next byte shows it was no CRLF).
+        let mut cr_only = String::from("event: done\rdata: {}\r\r: ping");
+        assert_eq!(take_events(&mut cr_only)[0].name, "done");
+    }
+
+    #[test]
+    fn values_in_urls_are_percent_encoded() {
+        assert_eq!(enc("web-1.a_b~"), "web-1.a_b~");
+        assert_eq!(enc("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
     }
 
     #[test]

@@ -192,6 +192,20 @@ pub async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Respo
     Err(fail(code, message))
 }
 
+/// Percent-encodes a value for a URL path segment or query value: whatever an operator types
+/// reaches the server as that one value.
+pub fn enc(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// Prints rows as a left-aligned table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();

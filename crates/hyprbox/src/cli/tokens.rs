@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use super::{Api, Target, cell, print_json, rows, table};
+use super::{Api, Target, cell, enc, print_json, rows, table};
 
 #[derive(clap::Args, Debug)]
 pub struct TokensArgs {
@@ -85,7 +85,7 @@ pub async fn run(args: TokensArgs) -> anyhow::Result<()> {
         }
         TokensCommand::Revoke { id, target } => {
             let api = Api::new(&target);
-            api.json(Method::DELETE, &format!("/api/tokens/{id}"), None)
+            api.json(Method::DELETE, &format!("/api/tokens/{}", enc(&id)), None)
                 .await?;
             println!("token {id} revoked");
             Ok(())

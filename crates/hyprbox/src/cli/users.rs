@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use reqwest::Method;
 use serde_json::json;
 
-use super::{Api, Target, cell, fail, print_json, rows, table};
+use super::{Api, Target, cell, enc, fail, print_json, rows, table};
 
 #[derive(clap::Args, Debug)]
 pub struct UsersArgs {
@@ -94,14 +94,18 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
         UsersCommand::Role { id, role, target } => {
             let api = Api::new(&target);
             let body = json!({ "role": role.to_ascii_uppercase() });
-            api.json(Method::PATCH, &format!("/api/users/{id}/role"), Some(body))
-                .await?;
+            api.json(
+                Method::PATCH,
+                &format!("/api/users/{}/role", enc(&id)),
+                Some(body),
+            )
+            .await?;
             println!("user {id} is now {}", role.to_ascii_uppercase());
             Ok(())
         }
         UsersCommand::Delete { id, target } => {
             let api = Api::new(&target);
-            api.json(Method::DELETE, &format!("/api/users/{id}"), None)
+            api.json(Method::DELETE, &format!("/api/users/{}", enc(&id)), None)
                 .await?;
             println!("user {id} deleted");
             Ok(())
