@@ -14,6 +14,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/hyprbox/agent.env";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hyprbox-agent";
 /// The server refuses shorter heartbeat intervals from its config; the agent keeps the same floor.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// Below this a job could not even report why it failed.
+const MIN_OUTPUT_MAX: u64 = 1024;
 
 #[derive(Clone)]
 pub struct Config {
@@ -31,6 +33,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Between SIGTERM and SIGKILL when a job is cancelled or times out.
     pub kill_grace: Duration,
+    /// Output of each of a job's streams kept on the node and shipped (`HYPRBOX_JOB_OUTPUT_MAX_BYTES`).
+    pub output_max: u64,
 }
 
 impl fmt::Debug for Config {
@@ -44,6 +48,7 @@ impl fmt::Debug for Config {
             .field("poll_interval", &self.poll_interval)
             .field("state_dir", &self.state_dir)
             .field("kill_grace", &self.kill_grace)
+            .field("output_max", &self.output_max)
             .finish()
     }
 }
@@ -109,22 +114,30 @@ impl Config {
             None if Path::new(DEFAULT_CONFIG_FILE).exists() => read_env_file(Path::new(DEFAULT_CONFIG_FILE))?,
             None => HashMap::new(),
         };
+        let from_env = |key: &str| env(key).filter(|v| !v.is_empty());
+        let from_file = |key: &str| file_vars.get(key).filter(|v| !v.is_empty()).cloned();
         Config::from_lookup(|key| {
-            env(key)
-                .filter(|v| !v.is_empty())
-                .or_else(|| file_vars.get(key).filter(|v| !v.is_empty()).cloned())
+            if key == "HYPRBOX_SERVER" || key == "HYPRBOX_URL" {
+                // One setting under two names: the environment beats the file whichever name
+                // each uses.
+                return from_env("HYPRBOX_URL")
+                    .or_else(|| from_env("HYPRBOX_SERVER"))
+                    .or_else(|| from_file("HYPRBOX_URL"))
+                    .or_else(|| from_file("HYPRBOX_SERVER"));
+            }
+            from_env(key).or_else(|| from_file(key))
         })
     }
 
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
         // The contract names the variable HYPRBOX_URL (as the CLI does); HYPRBOX_SERVER is the
-        // install script's name for it. Either works, HYPRBOX_SERVER first.
-        let server = get("HYPRBOX_SERVER")
-            .or_else(|| get("HYPRBOX_URL"))
-            .context("HYPRBOX_SERVER is not set (the server's URL, e.g. https://hyprbox.example.com)")?;
+        // install script's name for it. Either works.
+        let server = get("HYPRBOX_URL").or_else(|| get("HYPRBOX_SERVER")).context(
+            "HYPRBOX_URL (or HYPRBOX_SERVER) is not set (the server's URL, e.g. https://hyprbox.example.com)",
+        )?;
         let server = server.trim_end_matches('/').to_string();
         if !(server.starts_with("http://") || server.starts_with("https://")) {
-            bail!("HYPRBOX_SERVER must start with http:// or https://, got {server:?}");
+            bail!("HYPRBOX_URL must start with http:// or https://, got {server:?}");
         }
         let token = get("HYPRBOX_TOKEN").context("HYPRBOX_TOKEN is not set (a node token, hbnt_…)")?;
         let node_id = match get("HYPRBOX_NODE_ID") {
@@ -158,6 +171,17 @@ impl Config {
                 get("HYPRBOX_STATE_DIR").unwrap_or_else(|| DEFAULT_STATE_DIR.to_string()),
             ),
             kill_grace: seconds("HYPRBOX_KILL_GRACE", 10, 0)?,
+            output_max: match get("HYPRBOX_JOB_OUTPUT_MAX_BYTES") {
+                None => crate::spool::DEFAULT_OUTPUT_MAX,
+                Some(raw) => raw
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= MIN_OUTPUT_MAX)
+                    .with_context(|| {
+                        format!("HYPRBOX_JOB_OUTPUT_MAX_BYTES must be a number of bytes of at least {MIN_OUTPUT_MAX}, got {raw:?}")
+                    })?,
+            },
         })
     }
 }
@@ -215,6 +239,7 @@ mod tests {
         assert_eq!(config.interval, Duration::from_secs(15));
         assert_eq!(config.poll_interval, Duration::from_secs(10));
         assert_eq!(config.kill_grace, Duration::from_secs(10));
+        assert_eq!(config.output_max, 64 * 1024 * 1024);
         assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert!(
             !format!("{config:?}").contains("hbnt_env"),
@@ -235,6 +260,10 @@ mod tests {
         assert!(err(&[base[0], base[1], ("HYPRBOX_INTERVAL", "2")]).contains("at least 5"));
         assert!(err(&[base[0], base[1], ("HYPRBOX_INTERVAL", "soon")]).contains("whole number"));
         assert!(err(&[base[0], base[1], ("HYPRBOX_NODE_ID", "a b")]).contains("HYPRBOX_NODE_ID"));
+        for bad in ["12", "lots", "-5"] {
+            let message = err(&[base[0], base[1], ("HYPRBOX_JOB_OUTPUT_MAX_BYTES", bad)]);
+            assert!(message.contains("HYPRBOX_JOB_OUTPUT_MAX_BYTES"), "{message}");
+        }
         assert!(err(&[("HYPRBOX_SERVER", "ftp://x"), base[1]]).contains("http://"));
         assert!(Config::load(Some(Path::new("/nonexistent/agent.env")), env_of(&base)).is_err());
         let via_url = Config::load(
@@ -242,6 +271,20 @@ mod tests {
             env_of(&[("HYPRBOX_URL", "http://x"), base[1]]),
         );
         assert_eq!(via_url.unwrap().server, "http://x");
+    }
+
+    #[test]
+    fn the_environment_beats_the_file_whichever_name_each_uses_for_the_server() {
+        let dir = crate::testutil::temp_dir("config-names");
+        let file = dir.join("agent.env");
+        std::fs::write(&file, "HYPRBOX_SERVER=http://file:4000\nHYPRBOX_TOKEN=t\n").unwrap();
+        let config = Config::load(Some(&file), env_of(&[("HYPRBOX_URL", "http://env:4000")])).unwrap();
+        assert_eq!(config.server, "http://env:4000");
+        std::fs::write(&file, "HYPRBOX_URL=http://file:4000\nHYPRBOX_TOKEN=t\n").unwrap();
+        let config = Config::load(Some(&file), env_of(&[("HYPRBOX_SERVER", "http://env:4000")])).unwrap();
+        assert_eq!(config.server, "http://env:4000");
+        let config = Config::load(Some(&file), env_of(&[])).unwrap();
+        assert_eq!(config.server, "http://file:4000");
     }
 
     #[test]

@@ -66,6 +66,11 @@ async fn next_heartbeat(
     (hb, changed.then_some(inventory))
 }
 
+/// Whether the server's answer to a heartbeat asks for the inventory again.
+fn inventory_wanted(answer: &str) -> bool {
+    serde_json::from_str::<hyprbox_proto::HeartbeatAck>(answer).is_ok_and(|ack| ack.inventory_wanted)
+}
+
 /// One heartbeat with the full inventory, for `--once`: the server's answer, or the error.
 pub async fn once(config: &Config) -> Result<String, ApiError> {
     let client = Client::new(&config.server, &config.token).map_err(|e| ApiError::Status {
@@ -103,7 +108,7 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) {
         }
         let (hb, sent_inventory) = next_heartbeat(&config, &mut collector, last_sent.as_ref()).await;
         let delay = match client.heartbeat(&hb).await {
-            Ok(_) => {
+            Ok(answer) => {
                 if backoff.failures() > 0 {
                     tracing::info!("heartbeats are getting through again");
                 } else if last_sent.is_none() {
@@ -112,6 +117,11 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) {
                 backoff.succeed();
                 if sent_inventory.is_some() {
                     last_sent = sent_inventory;
+                }
+                // The server lost the inventory (the node was deleted and came back): resend it.
+                if inventory_wanted(&answer) {
+                    tracing::info!("the server asks for the inventory again");
+                    last_sent = None;
                 }
                 interval
             }
@@ -127,6 +137,15 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_inventory_is_sent_again_only_when_the_answer_asks_for_it() {
+        assert!(inventory_wanted(
+            r#"{"received":true,"nodeId":"n","inventoryWanted":true}"#
+        ));
+        assert!(!inventory_wanted(r#"{"received":true,"nodeId":"n"}"#));
+        assert!(!inventory_wanted("not json"));
+    }
 
     #[test]
     fn the_server_host_and_port_come_from_the_url() {

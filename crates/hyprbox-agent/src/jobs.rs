@@ -57,6 +57,8 @@ pub struct Jobs {
     pub jobs_root: PathBuf,
     pub kill_grace: Duration,
     pub poll_interval: Duration,
+    /// Output of each stream kept on the node and shipped; the rest is dropped with a note.
+    pub output_max: u64,
 }
 
 /// Whether any process of the group is left (a zombie counts until it is reaped).
@@ -271,6 +273,7 @@ impl Jobs {
             ..JobState::default()
         };
         let mut dir = JobDir::create(&self.jobs_root, state).map_err(|e| (None, e))?;
+        dir.output_max = self.output_max;
         let spawned = write_script(dir.path(), &job.script).and_then(|()| {
             Command::new("bash")
                 .arg("-c")
@@ -496,7 +499,10 @@ impl Jobs {
                 return;
             }
             match JobDir::open(&path) {
-                Ok(dir) => self.resume(dir, events, shutdown).await,
+                Ok(mut dir) => {
+                    dir.output_max = self.output_max;
+                    self.resume(dir, events, shutdown).await;
+                }
                 Err(e) => {
                     // Created but never recorded (the agent died between mkdir and the first
                     // write of state.json): nothing ran, nothing to report.

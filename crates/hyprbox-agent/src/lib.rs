@@ -95,6 +95,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         jobs_root,
         kill_grace: config.kill_grace,
         poll_interval: config.poll_interval,
+        output_max: config.output_max,
     };
     jobs.run(events_rx, shutdown.child_token()).await;
     shutdown.cancel();

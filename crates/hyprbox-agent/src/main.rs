@@ -6,8 +6,21 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The settings, for `--help`: the environment first, then the config file.
+const SETTINGS: &str = "\
+Settings (environment, then the config file):
+  HYPRBOX_URL                   the server, e.g. https://hyprbox.example.com (or HYPRBOX_SERVER)
+  HYPRBOX_TOKEN                 the node token (hbnt_...)
+  HYPRBOX_NODE_ID               this node's id [default: the hostname]
+  HYPRBOX_REGION                sent with the inventory
+  HYPRBOX_INTERVAL              seconds between heartbeats, at least 5 [default: 30]
+  HYPRBOX_POLL_INTERVAL         seconds between job polls when no wake-up comes [default: 10]
+  HYPRBOX_STATE_DIR             job work dirs and output spool [default: /var/lib/hyprbox-agent]
+  HYPRBOX_KILL_GRACE            seconds from SIGTERM to SIGKILL on cancel or timeout [default: 10]
+  HYPRBOX_JOB_OUTPUT_MAX_BYTES  output kept and sent per job stream [default: 67108864]";
+
 #[derive(Parser, Debug)]
-#[command(name = "hyprbox-agent", version, about = "The HyprBox node agent")]
+#[command(name = "hyprbox-agent", version, about = "The HyprBox node agent", after_help = SETTINGS)]
 struct Args {
     /// KEY=VALUE file read before the environment (default: /etc/hyprbox/agent.env if present).
     #[arg(long, value_name = "PATH")]

@@ -3,8 +3,13 @@
 //! The job writes its output to the files `stdout` and `stderr` in its directory; the agent ships
 //! what is new from the last acknowledged offset and persists the offset in `state.json` only after
 //! the server answered 204. So the files are the buffer: output written while the server is
-//! unreachable waits on disk (bounded by the job's own output), nothing acknowledged is sent twice,
+//! unreachable waits on disk (bounded: see below), nothing acknowledged is sent twice,
 //! and an agent restarted mid-job carries on from the recorded offsets.
+//!
+//! Each file is kept to the job's output limit: past it the agent cuts the file back at every
+//! flush (the script's later writes land past the end, in a sparse hole that takes no disk), ships
+//! up to the limit and then one note saying the rest was dropped. So a chatty job cannot fill the
+//! node's disk, server reachable or not.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -61,6 +66,32 @@ impl Acked {
     }
 }
 
+/// Per-stream flags.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Flags {
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl Flags {
+    fn get(&self, stream: Stream) -> bool {
+        match stream {
+            Stream::Stdout => self.stdout,
+            Stream::Stderr => self.stderr,
+        }
+    }
+
+    fn set(&mut self, stream: Stream) {
+        match stream {
+            Stream::Stdout => self.stdout = true,
+            Stream::Stderr => self.stderr = true,
+        }
+    }
+}
+
+/// Output of one stream kept on the node (and shipped) by default: the server's default cap.
+pub const DEFAULT_OUTPUT_MAX: u64 = 64 * 1024 * 1024;
+
 /// `state.json`: what the agent must know about a job to pick it up again after a restart.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -82,6 +113,12 @@ pub struct JobState {
     /// while the last output is being flushed completes the same way.
     #[serde(default)]
     pub final_exit_code: Option<i64>,
+    /// Streams whose output went past the limit (the file is cut back to it).
+    #[serde(default)]
+    pub over_limit: Flags,
+    /// Streams whose "output dropped" note the server has accepted.
+    #[serde(default)]
+    pub limit_noted: Flags,
 }
 
 /// Where a flush stopped.
@@ -98,6 +135,15 @@ pub enum Flushed {
 pub struct JobDir {
     path: PathBuf,
     pub state: JobState,
+    /// Bytes of each stream kept and shipped; see the module documentation.
+    pub output_max: u64,
+}
+
+/// What a piece takes from the spool: bytes of each stream, and the limit notes it carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Consumed {
+    bytes: Acked,
+    notes: Flags,
 }
 
 /// Length of the longest prefix of `bytes` that does not end inside a multi-byte UTF-8 character,
@@ -132,7 +178,11 @@ impl JobDir {
     pub fn create(jobs_root: &Path, state: JobState) -> io::Result<JobDir> {
         let path = jobs_root.join(&state.job_id);
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&path)?;
-        let dir = JobDir { path, state };
+        let dir = JobDir {
+            path,
+            state,
+            output_max: DEFAULT_OUTPUT_MAX,
+        };
         dir.save()?;
         Ok(dir)
     }
@@ -144,6 +194,7 @@ impl JobDir {
         Ok(JobDir {
             path: path.to_path_buf(),
             state,
+            output_max: DEFAULT_OUTPUT_MAX,
         })
     }
 
@@ -194,6 +245,36 @@ impl JobDir {
         }
     }
 
+    /// Cuts each stream's file back to the output limit, remembering which went past it.
+    fn enforce_limit(&mut self) -> io::Result<()> {
+        for stream in Stream::BOTH {
+            let path = self.path.join(stream.file_name());
+            let len = match fs::metadata(&path) {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if len <= self.output_max {
+                continue;
+            }
+            OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(self.output_max)?;
+            if !self.state.over_limit.get(stream) {
+                self.state.over_limit.set(stream);
+                self.save()?;
+                tracing::warn!(
+                    job_id = %self.state.job_id,
+                    stream = stream.file_name(),
+                    limit = self.output_max,
+                    "the job's output went past the limit; the rest is dropped"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Unsent bytes of `stream` from the acked offset, at most `limit`, and whether more remain.
     fn unsent(&self, stream: Stream, limit: usize, final_: bool) -> io::Result<(Vec<u8>, bool)> {
         let mut file = match File::open(self.path.join(stream.file_name())) {
@@ -202,13 +283,15 @@ impl JobDir {
             Err(e) => return Err(e),
         };
         let offset = self.state.acked.get(stream);
-        let len = file.metadata()?.len();
+        // Nothing past the limit is shipped, even what was written since the last cut.
+        let len = file.metadata()?.len().min(self.output_max);
         if len <= offset {
             return Ok((Vec::new(), false));
         }
         file.seek(SeekFrom::Start(offset))?;
         let mut buf = Vec::with_capacity(limit.min((len - offset) as usize));
-        file.take(limit as u64).read_to_end(&mut buf)?;
+        file.take((limit as u64).min(len - offset))
+            .read_to_end(&mut buf)?;
         let more = offset + (buf.len() as u64) < len;
         // Hold back a character cut in two, unless this is the last piece of a finished job (then
         // the bytes are all there is, and lossy decoding shows them as U+FFFD). A piece cut by the
@@ -220,18 +303,30 @@ impl JobDir {
     }
 
     /// The next piece: per-stream limit `limit`, decoded lossily, with what it consumes.
-    fn piece(&self, limit: usize, final_: bool) -> io::Result<(OutputPiece, Acked, bool)> {
+    fn piece(&self, limit: usize, final_: bool) -> io::Result<(OutputPiece, Consumed, bool)> {
         let mut piece = OutputPiece::default();
-        let mut consumed = Acked::default();
+        let mut consumed = Consumed::default();
         let mut more = false;
         for stream in Stream::BOTH {
             let (bytes, stream_more) = self.unsent(stream, limit, final_)?;
             more |= stream_more;
-            if bytes.is_empty() {
+            let shipped = self.state.acked.get(stream) + bytes.len() as u64;
+            let note = !stream_more
+                && shipped >= self.output_max
+                && self.state.over_limit.get(stream)
+                && !self.state.limit_noted.get(stream);
+            if bytes.is_empty() && !note {
                 continue;
             }
-            consumed.add(stream, bytes.len() as u64);
-            let text = String::from_utf8_lossy(&bytes).into_owned();
+            consumed.bytes.add(stream, bytes.len() as u64);
+            let mut text = String::from_utf8_lossy(&bytes).into_owned();
+            if note {
+                consumed.notes.set(stream);
+                text.push_str(&format!(
+                    "\n[hyprbox-agent] output past {} bytes was dropped on the node\n",
+                    self.output_max
+                ));
+            }
             match stream {
                 Stream::Stdout => piece.stdout = Some(text),
                 Stream::Stderr => piece.stderr = Some(text),
@@ -241,7 +336,7 @@ impl JobDir {
     }
 
     /// The next piece whose JSON fits in one request.
-    fn fitting_piece(&self, final_: bool) -> io::Result<(OutputPiece, Acked, bool)> {
+    fn fitting_piece(&self, final_: bool) -> io::Result<(OutputPiece, Consumed, bool)> {
         let mut limit = MAX_TEXT_PER_REQUEST / 2;
         loop {
             let (piece, consumed, more) = self.piece(limit, final_)?;
@@ -253,9 +348,12 @@ impl JobDir {
         }
     }
 
-    fn acknowledge(&mut self, consumed: Acked) -> io::Result<()> {
+    fn acknowledge(&mut self, consumed: Consumed) -> io::Result<()> {
         for stream in Stream::BOTH {
-            self.state.acked.add(stream, consumed.get(stream));
+            self.state.acked.add(stream, consumed.bytes.get(stream));
+            if consumed.notes.get(stream) {
+                self.state.limit_noted.set(stream);
+            }
         }
         self.save()
     }
@@ -264,6 +362,7 @@ impl JobDir {
     /// The acked offsets advance only after the server accepted a piece, so a failed request is
     /// retried from the same offset and an accepted one is never sent again.
     pub async fn flush(&mut self, client: &Client, exit_code: Option<i64>) -> Result<Flushed, FlushError> {
+        self.enforce_limit()?;
         loop {
             let (piece, consumed, more) = self.fitting_piece(exit_code.is_some())?;
             if let (Some(code), false) = (exit_code, more) {
@@ -379,7 +478,7 @@ mod tests {
         let (piece, consumed, more) = dir.fitting_piece(false).unwrap();
         assert!(more);
         assert!(serde_json::to_vec(&piece).unwrap().len() <= MAX_BODY);
-        assert!(consumed.stdout + consumed.stderr <= MAX_TEXT_PER_REQUEST as u64);
-        assert!(consumed.stdout > 0 && consumed.stderr > 0);
+        assert!(consumed.bytes.stdout + consumed.bytes.stderr <= MAX_TEXT_PER_REQUEST as u64);
+        assert!(consumed.bytes.stdout > 0 && consumed.bytes.stderr > 0);
     }
 }

@@ -91,6 +91,7 @@ async fn the_agent_beats_pulls_a_job_and_sends_its_inventory_only_on_first_conta
         poll_interval: Duration::from_secs(1),
         state_dir: state_dir.clone(),
         kill_grace: Duration::from_secs(2),
+        output_max: hyprbox_agent::spool::DEFAULT_OUTPUT_MAX,
     };
     let shutdown = CancellationToken::new();
     let agent = tokio::spawn(hyprbox_agent::run_until(config, shutdown.clone()));
@@ -131,6 +132,72 @@ async fn the_agent_beats_pulls_a_job_and_sends_its_inventory_only_on_first_conta
     assert_eq!(
         bodies(&server, "/api/jobs/job-1/complete").await[0]["exitCode"],
         0
+    );
+}
+
+#[tokio::test]
+async fn the_agent_sends_its_inventory_again_when_the_server_asks_for_it() {
+    let server = MockServer::start().await;
+    // The first answer says the server has no inventory for the node (it was deleted, say).
+    Mock::given(method("POST"))
+        .and(path("/api/nodes/heartbeat"))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .set_body_json(json!({"received": true, "nodeId": "agent-2", "inventoryWanted": true})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/nodes/heartbeat"))
+        .respond_with(
+            ResponseTemplate::new(202).set_body_json(json!({"received": true, "nodeId": "agent-2"})),
+        )
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/nodes/me/config"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"config": {"heartbeat_interval": 5}})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/jobs/pending"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"job": null})))
+        .mount(&server)
+        .await;
+    let state_dir = std::env::temp_dir().join(format!("hyprbox-agent-inv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let config = Config {
+        server: server.uri(),
+        token: "hbnt_pinned".into(),
+        node_id: "agent-2".into(),
+        region: None,
+        interval: Duration::from_secs(30),
+        poll_interval: Duration::from_secs(30),
+        state_dir,
+        kill_grace: Duration::from_secs(2),
+        output_max: hyprbox_agent::spool::DEFAULT_OUTPUT_MAX,
+    };
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(hyprbox_agent::run_until(config, shutdown.clone()));
+    wait_for("a second heartbeat", Duration::from_secs(12), async || {
+        bodies(&server, "/api/nodes/heartbeat").await.len() >= 2
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), agent)
+        .await
+        .expect("the agent stops on shutdown")
+        .unwrap()
+        .unwrap();
+    let beats = bodies(&server, "/api/nodes/heartbeat").await;
+    assert!(beats[0]["hostname"].is_string(), "{}", beats[0]);
+    assert!(
+        beats[1]["hostname"].is_string() && beats[1]["agent_version"].is_string(),
+        "the inventory again: {}",
+        beats[1]
     );
 }
 

@@ -114,3 +114,23 @@ fn a_missing_server_is_a_configuration_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("HYPRBOX_SERVER"));
 }
+
+#[test]
+fn help_lists_every_setting_the_agent_reads() {
+    let output = agent().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    let source = include_str!("../src/config.rs");
+    // Every "HYPRBOX_…" literal in the configuration code is documented.
+    let mut keys: Vec<&str> = source
+        .split('"')
+        .filter(|t| t.starts_with("HYPRBOX_") && t.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in &keys {
+        assert!(help.contains(key), "{key} is missing from --help:\n{help}");
+    }
+    let read = keys.len();
+    assert!(read >= 10, "found only {read} settings in config.rs: {keys:?}");
+}

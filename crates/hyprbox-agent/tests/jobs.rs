@@ -104,6 +104,7 @@ impl Server {
             jobs_root: root.join("jobs"),
             kill_grace,
             poll_interval: Duration::from_secs(1),
+            output_max: hyprbox_agent::spool::DEFAULT_OUTPUT_MAX,
         }
     }
 
@@ -225,6 +226,49 @@ async fn output_buffered_while_the_server_is_down_is_delivered_once() {
 }
 
 #[tokio::test]
+async fn output_past_the_limit_is_dropped_with_one_note_and_takes_no_disk_on_the_node() {
+    use std::os::unix::fs::MetadataExt;
+    let server = Server::start().await;
+    server.down.store(true, Ordering::SeqCst);
+    let root = temp_dir("limit");
+    let mut jobs = server.jobs(&root, Duration::from_secs(5));
+    jobs.output_max = 4096;
+    let (_tx, mut rx) = mpsc::channel(8);
+    let script = "head -c 2000000 /dev/zero | tr '\\0' x; echo small >&2; sleep 2; echo late";
+    let runner = tokio::spawn(async move {
+        jobs.run_job(job("job-limit", script, None), &mut rx, &CancellationToken::new())
+            .await;
+    });
+    let stdout = root.join("jobs/job-limit/stdout");
+    wait_for("the 2 MB written", Duration::from_secs(10), || {
+        std::fs::read_to_string(root.join("jobs/job-limit/stderr")).is_ok_and(|s| s == "small\n")
+    })
+    .await;
+    // While the server is down the file is cut back to the limit at each flush attempt.
+    wait_for("the file cut back to the limit", Duration::from_secs(10), || {
+        std::fs::metadata(&stdout).is_ok_and(|m| m.blocks() * 512 <= 64 * 1024)
+    })
+    .await;
+    server.down.store(false, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(30), runner)
+        .await
+        .expect("the job completes once the server is back")
+        .unwrap();
+    let expected = "x".repeat(4096) + "\n[hyprbox-agent] output past 4096 bytes was dropped on the node\n";
+    assert_eq!(
+        server.delivered("stdout"),
+        expected,
+        "the limit, then the note once"
+    );
+    assert_eq!(
+        server.delivered("stderr"),
+        "small\n",
+        "the other stream is under its limit"
+    );
+    assert_eq!(server.exit_code(), Some(0));
+}
+
+#[tokio::test]
 async fn a_retry_after_a_failed_post_does_not_resend_acknowledged_bytes() {
     let server = Server::start().await;
     let root = temp_dir("retry");
@@ -278,6 +322,7 @@ async fn output_answered_409_stops_the_job_and_drops_its_buffer() {
         jobs_root: root.join("jobs"),
         kill_grace: Duration::from_secs(5),
         poll_interval: Duration::from_secs(1),
+        output_max: hyprbox_agent::spool::DEFAULT_OUTPUT_MAX,
     };
     let (_tx, mut rx) = mpsc::channel(8);
     let shutdown = CancellationToken::new();

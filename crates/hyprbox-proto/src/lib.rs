@@ -137,6 +137,10 @@ impl Heartbeat {
 pub struct HeartbeatAck {
     pub received: bool,
     pub node_id: String,
+    /// Present (true) when the server holds none of the node's inventory (it was deleted and
+    /// registered again, say): the agent then sends its inventory with the next heartbeat.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inventory_wanted: bool,
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub struct Applied {
     pub row: HeartbeatRow,
     pub events: Vec<NodeEvent>,
     pub status: &'static str,
+    /// The node's inventory is unknown (no hostname, OS or agent version was ever sent).
+    pub inventory_wanted: bool,
 }
 
 pub struct Fleet {
@@ -273,11 +275,15 @@ impl Fleet {
             state.node.clone()
         });
         let status = status(&state.node, now, offline_after_ms);
+        let known = &state.node;
+        let inventory_wanted =
+            known.hostname.is_none() && known.os.is_none() && known.agent_version.is_none();
         Applied {
             upsert,
             row,
             events,
             status,
+            inventory_wanted,
         }
     }
 

@@ -104,6 +104,37 @@ async fn inventory_is_kept_unless_sent_and_survives_a_restart() {
 }
 
 #[tokio::test]
+async fn the_answer_asks_for_the_inventory_while_the_server_has_none() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let bare = app
+        .heartbeat(None, json!({"node_id": "n1", "cpu_percent": 3}))
+        .await;
+    assert_eq!(bare.status, StatusCode::ACCEPTED);
+    assert_eq!(bare.body["inventoryWanted"], true, "{}", bare.text);
+    let full = app
+        .heartbeat(
+            None,
+            json!({"node_id": "n1", "hostname": "web-1", "agent_version": "1.0"}),
+        )
+        .await;
+    assert_eq!(full.body, json!({"received": true, "nodeId": "n1"}));
+    let later = app
+        .heartbeat(None, json!({"node_id": "n1", "cpu_percent": 4}))
+        .await;
+    assert!(later.body.get("inventoryWanted").is_none(), "{}", later.text);
+    // Deleted and back with a bare heartbeat: the server asks again.
+    let deleted = app
+        .call(Method::DELETE, "/api/nodes/n1", Some(&admin.token), None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.text);
+    let back = app
+        .heartbeat(None, json!({"node_id": "n1", "cpu_percent": 5}))
+        .await;
+    assert_eq!(back.body["inventoryWanted"], true, "{}", back.text);
+}
+
+#[tokio::test]
 async fn nothing_acknowledged_is_lost_when_the_server_stops_gracefully() {
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;

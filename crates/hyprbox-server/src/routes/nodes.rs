@@ -226,6 +226,7 @@ async fn accept(state: &AppState, body: &Heartbeat) -> Response {
             state.hub.publish_activity(event);
         }
     }
+    let inventory_wanted = applied.inventory_wanted;
     let mut queued = true;
     if let Some(node) = applied.upsert {
         queued &= state.writer.queue(Pending::Node(node)).await;
@@ -240,6 +241,7 @@ async fn accept(state: &AppState, body: &Heartbeat) -> Response {
     let ack = HeartbeatAck {
         received: true,
         node_id: body.node_id.clone(),
+        inventory_wanted,
     };
     (StatusCode::ACCEPTED, Json(ack)).into_response()
 }
