@@ -288,6 +288,11 @@ async fn a_dispatch_with_a_bad_action_or_body_is_a_400_naming_the_problem() {
     let wrong_type = app.post(DISPATCH, Some(&admin.token), json!({"action": 5})).await;
     assert_eq!(wrong_type.status, StatusCode::BAD_REQUEST, "{}", wrong_type.text);
     assert_eq!(wrong_type.error_tag(), "bad_request");
+    assert!(
+        wrong_type.body["message"].as_str().unwrap().contains("action"),
+        "the message names the field: {}",
+        wrong_type.text
+    );
     let malformed = app
         .client
         .post(app.url(DISPATCH))
@@ -320,6 +325,17 @@ async fn an_action_in_the_query_needs_no_body_whatever_its_type_and_a_null_body_
     let form = common::read(form).await;
     assert_eq!(form.status, StatusCode::OK, "{}", form.text);
     assert_eq!(form.body["action"], "Index the wiki");
+    // A blank action in the query (once decoded) leaves the body's in charge.
+    let blank_query = app
+        .call(
+            reqwest::Method::POST,
+            &format!("{DISPATCH}?action=%20"),
+            Some(&admin.token),
+            Some(json!({"action": "From the body"})),
+        )
+        .await;
+    assert_eq!(blank_query.status, StatusCode::OK, "{}", blank_query.text);
+    assert_eq!(blank_query.body["action"], "From the body");
     let null = app
         .client
         .post(app.url(DISPATCH))

@@ -680,6 +680,15 @@ async fn the_health_summary_buckets_every_known_node_by_its_worst_active_finding
         json!([]),
     )
     .await;
+    // A node whose scanner reported before its first heartbeat is in the summary too.
+    report(
+        &app,
+        &fleet,
+        "web-4",
+        json!([finding("x", "1", "WARN")]),
+        json!([]),
+    )
+    .await;
     // web-2's CRITICAL is snoozed: it does not count until the snooze passes.
     let web2 = list(&app, &admin, "?nodeId=web-2").await;
     let snoozed = app
@@ -698,6 +707,7 @@ async fn the_health_summary_buckets_every_known_node_by_its_worst_active_finding
             {"nodeId": "web-1", "bucket": "AT_RISK", "counts": {"critical": 1, "warn": 1, "info": 1}},
             {"nodeId": "web-2", "bucket": "ATTENTION", "counts": {"critical": 0, "warn": 1, "info": 0}},
             {"nodeId": "web-3", "bucket": "HEALTHY", "counts": {"critical": 0, "warn": 0, "info": 1}},
+            {"nodeId": "web-4", "bucket": "ATTENTION", "counts": {"critical": 0, "warn": 1, "info": 0}},
         ])
     );
     let anonymous = app.get("/api/findings/health/summary", None).await;

@@ -129,10 +129,10 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let headers: HeaderMap = req.headers().clone();
         // An action in the query string wins: whatever body came with it is not needed.
-        let action_in_query = req.uri().query().is_some_and(|q| {
-            q.split('&')
-                .any(|pair| pair.strip_prefix("action=").is_some_and(|v| !v.trim().is_empty()))
-        });
+        // Decoded first: `?action=%20` is a blank action, which leaves the body's in charge.
+        let action_in_query =
+            axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(req.uri())
+                .is_ok_and(|q| q.0.get("action").is_some_and(|v| !v.trim().is_empty()));
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge("request body must be at most 1 MiB".into())
@@ -155,9 +155,10 @@ where
             return Err(ApiError::bad_request("Content-Type must be application/json"));
         }
         // `null` (what `JSON.stringify(undefined ?? null)` sends) is no body.
-        serde_json::from_slice::<Option<T>>(&bytes)
-            .map(OptionalJson)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+        // Through axum's JSON reader, so an error names the field it is about.
+        axum::Json::<Option<T>>::from_bytes(&bytes)
+            .map(|axum::Json(value)| OptionalJson(value))
+            .map_err(ApiError::from)
     }
 }
 

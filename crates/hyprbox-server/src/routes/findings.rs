@@ -575,8 +575,11 @@ pub async fn summary(State(state): State<AppState>, _user: CurrentUser) -> ApiRe
         let mut conn = state.store.conn().await?;
         findings::counts(&mut conn, now_ms()).await?
     };
+    // Every known node, and any node with active findings that has not sent a heartbeat yet.
     let mut ids = state.fleet.ids();
+    ids.extend(counts.keys().cloned());
     ids.sort();
+    ids.dedup();
     let summary = ids
         .into_iter()
         .map(|node_id| {
