@@ -224,12 +224,25 @@ async fn users_are_managed_by_an_admin() {
         .find(|u| u["email"] == "vic@example.com")
         .unwrap();
     let id = vic["id"].as_str().unwrap().to_string();
-    assert!(
-        hyprbox(&config, &["users", "role", &id, "operator"])
-            .await
-            .status
-            .success()
-    );
+    let promoted = hyprbox(&config, &["users", "role", &id, "operator", "--json"]).await;
+    assert!(promoted.status.success(), "{}", stderr(&promoted));
+    let promoted: Value = serde_json::from_slice(&promoted.stdout).unwrap();
+    assert_eq!(promoted["user"]["role"], "OPERATOR", "{promoted}");
+    let scripted = hyprbox(
+        &config,
+        &[
+            "users",
+            "create",
+            "--email",
+            "bot@example.com",
+            "--password",
+            "another good password",
+            "--json",
+        ],
+    )
+    .await;
+    let scripted: Value = serde_json::from_slice(&scripted.stdout).unwrap();
+    assert_eq!(scripted["user"]["email"], "bot@example.com", "{scripted}");
     let bad_role = hyprbox(&config, &["users", "role", &id, "king"]).await;
     assert_eq!(
         bad_role.status.code(),
@@ -416,8 +429,10 @@ async fn findings_are_listed_worst_first_shown_with_a_fix_snoozed_resolved_and_s
     assert!(snoozed.status.success(), "{}", stderr(&snoozed));
     let bad = hyprbox(&config, &["findings", "snooze", &id, "--hours", "9999"]).await;
     assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
-    let resolved = hyprbox(&config, &["findings", "resolve", &id]).await;
+    let resolved = hyprbox(&config, &["findings", "resolve", &id, "--json"]).await;
     assert!(resolved.status.success(), "{}", stderr(&resolved));
+    let resolved: Value = serde_json::from_slice(&resolved.stdout).unwrap();
+    assert_eq!(resolved["finding"]["status"], "RESOLVED", "{resolved}");
     let missing = hyprbox(
         &config,
         &["findings", "show", "0190a0a0-0000-7000-8000-000000000000"],

@@ -38,9 +38,15 @@ enum FindingsCommand {
         id: String,
         #[arg(long, default_value_t = 24)]
         hours: u32,
+        #[arg(long)]
+        json: bool,
     },
     /// Mark a finding resolved.
-    Resolve { id: String },
+    Resolve {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Each node's health: AT_RISK, ATTENTION or HEALTHY, with its counts.
     Summary {
         #[arg(long)]
@@ -135,7 +141,7 @@ pub async fn run(args: FindingsArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(FindingsCommand::Snooze { id, hours }) => {
+        Some(FindingsCommand::Snooze { id, hours, json }) => {
             let body = api
                 .json(
                     Method::POST,
@@ -143,19 +149,28 @@ pub async fn run(args: FindingsArgs) -> anyhow::Result<()> {
                     Some(json!({ "hours": hours })),
                 )
                 .await?;
+            if json {
+                print_json(&body);
+                return Ok(());
+            }
             println!(
                 "finding {id} snoozed until {}",
                 cell(&body["finding"]["snoozedUntil"])
             );
             Ok(())
         }
-        Some(FindingsCommand::Resolve { id }) => {
-            api.json(
-                Method::POST,
-                &format!("/api/findings/{}/resolve", enc(&id)),
-                Some(json!({})),
-            )
-            .await?;
+        Some(FindingsCommand::Resolve { id, json }) => {
+            let body = api
+                .json(
+                    Method::POST,
+                    &format!("/api/findings/{}/resolve", enc(&id)),
+                    Some(json!({})),
+                )
+                .await?;
+            if json {
+                print_json(&body);
+                return Ok(());
+            }
             println!("finding {id} resolved");
             Ok(())
         }

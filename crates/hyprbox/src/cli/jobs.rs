@@ -66,6 +66,8 @@ enum JobsCommand {
     /// Cancel a QUEUED job, or ask a RUNNING job's agent to stop it.
     Cancel {
         id: String,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -180,7 +182,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        JobsCommand::Cancel { id, target } => {
+        JobsCommand::Cancel { id, json, target } => {
             let api = Api::new(&target);
             let body = api
                 .json(
@@ -189,6 +191,10 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
                     Some(json!({})),
                 )
                 .await?;
+            if json {
+                print_json(&body);
+                return Ok(());
+            }
             match body["job"]["status"].as_str() {
                 Some("CANCELLED") => println!("job {id} cancelled"),
                 _ => println!("job {id}: its agent was told to stop it"),

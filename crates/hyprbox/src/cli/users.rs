@@ -34,6 +34,8 @@ enum UsersCommand {
         /// Its password (asked for without echo when not given).
         #[arg(long, env = "HYPRBOX_NEW_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -42,6 +44,8 @@ enum UsersCommand {
         id: String,
         /// ADMIN, OPERATOR or VIEWER.
         role: String,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -71,6 +75,7 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
             name,
             role,
             password,
+            json,
             target,
         } => {
             let password = match password {
@@ -83,6 +88,10 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
             let api = Api::new(&target);
             let body = json!({ "email": email, "name": name, "role": role.to_ascii_uppercase(), "password": password });
             let created = api.json(Method::POST, "/api/users", Some(body)).await?;
+            if json {
+                print_json(&created);
+                return Ok(());
+            }
             println!(
                 "created {} ({}) with id {}",
                 email,
@@ -91,15 +100,25 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        UsersCommand::Role { id, role, target } => {
+        UsersCommand::Role {
+            id,
+            role,
+            json,
+            target,
+        } => {
             let api = Api::new(&target);
             let body = json!({ "role": role.to_ascii_uppercase() });
-            api.json(
-                Method::PATCH,
-                &format!("/api/users/{}/role", enc(&id)),
-                Some(body),
-            )
-            .await?;
+            let changed = api
+                .json(
+                    Method::PATCH,
+                    &format!("/api/users/{}/role", enc(&id)),
+                    Some(body),
+                )
+                .await?;
+            if json {
+                print_json(&changed);
+                return Ok(());
+            }
             println!("user {id} is now {}", role.to_ascii_uppercase());
             Ok(())
         }
