@@ -865,6 +865,24 @@ async fn the_job_stream_replays_stored_output_then_follows_live_until_done() {
 }
 
 #[tokio::test]
+async fn the_job_stream_shows_every_flip_even_when_the_job_ends_at_once() {
+    let (app, admin, token) = setup().await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    let mut stream = get_streaming(&app, &format!("/api/jobs/{id}/stream"), &admin.token).await;
+    let opened = read_sse(&mut stream, |t| t.contains("event: status")).await;
+    assert!(opened.contains(r#"{"status":"QUEUED"}"#), "{opened}");
+    claim(&app, &token).await;
+    complete(&app, &token, &id, 0).await;
+    let rest = read_sse(&mut stream, |t| t.contains("event: done")).await;
+    let flips: Vec<&str> = rest
+        .split("\n\n")
+        .filter(|e| e.starts_with("event: status"))
+        .map(|e| e.rsplit("\"status\":\"").next().unwrap().trim_end_matches("\"}"))
+        .collect();
+    assert_eq!(flips, ["RUNNING", "SUCCEEDED"], "{rest}");
+}
+
+#[tokio::test]
 async fn a_last_event_id_past_the_stored_log_does_not_mute_the_output_to_come() {
     let (app, admin, token) = setup().await;
     let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();

@@ -484,7 +484,15 @@ impl Follow {
                 // A gap (pieces committed by two writers can arrive out of order): the database
                 // has them all, in order.
                 Ok(FeedEvent::Output(_)) => self.catch_up = true,
-                // A flip: the database has the whole job (exit code, error) and any output before it.
+                // A job starts before it has output: RUNNING is shown as it happens, so a job that
+                // also ends before the next read still shows each flip.
+                Ok(FeedEvent::Status(status)) if !jobs::is_terminal(&status) => {
+                    if self.last_status.as_deref() != Some(&*status) {
+                        self.last_status = Some(status.to_string());
+                        return Some(status_event(&status));
+                    }
+                }
+                // The end: the database has the whole job (exit code, error) and all output before it.
                 Ok(FeedEvent::Status(_)) | Err(RecvError::Lagged(_)) => self.catch_up = true,
                 Err(RecvError::Closed) => return None,
             }
