@@ -45,7 +45,7 @@ const AFTER_KILL: Duration = Duration::from_secs(5);
 /// through a SIGTERM sent to the group (a handler, not `''`: an ignored signal would be inherited
 /// by the script, which must get SIGTERM), so it still records the script's exit code; the code is
 /// written to a temporary file and renamed so a reader never sees half a number.
-const WRAPPER: &str = "trap 'true' TERM; bash ./script.sh </dev/null >stdout 2>stderr; \
+const WRAPPER: &str = "trap 'true' TERM; bash ./script.sh </dev/null >>stdout 2>>stderr; \
                        code=$?; echo \"$code\" >exit_code.tmp && mv -f exit_code.tmp exit_code";
 
 /// The job loop's settings and its connection to the server.
@@ -240,7 +240,7 @@ impl Jobs {
             Err((dir, e)) => {
                 tracing::warn!(job_id = %job.id, error = %e, "cannot start the job");
                 match dir {
-                    Some(dir) => {
+                    Some(mut dir) => {
                         dir.append_note(&format!("cannot start the job: {e}"));
                         self.finish(dir, LOST_EXIT_CODE, shutdown).await;
                     }
@@ -270,10 +270,10 @@ impl Jobs {
                 .timeout_seconds
                 .filter(|s| *s > 0)
                 .map(|s| now_unix().saturating_add(s)),
+            output_max: Some(self.output_max),
             ..JobState::default()
         };
         let mut dir = JobDir::create(&self.jobs_root, state).map_err(|e| (None, e))?;
-        dir.output_max = self.output_max;
         let spawned = write_script(dir.path(), &job.script).and_then(|()| {
             Command::new("bash")
                 .arg("-c")
@@ -365,6 +365,10 @@ impl Jobs {
                 ));
                 self.stop_group(running).await;
                 return Supervised::Finished(TIMEOUT_EXIT_CODE);
+            }
+            // Kept to the limit every pass, also while output cannot be shipped (backing off).
+            if let Err(e) = running.dir.enforce_limit() {
+                tracing::warn!(job_id = %running.job_id(), error = %e, "cannot keep the job's output to its limit");
             }
             if Instant::now() >= next_flush {
                 next_flush = match running.dir.flush(&self.client, None).await {
@@ -499,10 +503,7 @@ impl Jobs {
                 return;
             }
             match JobDir::open(&path) {
-                Ok(mut dir) => {
-                    dir.output_max = self.output_max;
-                    self.resume(dir, events, shutdown).await;
-                }
+                Ok(dir) => self.resume(dir, events, shutdown).await,
                 Err(e) => {
                     // Created but never recorded (the agent died between mkdir and the first
                     // write of state.json): nothing ran, nothing to report.
@@ -513,7 +514,12 @@ impl Jobs {
         }
     }
 
-    async fn resume(&self, dir: JobDir, events: &mut mpsc::Receiver<Event>, shutdown: &CancellationToken) {
+    async fn resume(
+        &self,
+        mut dir: JobDir,
+        events: &mut mpsc::Receiver<Event>,
+        shutdown: &CancellationToken,
+    ) {
         let job_id = dir.state.job_id.clone();
         if let Some(code) = dir.state.final_exit_code {
             tracing::info!(%job_id, "completing a job the previous agent run had finished");

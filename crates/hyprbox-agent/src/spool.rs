@@ -6,10 +6,11 @@
 //! unreachable waits on disk (bounded: see below), nothing acknowledged is sent twice,
 //! and an agent restarted mid-job carries on from the recorded offsets.
 //!
-//! Each file is kept to the job's output limit: past it the agent cuts the file back at every
-//! flush (the script's later writes land past the end, in a sparse hole that takes no disk), ships
-//! up to the limit and then one note saying the rest was dropped. So a chatty job cannot fill the
-//! node's disk, server reachable or not.
+//! Each file is kept to the job's output limit: the script appends (`>>`), and past the limit the
+//! agent cuts the file back to it at least once a second, ships up to the limit and then one note
+//! saying the rest was dropped. So a chatty job cannot fill the node's disk, server reachable or
+//! not. The agent's own lines (timeout, cancel…) are kept in `state.json` and sent with the
+//! completion, so no limit can drop them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -119,6 +120,12 @@ pub struct JobState {
     /// Streams whose "output dropped" note the server has accepted.
     #[serde(default)]
     pub limit_noted: Flags,
+    /// The output limit the job started with (a later configuration change does not move it).
+    #[serde(default)]
+    pub output_max: Option<u64>,
+    /// The agent's own lines about the job, sent at the end of its stderr with the completion.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// Where a flush stopped.
@@ -135,8 +142,6 @@ pub enum Flushed {
 pub struct JobDir {
     path: PathBuf,
     pub state: JobState,
-    /// Bytes of each stream kept and shipped; see the module documentation.
-    pub output_max: u64,
 }
 
 /// What a piece takes from the spool: bytes of each stream, and the limit notes it carries.
@@ -178,11 +183,7 @@ impl JobDir {
     pub fn create(jobs_root: &Path, state: JobState) -> io::Result<JobDir> {
         let path = jobs_root.join(&state.job_id);
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&path)?;
-        let dir = JobDir {
-            path,
-            state,
-            output_max: DEFAULT_OUTPUT_MAX,
-        };
+        let dir = JobDir { path, state };
         dir.save()?;
         Ok(dir)
     }
@@ -194,7 +195,6 @@ impl JobDir {
         Ok(JobDir {
             path: path.to_path_buf(),
             state,
-            output_max: DEFAULT_OUTPUT_MAX,
         })
     }
 
@@ -226,16 +226,16 @@ impl JobDir {
             .ok()
     }
 
-    /// Appends a line of the agent's own to the job's stderr (shipped like the job's output).
-    pub fn append_note(&self, line: &str) {
-        let result = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(self.path.join("stderr"))
-            .and_then(|mut f| writeln!(f, "hyprbox-agent: {line}"));
-        if let Err(e) = result {
-            tracing::warn!(job_id = %self.state.job_id, error = %e, "cannot write to the job's stderr file");
+    /// Bytes of each stream kept and shipped; see the module documentation.
+    pub fn output_max(&self) -> u64 {
+        self.state.output_max.unwrap_or(DEFAULT_OUTPUT_MAX)
+    }
+
+    /// Records a line of the agent's own, sent at the end of the job's stderr with its completion.
+    pub fn append_note(&mut self, line: &str) {
+        self.state.notes.push(format!("hyprbox-agent: {line}\n"));
+        if let Err(e) = self.save() {
+            tracing::warn!(job_id = %self.state.job_id, error = %e, "cannot record a note about the job");
         }
     }
 
@@ -245,8 +245,10 @@ impl JobDir {
         }
     }
 
-    /// Cuts each stream's file back to the output limit, remembering which went past it.
-    fn enforce_limit(&mut self) -> io::Result<()> {
+    /// Cuts each stream's file back to the output limit, remembering which went past it. Called at
+    /// least once a second while the job runs, whether output can be shipped or not.
+    pub fn enforce_limit(&mut self) -> io::Result<()> {
+        let output_max = self.output_max();
         for stream in Stream::BOTH {
             let path = self.path.join(stream.file_name());
             let len = match fs::metadata(&path) {
@@ -254,20 +256,17 @@ impl JobDir {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            if len <= self.output_max {
+            if len <= output_max {
                 continue;
             }
-            OpenOptions::new()
-                .write(true)
-                .open(&path)?
-                .set_len(self.output_max)?;
+            OpenOptions::new().write(true).open(&path)?.set_len(output_max)?;
             if !self.state.over_limit.get(stream) {
                 self.state.over_limit.set(stream);
                 self.save()?;
                 tracing::warn!(
                     job_id = %self.state.job_id,
                     stream = stream.file_name(),
-                    limit = self.output_max,
+                    limit = output_max,
                     "the job's output went past the limit; the rest is dropped"
                 );
             }
@@ -284,7 +283,7 @@ impl JobDir {
         };
         let offset = self.state.acked.get(stream);
         // Nothing past the limit is shipped, even what was written since the last cut.
-        let len = file.metadata()?.len().min(self.output_max);
+        let len = file.metadata()?.len().min(self.output_max());
         if len <= offset {
             return Ok((Vec::new(), false));
         }
@@ -298,6 +297,10 @@ impl JobDir {
         // limit is never final in that sense.
         if !final_ || more {
             buf.truncate(complete_prefix_len(&buf));
+            // A CR may be half of a CRLF: the live stream would show it as an extra line break.
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
         }
         Ok((buf, more))
     }
@@ -312,7 +315,7 @@ impl JobDir {
             more |= stream_more;
             let shipped = self.state.acked.get(stream) + bytes.len() as u64;
             let note = !stream_more
-                && shipped >= self.output_max
+                && shipped >= self.output_max()
                 && self.state.over_limit.get(stream)
                 && !self.state.limit_noted.get(stream);
             if bytes.is_empty() && !note {
@@ -324,7 +327,7 @@ impl JobDir {
                 consumed.notes.set(stream);
                 text.push_str(&format!(
                     "\n[hyprbox-agent] output past {} bytes was dropped on the node\n",
-                    self.output_max
+                    self.output_max()
                 ));
             }
             match stream {
@@ -364,8 +367,14 @@ impl JobDir {
     pub async fn flush(&mut self, client: &Client, exit_code: Option<i64>) -> Result<Flushed, FlushError> {
         self.enforce_limit()?;
         loop {
-            let (piece, consumed, more) = self.fitting_piece(exit_code.is_some())?;
+            let (mut piece, consumed, more) = self.fitting_piece(exit_code.is_some())?;
             if let (Some(code), false) = (exit_code, more) {
+                if !self.state.notes.is_empty() {
+                    let stderr = piece.stderr.get_or_insert_with(String::new);
+                    for note in &self.state.notes {
+                        stderr.push_str(note);
+                    }
+                }
                 return match client.complete(&self.state.job_id, code, &piece).await {
                     Ok(()) | Err(ApiError::Conflict(_)) => Ok(Flushed::Completed),
                     Err(e) => Err(e.into()),
@@ -459,6 +468,27 @@ mod tests {
         let (piece, _, more) = dir.fitting_piece(false).unwrap();
         assert_eq!(piece.stdout.as_deref(), Some("€"));
         assert!(!more);
+    }
+
+    #[test]
+    fn a_trailing_cr_waits_for_the_next_piece_unless_the_job_is_over() {
+        let root = crate::testutil::temp_dir("spool-cr");
+        let mut dir = JobDir::create(
+            &root,
+            JobState {
+                job_id: "j".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        fs::write(dir.path().join("stdout"), "one\r").unwrap();
+        let (piece, consumed, _) = dir.fitting_piece(false).unwrap();
+        assert_eq!(piece.stdout.as_deref(), Some("one"));
+        dir.acknowledge(consumed).unwrap();
+        let (piece, _, _) = dir.fitting_piece(false).unwrap();
+        assert_eq!(piece, OutputPiece::default(), "a lone CR waits");
+        let (piece, _, _) = dir.fitting_piece(true).unwrap();
+        assert_eq!(piece.stdout.as_deref(), Some("\r"), "the last piece has it");
     }
 
     #[test]

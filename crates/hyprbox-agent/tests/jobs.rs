@@ -269,6 +269,36 @@ async fn output_past_the_limit_is_dropped_with_one_note_and_takes_no_disk_on_the
 }
 
 #[tokio::test]
+async fn the_agents_own_lines_arrive_even_when_stderr_is_past_its_limit() {
+    let server = Server::start().await;
+    let root = temp_dir("limit-note");
+    let mut jobs = server.jobs(&root, Duration::from_secs(1));
+    jobs.output_max = 2048;
+    let (_tx, mut rx) = mpsc::channel(8);
+    jobs.run_job(
+        job(
+            "job-noisy",
+            "head -c 100000 /dev/zero | tr '\\0' e >&2; sleep 600",
+            Some(2),
+        ),
+        &mut rx,
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(server.exit_code(), Some(124));
+    let stderr = server.delivered("stderr");
+    assert!(stderr.starts_with(&"e".repeat(2048)), "{}", &stderr[..100]);
+    assert!(stderr.contains("output past 2048 bytes was dropped"), "{stderr}");
+    assert!(
+        stderr.ends_with(
+            "hyprbox-agent: the job reached its timeout: sent SIGTERM to its process group (SIGKILL after 1 s)\n"
+        ),
+        "{}",
+        &stderr[2048..]
+    );
+}
+
+#[tokio::test]
 async fn a_retry_after_a_failed_post_does_not_resend_acknowledged_bytes() {
     let server = Server::start().await;
     let root = temp_dir("retry");
