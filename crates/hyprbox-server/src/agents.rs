@@ -1,6 +1,8 @@
 //! The agents' WebSocket links, by node: how a queued job wakes its agent at once and how a cancel
 //! reaches a running job. Each link has a small bounded queue; a wake-up that finds it full is
-//! dropped, because one already waiting there does the same work.
+//! dropped, because one already waiting there does the same work. A cancel that finds it full
+//! closes the link instead: the agent reconnects, and a new connection is sent every cancel
+//! requested for its node's running jobs.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +23,7 @@ struct Link {
     token_id: String,
     sender: mpsc::Sender<AgentMessage>,
     closed: CancellationToken,
+    stuck: CancellationToken,
 }
 
 /// Messages a link may hold before new ones are dropped (a healthy agent reads them at once).
@@ -40,6 +43,8 @@ pub struct Connection<'a> {
     pub receiver: mpsc::Receiver<AgentMessage>,
     /// Cancelled when the connection's token is revoked.
     pub closed: CancellationToken,
+    /// Cancelled when the connection fell so far behind that a cancel could not be queued.
+    pub stuck: CancellationToken,
 }
 
 impl Drop for Connection<'_> {
@@ -60,6 +65,7 @@ impl Agents {
         let (sender, receiver) = mpsc::channel(LINK_QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let closed = CancellationToken::new();
+        let stuck = CancellationToken::new();
         self.links
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -70,6 +76,7 @@ impl Agents {
                 token_id: token_id.to_string(),
                 sender,
                 closed: closed.clone(),
+                stuck: stuck.clone(),
             });
         Connection {
             agents: self,
@@ -77,6 +84,7 @@ impl Agents {
             id,
             receiver,
             closed,
+            stuck,
         }
     }
 
@@ -99,7 +107,19 @@ impl Agents {
             match link.sender.try_send(message.clone()) {
                 Ok(()) => delivered = true,
                 // A full queue already holds a message that makes the agent pull.
-                Err(mpsc::error::TrySendError::Full(_)) => delivered |= *message == AgentMessage::Wakeup,
+                Err(mpsc::error::TrySendError::Full(_)) if *message == AgentMessage::Wakeup => {
+                    delivered = true
+                }
+                // A cancel must not be lost: the link is closed, and the agent's next connection
+                // is sent every pending cancel.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(
+                        node_id,
+                        "an agent link fell behind: closing it so the agent reconnects"
+                    );
+                    link.stuck.cancel();
+                    delivered = true;
+                }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
@@ -137,5 +157,19 @@ mod tests {
         drop(second);
         assert!(!agents.is_connected("a"));
         assert!(!agents.send("a", &AgentMessage::Wakeup));
+    }
+
+    #[test]
+    fn a_cancel_that_finds_the_queue_full_closes_the_link_and_a_wakeup_does_not() {
+        let agents = Agents::default();
+        let link = agents.connect("a", "t1");
+        for _ in 0..LINK_QUEUE {
+            assert!(agents.send("a", &AgentMessage::Wakeup));
+        }
+        assert!(agents.send("a", &AgentMessage::Wakeup), "one is already waiting");
+        assert!(!link.stuck.is_cancelled());
+        let cancel = AgentMessage::Cancel { job_id: "j".into() };
+        assert!(agents.send("a", &cancel));
+        assert!(link.stuck.is_cancelled(), "the agent must reconnect to get it");
     }
 }

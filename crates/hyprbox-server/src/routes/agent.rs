@@ -107,6 +107,7 @@ async fn serve(state: AppState, node: NodeIdentity, node_id: String, mut socket:
         tokio::select! {
             () = state.shutdown.cancelled() => break Some((close_code::AWAY, "the server is shutting down")),
             () = link.closed.cancelled() => break Some((close_code::POLICY, "the node token was revoked")),
+            () = link.stuck.cancelled() => break Some((close_code::AWAY, "the connection fell behind: reconnect")),
             message = link.receiver.recv() => {
                 let frame = match message {
                     Some(AgentMessage::Wakeup) => json(&serde_json::json!({ "type": "wakeup" })),

@@ -1,6 +1,7 @@
 //! `hyprbox jobs run|list|show|logs|cancel`: dispatch a preset to a node and follow its output live.
 
 use std::io::Write;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::Method;
@@ -264,48 +265,78 @@ fn take_events(buffer: &mut String) -> Vec<SseEvent> {
     events
 }
 
-/// How often `--follow` reconnects to a stream that broke off before the job ended.
-const FOLLOW_RETRIES: u32 = 5;
+/// Reconnections in a row without a single event before `--follow` gives up (about 45 s).
+const FOLLOW_RETRIES: u32 = 8;
+
+/// How one connection to a job's stream ended.
+enum Followed {
+    /// The job ended: the `done` event's data.
+    Done(String),
+    /// The stream broke off or could not be opened for a passing reason (the server restarting):
+    /// worth opening again. Whether any event came through first.
+    BrokeOff { reason: String, progressed: bool },
+}
 
 /// Streams a job's output to stdout/stderr until `done`; the exit code is the job's. A stream that
-/// breaks off is opened again with `Last-Event-ID`, so no output is shown twice or lost.
+/// breaks off is opened again with `Last-Event-ID`, so no output is shown twice or lost; refusals
+/// (not signed in, no such job) end at once with their own exit code.
 async fn follow_job(api: &Api, id: &str) -> anyhow::Result<()> {
     let mut last_id: Option<String> = None;
     let mut shown_running = false;
     let mut failures = 0;
     loop {
-        let broke = match follow_once(api, id, &mut last_id, &mut shown_running).await {
-            Ok(Some(done)) => return finish(id, &done),
-            Ok(None) => "the server closed the stream before the job ended".to_string(),
-            Err(err) => err.to_string(),
-        };
-        failures += 1;
-        if failures > FOLLOW_RETRIES {
-            return Err(fail(6, broke));
+        match follow_once(api, id, &mut last_id, &mut shown_running).await? {
+            Followed::Done(done) => return finish(id, &done),
+            Followed::BrokeOff { reason, progressed } => {
+                if progressed {
+                    failures = 0;
+                }
+                failures += 1;
+                if failures > FOLLOW_RETRIES {
+                    return Err(fail(6, reason));
+                }
+                let wait = Duration::from_secs(1 << (failures - 1).min(3));
+                eprintln!("{reason}; reconnecting in {} s", wait.as_secs());
+                tokio::time::sleep(wait).await;
+            }
         }
-        eprintln!("{broke}; reconnecting ({failures}/{FOLLOW_RETRIES})");
-        tokio::time::sleep(std::time::Duration::from_secs(u64::from(failures))).await;
     }
 }
 
-/// One connection to the job's stream: `Some(done event's data)` when the job ended, `None` when
-/// the stream closed early.
+/// One connection to the job's stream.
 async fn follow_once(
     api: &Api,
     id: &str,
     last_id: &mut Option<String>,
     shown_running: &mut bool,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Followed> {
     let mut request = api.request(Method::GET, &format!("/api/jobs/{}/stream", enc(id)))?;
     if let Some(last) = last_id.as_deref() {
         request = request.header("Last-Event-ID", last);
     }
-    let response = api.send(request).await?;
+    let broke = |reason: String, progressed| Followed::BrokeOff { reason, progressed };
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => {
+            return Ok(broke(
+                format!("cannot reach {}: {}", api.server, e.without_url()),
+                false,
+            ));
+        }
+    };
+    if matches!(response.status().as_u16(), 502..=504) {
+        return Ok(broke(format!("the server answered {}", response.status()), false));
+    }
+    let response = super::check(response).await?;
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
     let mut pending = Vec::new();
+    let mut progressed = false;
     while let Some(piece) = body.next().await {
-        let piece = piece.map_err(|e| fail(6, format!("the stream broke off: {e}")))?;
+        let piece = match piece {
+            Ok(piece) => piece,
+            Err(e) => return Ok(broke(format!("the stream broke off: {e}"), progressed)),
+        };
         pending.extend_from_slice(&piece);
         // Keep an incomplete UTF-8 sequence for the next piece.
         let valid = match std::str::from_utf8(&pending) {
@@ -315,6 +346,7 @@ async fn follow_once(
         buffer.push_str(&String::from_utf8_lossy(&pending[..valid]));
         pending.drain(..valid);
         for event in take_events(&mut buffer) {
+            progressed = true;
             if event.id.is_some() {
                 last_id.clone_from(&event.id);
             }
@@ -336,12 +368,15 @@ async fn follow_once(
                         eprintln!("job {id} is RUNNING");
                     }
                 }
-                "done" => return Ok(Some(event.data)),
+                "done" => return Ok(Followed::Done(event.data)),
                 _ => {}
             }
         }
     }
-    Ok(None)
+    Ok(broke(
+        "the server closed the stream before the job ended".into(),
+        progressed,
+    ))
 }
 
 fn finish(id: &str, data: &str) -> anyhow::Result<()> {
@@ -394,6 +429,68 @@ mod tests {
         // CR alone ends lines too (the event is complete once the next byte shows it was no CRLF).
         let mut cr_only = String::from("event: done\rdata: {}\r\r: ping");
         assert_eq!(take_events(&mut cr_only)[0].name, "done");
+    }
+
+    fn api(server: &wiremock::MockServer) -> Api {
+        Api {
+            server: server.uri(),
+            token: Some("t".into()),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn exit_code(err: &anyhow::Error) -> Option<u8> {
+        err.downcast_ref::<super::super::CliError>().map(|e| e.code)
+    }
+
+    #[tokio::test]
+    async fn follow_gives_up_at_once_on_a_refusal_with_its_exit_code() {
+        use wiremock::matchers::path;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        Mock::given(path("/api/jobs/nope/stream"))
+            .respond_with(
+                ResponseTemplate::new(404)
+                    .set_body_json(serde_json::json!({"error": "not_found", "message": "job not found"})),
+            )
+            .mount(&server)
+            .await;
+        let started = std::time::Instant::now();
+        let err = follow_job(&api(&server), "nope").await.unwrap_err();
+        assert_eq!(exit_code(&err), Some(4), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1), "no retries");
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn follow_reopens_a_stream_that_broke_off_after_the_last_event_it_saw() {
+        use wiremock::matchers::{header, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let sse = |body: &str| {
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(body)
+        };
+        Mock::given(path("/api/jobs/j1/stream"))
+            .and(header("last-event-id", "4"))
+            .respond_with(sse(
+                "event: done\ndata: {\"status\":\"SUCCEEDED\",\"exitCode\":0}\n\n",
+            ))
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        // The first connection ends after one output event, before `done` (a server restart).
+        Mock::given(path("/api/jobs/j1/stream"))
+            .respond_with(sse("event: stdout\nid: 4\ndata: a\n\n"))
+            .up_to_n_times(1)
+            .with_priority(2)
+            .mount(&server)
+            .await;
+        follow_job(&api(&server), "j1").await.unwrap();
+        let requests = server.received_requests().await.unwrap();
+        assert_eq!(requests.len(), 2);
+        assert!(requests[0].headers.get("last-event-id").is_none());
     }
 
     #[test]
