@@ -95,19 +95,26 @@ pub fn parse_duration(name: &str, value: &str) -> Result<Duration, ConfigError> 
             "{name} must be a duration such as 30m, 12h or 7d (got {value:?})"
         ))
     })?;
-    let seconds = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => {
             return Err(ConfigError(format!(
                 "{name}: unknown duration unit {unit:?} (use ms, s, m, h or d)"
             )));
         }
     };
-    Ok(Duration::from_secs(seconds))
+    // Ten years is more than any setting needs, and keeps every deadline computed from it in range.
+    const MAX_MILLIS: u64 = 3_650 * 86_400_000;
+    match n.checked_mul(millis_per_unit) {
+        Some(millis) if millis <= MAX_MILLIS => Ok(Duration::from_millis(millis)),
+        _ => Err(ConfigError(format!(
+            "{name} must be at most 3650d (got {value:?})"
+        ))),
+    }
 }
 
 fn positive_duration(name: &str, value: &str) -> Result<Duration, ConfigError> {
@@ -555,6 +562,14 @@ mod tests {
         assert_eq!(parse_duration("x", "250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("x", "soon").is_err());
         assert!(parse_duration("x", "5w").is_err());
+        for huge in ["99999999999999999d", "3651d", "18446744073709551615"] {
+            let err = parse_duration("HYPRBOX_X", huge).unwrap_err();
+            assert!(err.0.contains("at most 3650d"), "{huge}: {}", err.0);
+        }
+        assert_eq!(
+            parse_duration("x", "3650d").unwrap(),
+            Duration::from_secs(3_650 * 86_400)
+        );
     }
 
     #[test]

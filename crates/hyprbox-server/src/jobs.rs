@@ -64,27 +64,40 @@ pub fn publish_output(state: &AppState, job_id: &str, chunks: Vec<Chunk>) {
     }
 }
 
-fn severity(status: &str) -> &'static str {
+/// The node activity a status flip makes, as the contract names it (`None`: queued is not an event
+/// of the node yet).
+fn activity(status: &str) -> Option<(&'static str, &'static str)> {
     match status {
-        jobs::FAILED => "error",
-        jobs::CANCELLED => "warning",
-        _ => "info",
+        jobs::RUNNING => Some(("job.started", "INFO")),
+        jobs::SUCCEEDED => Some(("job.succeeded", "INFO")),
+        jobs::FAILED => Some(("job.failed", "WARN")),
+        jobs::CANCELLED => Some(("job.cancelled", "INFO")),
+        _ => None,
     }
 }
 
-/// A job's status flip, everywhere it shows: the job's own stream, the fleet stream (`job`) and the
-/// node's activity (`job.<status>`), which is also stored.
+/// A job's status flip, everywhere it shows: the job's own stream, the fleet stream (`job`) and,
+/// from its start on, the node's activity (`job.started`, `job.succeeded`…), which is also stored.
 pub async fn publish_status(state: &AppState, job: &Job) {
     state
         .feeds
         .publish(&job.id, FeedEvent::Status(Arc::from(job.status.as_str())));
+    if state.hub.has_subscribers() {
+        state.hub.publish(
+            "job",
+            &serde_json::json!({ "id": job.id, "nodeId": job.node_id, "status": job.status }),
+        );
+    }
+    let Some((kind, severity)) = activity(&job.status) else {
+        return;
+    };
     let now = now_ms();
     let event = NodeEvent {
         id: new_id(),
         node_id: job.node_id.clone(),
         at: now,
-        kind: format!("job.{}", job.status.to_ascii_lowercase()),
-        severity: severity(&job.status).into(),
+        kind: kind.into(),
+        severity: severity.into(),
         message: match (&job.status[..], &job.error, job.exit_code) {
             (_, Some(error), _) => format!("Job {} ({}): {error}", job.id, job.preset_name),
             (jobs::SUCCEEDED | jobs::FAILED, None, Some(code)) => {
@@ -98,10 +111,6 @@ pub async fn publish_status(state: &AppState, job: &Job) {
         metadata: serde_json::json!({ "jobId": job.id, "presetName": job.preset_name }).to_string(),
     };
     if state.hub.has_subscribers() {
-        state.hub.publish(
-            "job",
-            &serde_json::json!({ "id": job.id, "nodeId": job.node_id, "status": job.status }),
-        );
         state.hub.publish_activity(&event);
     }
     state.writer.queue(Pending::Event(event)).await;

@@ -3,7 +3,7 @@
 //! `GET /api/nodes` and `/api/nodes/sparks` cover every node: for a fleet of 10,000 that is a few
 //! megabytes of JSON and tens of milliseconds to render, which sixteen dashboards polling at once
 //! would redo for each request. For large fleets the rendered bytes are shared for up to a second
-//! (statuses and values are then at most a second old); small fleets are rendered fresh every time.
+//! (statuses and values are then at most two seconds old); small fleets are rendered fresh every time.
 //! Removing a node or changing its config drops what was rendered.
 
 use std::collections::HashMap;
@@ -16,6 +16,9 @@ use axum::body::Bytes;
 pub const SHARE_FROM_NODES: usize = 1_000;
 /// How long a rendered answer is served before it is rendered again.
 pub const SHARE_FOR: Duration = Duration::from_secs(1);
+/// Past this age a rendering is not served at all, even while the next is on its way: after a
+/// quiet hour the first reader waits for a fresh one rather than seeing hour-old statuses.
+pub const SERVE_STALE_FOR: Duration = Duration::from_secs(2);
 
 struct Slot {
     at: Instant,
@@ -29,8 +32,9 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    /// The answer for `key`. A stale answer is still served while one background task renders the
-    /// next, so no reader waits for a rendering except the very first.
+    /// The answer for `key`. An answer a little stale (up to [`SERVE_STALE_FOR`]) is still served
+    /// while one background task renders the next, so under steady polling no reader waits;
+    /// otherwise the reader waits for a fresh rendering.
     pub async fn get(
         &self,
         key: &str,
@@ -43,12 +47,16 @@ impl Rendered {
         let stale = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             match slots.get_mut(key) {
-                Some(slot) if slot.at.elapsed() < SHARE_FOR || slot.rendering => return slot.bytes.clone(),
-                Some(slot) => {
+                Some(slot) if slot.at.elapsed() < SHARE_FOR => return slot.bytes.clone(),
+                Some(slot) if slot.at.elapsed() < SERVE_STALE_FOR => {
+                    if slot.rendering {
+                        return slot.bytes.clone();
+                    }
                     slot.rendering = true;
                     Some(slot.bytes.clone())
                 }
-                None => None,
+                // Too old to serve (a rendering may be on its way; this reader makes its own).
+                Some(_) | None => None,
             }
         };
         // Tens of milliseconds of work: off the async workers, so heartbeats keep flowing.
@@ -56,7 +64,14 @@ impl Rendered {
         let slots = Arc::clone(&self.slots);
         let key = key.to_string();
         let store = async move {
-            let bytes = Bytes::from(rendering.await.unwrap_or_default());
+            let bytes = match rendering.await {
+                Ok(bytes) => Bytes::from(bytes),
+                // A rendering that panicked is not shared: the next reader tries again.
+                Err(e) => {
+                    slots.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            };
             let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
             slots.insert(
                 key,
@@ -120,5 +135,26 @@ mod tests {
             .get("large", SHARE_FROM_NODES, counting(&renders, b"y"))
             .await;
         assert_eq!(&again[..], b"y");
+    }
+
+    #[tokio::test]
+    async fn a_rendering_too_old_is_not_served_and_a_slightly_stale_one_is_while_the_next_renders() {
+        let rendered = Rendered::default();
+        let renders = Arc::new(AtomicUsize::new(0));
+        rendered
+            .get("k", SHARE_FROM_NODES, counting(&renders, b"1"))
+            .await;
+        // Slightly stale: served at once, the next rendering made in the background.
+        std::thread::sleep(SHARE_FOR + Duration::from_millis(50));
+        let quick = rendered
+            .get("k", SHARE_FROM_NODES, counting(&renders, b"2"))
+            .await;
+        assert_eq!(&quick[..], b"1");
+        // Too old: the reader waits for a fresh rendering.
+        std::thread::sleep(SERVE_STALE_FOR + Duration::from_millis(300));
+        let fresh = rendered
+            .get("k", SHARE_FROM_NODES, counting(&renders, b"3"))
+            .await;
+        assert_eq!(&fresh[..], b"3");
     }
 }

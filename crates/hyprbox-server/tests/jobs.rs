@@ -949,11 +949,23 @@ async fn status_flips_show_on_the_fleet_stream_and_in_the_node_activity() {
             .iter()
             .map(|e| e["type"].as_str().unwrap().to_string())
             .collect();
-        ["job.queued", "job.running", "job.failed"]
+        ["job.started", "job.failed"]
             .iter()
             .all(|t| types.iter().any(|x| x == t))
+            && !types.iter().any(|t| t == "job.queued" || t == "job.running")
     })
     .await;
+    let activity = app.get("/api/nodes/web-1/activity", Some(&admin.token)).await;
+    let severity_of = |kind: &str| {
+        activity.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == kind)
+            .map(|e| e["severity"].clone())
+    };
+    assert_eq!(severity_of("job.failed"), Some(json!("WARN")));
+    assert_eq!(severity_of("job.started"), Some(json!("INFO")));
 }
 
 #[tokio::test]

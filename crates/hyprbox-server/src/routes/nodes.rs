@@ -560,7 +560,6 @@ pub async fn delete(
     Path(node_id): Path<String>,
 ) -> ApiResult<StatusCode> {
     known_node(&state, &node_id)?;
-    state.fleet.remove(&node_id);
     let mut tx = state.store.begin().await?;
     nodes::delete(&mut tx, &node_id).await?;
     hyprbox_store::findings::delete_for_node(&mut tx, &node_id).await?;
@@ -570,6 +569,8 @@ pub async fn delete(
     )
     .await?;
     tx.commit().await?;
+    // Forgotten in memory only once the database agrees (a failed commit leaves the node whole).
+    state.fleet.remove(&node_id);
     // Rows of this node still queued would bring it back: the writer drops them and deletes again
     // after what it had already taken.
     state.writer.queue(Pending::Forget(node_id.clone())).await;

@@ -67,6 +67,19 @@ where
     )
 }
 
+/// When a live stream ends, in seconds since the epoch. A cookie session's stream ends just past
+/// the token's half-life: the browser's EventSource reconnects at once with the cookie, which is
+/// then renewed (sliding sessions), so a dashboard that only watches the stream stays signed in.
+/// Ending at the expiry would leave it reconnecting with an expired cookie.
+fn stream_end(claims: &crate::auth::tokens::Claims, via_cookie: bool, now: i64) -> i64 {
+    let half_life = claims.iat + (claims.exp - claims.iat) / 2 + 1;
+    if via_cookie && half_life > now {
+        half_life
+    } else {
+        claims.exp
+    }
+}
+
 #[utoipa::path(get, path = "/api/stream/nodes", tag = "nodes", security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "text/event-stream: `heartbeat`, `activity`, `job` and `lagged` events, `: ping` every 25 s", content_type = "text/event-stream"),
@@ -75,12 +88,12 @@ pub async fn nodes(
     State(state): State<AppState>,
     CurrentUser(identity): CurrentUser,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    // The stream lives no longer than the session that opened it: it ends at the token's expiry,
-    // on logout, and when the user's token version changes or the user is deleted.
-    let left = identity
-        .claims
-        .exp
-        .saturating_sub(chrono::Utc::now().timestamp())
+    // The stream lives no longer than the session that opened it: it ends at the token's expiry
+    // (or earlier, see `stream_end`), on logout, and when the user's token version changes or the
+    // user is deleted.
+    let now = chrono::Utc::now().timestamp();
+    let left = stream_end(&identity.claims, identity.via_cookie, now)
+        .saturating_sub(now)
         .max(0);
     let expires_at = tokio::time::Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0));
     let sessions = state.clone();
@@ -127,6 +140,28 @@ mod tests {
         }
         stop.cancel();
         assert_eq!(stream.next().await, None, "the stream ends on shutdown");
+    }
+
+    #[test]
+    fn a_cookie_session_stream_ends_past_half_life_so_its_reconnect_renews_the_cookie() {
+        let claims = crate::auth::tokens::Claims {
+            sub: "u".into(),
+            tv: 0,
+            jti: "j".into(),
+            iat: 1_000,
+            exp: 2_800,
+        };
+        assert_eq!(stream_end(&claims, true, 1_000), 1_901, "just past half-life");
+        assert_eq!(
+            stream_end(&claims, true, 1_950),
+            2_800,
+            "renewed on open: until expiry"
+        );
+        assert_eq!(
+            stream_end(&claims, false, 1_000),
+            2_800,
+            "a bearer token cannot be renewed"
+        );
     }
 
     fn far() -> tokio::time::Instant {
