@@ -15,6 +15,8 @@ const PRUNE_BATCH: i64 = 1000;
 /// A node's heartbeat history is deleted an hour of data at a time (3,600 rows at one heartbeat
 /// a second), so each statement stays short.
 const HISTORY_WINDOW_MS: i64 = 3_600_000;
+/// Activity events each node keeps past the retention: more than the activity view shows (8).
+const EVENTS_KEPT: i64 = 20;
 
 pub struct Workers(JoinSet<()>);
 
@@ -43,7 +45,7 @@ async fn prune_loop(state: AppState, shutdown: CancellationToken) {
         }
         match prune_history(&state).await {
             Ok(0) => {}
-            Ok(rows) => tracing::info!(rows, "pruned heartbeat history past its retention"),
+            Ok(rows) => tracing::info!(rows, "pruned heartbeat history and activity past their retention"),
             Err(err) => tracing::warn!(error = %err, "pruning heartbeat history failed; will retry"),
         }
         tokio::select! {
@@ -54,7 +56,8 @@ async fn prune_loop(state: AppState, shutdown: CancellationToken) {
 }
 
 /// Deletes heartbeats older than `HYPRBOX_HISTORY_RETENTION`, node by node, oldest first, a short
-/// window of data per statement; returns how many rows went.
+/// window of data per statement, and activity events as old (each node keeps its newest
+/// [`EVENTS_KEPT`] whatever their age); returns how many rows went.
 pub async fn prune_history(state: &AppState) -> Result<u64, StoreError> {
     let retention = i64::try_from(state.settings.history_retention.as_millis()).unwrap_or(i64::MAX);
     let cutoff = now_ms().saturating_sub(retention);
@@ -68,6 +71,7 @@ pub async fn prune_history(state: &AppState) -> Result<u64, StoreError> {
             let to = oldest.saturating_add(HISTORY_WINDOW_MS).min(cutoff);
             total += nodes::prune_history(&mut conn, &node_id, oldest, to).await?;
         }
+        total += nodes::prune_events(&mut conn, &node_id, cutoff, EVENTS_KEPT).await?;
         // Let heartbeats and reads through between nodes.
         tokio::task::yield_now().await;
     }

@@ -301,6 +301,26 @@ pub async fn delete(conn: &mut AnyConnection, node_id: &str) -> Result<bool, Sto
     Ok(done.rows_affected() == 1)
 }
 
+/// Deletes a node's activity events older than `cutoff`, except its newest `keep` (a quiet node
+/// still shows what last happened to it); returns how many went.
+pub async fn prune_events(
+    conn: &mut AnyConnection,
+    node_id: &str,
+    cutoff: i64,
+    keep: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM node_events WHERE node_id = $1 AND at < $2 AND id NOT IN \
+         (SELECT id FROM node_events WHERE node_id = $1 ORDER BY at DESC, id DESC LIMIT $3)",
+    )
+    .bind(node_id)
+    .bind(cutoff)
+    .bind(keep)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// The time of a node's oldest heartbeat, if any.
 pub async fn oldest_heartbeat(conn: &mut AnyConnection, node_id: &str) -> Result<Option<i64>, StoreError> {
     let row = sqlx::query("SELECT MIN(at) AS at FROM heartbeats WHERE node_id = $1")

@@ -502,6 +502,40 @@ async fn history_is_pruned_by_time_window() {
 }
 
 #[tokio::test]
+async fn old_activity_is_pruned_but_each_node_keeps_its_newest_events() {
+    use crate::nodes::{self, NodeEvent};
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let event = |node: &str, at: i64| NodeEvent {
+        id: crate::new_id(),
+        node_id: node.into(),
+        at,
+        kind: "job.started".into(),
+        severity: "INFO".into(),
+        message: format!("at {at}"),
+        metadata: "{}".into(),
+    };
+    let mut events: Vec<_> = (0..10).map(|t| event("n1", t * 100)).collect();
+    events.push(event("n2", 0));
+    let mut tx = store.begin().await.unwrap();
+    nodes::write_batch(&mut tx, &[node("n1", 0), node("n2", 0)], &[], &events)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    // Older than 850: 0..800 (9 events); the newest 3 (700, 800, 900) stay whatever their age.
+    assert_eq!(nodes::prune_events(&mut conn, "n1", 850, 3).await.unwrap(), 7);
+    let left: Vec<i64> = nodes::events(&mut conn, "n1", 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(left, [900, 800, 700]);
+    assert_eq!(nodes::prune_events(&mut conn, "n2", 850, 0).await.unwrap(), 1);
+}
+
+#[tokio::test]
 async fn node_tokens_are_found_by_prefix_scoped_by_owner_and_revoked_softly() {
     use crate::tokens::{self, NodeToken};
     let db = TestDatabase::new().await;
