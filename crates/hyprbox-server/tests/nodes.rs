@@ -467,7 +467,7 @@ async fn config_is_a_merge_patch_validated_before_anything_changes() {
         json!({"scan_interval": 5}),
         json!({"heartbeat_interval": 100_000}),
         json!({"tls_paths": ["relative/path.pem"]}),
-        json!({"colour": "blue"}),
+        json!({"colour": "blue", "scan_interval": 1}),
         json!(["not", "an", "object"]),
     ] {
         let answer = patch(bad.clone()).await;
@@ -477,6 +477,16 @@ async fn config_is_a_merge_patch_validated_before_anything_changes() {
     let status = app.get("/api/nodes/n1/status", Some(&admin.token)).await;
     assert_eq!(
         status.body["config"],
+        json!({"tls_paths": ["/etc/ssl/site.pem"], "heartbeat_interval": 30})
+    );
+    // Keys the server does not know are kept as given (a newer agent may read them), and cleared
+    // like any other.
+    let extra = patch(json!({"log_level": "debug"})).await;
+    assert_eq!(extra.status, StatusCode::OK, "{}", extra.text);
+    assert_eq!(extra.body["config"]["log_level"], "debug");
+    let cleared = patch(json!({"log_level": null})).await;
+    assert_eq!(
+        cleared.body["config"],
         json!({"tls_paths": ["/etc/ssl/site.pem"], "heartbeat_interval": 30})
     );
     let denied = app
@@ -498,7 +508,7 @@ async fn config_is_a_merge_patch_validated_before_anything_changes() {
         .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     let audit = app.get("/api/audit?action=node.config", Some(&admin.token)).await;
-    assert_eq!(audit.body["total"], 2);
+    assert_eq!(audit.body["total"], 4, "the four patches that changed something");
     assert_eq!(audit.body["events"][0]["resourceId"], "n1");
 }
 

@@ -444,8 +444,17 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// The agent config keys and their rules.
+/// The largest config kept for a node (its JSON text).
+const MAX_CONFIG_BYTES: usize = 64 * 1024;
+
+/// The agent config keys and their rules. Other keys are kept as given, unvalidated (a newer agent
+/// may read them); only their total size is bounded.
 fn validate_config(config: &Map<String, Value>) -> Result<(), ApiError> {
+    if serde_json::to_vec(config).map_or(usize::MAX, |v| v.len()) > MAX_CONFIG_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "config must be at most {MAX_CONFIG_BYTES} bytes of JSON"
+        )));
+    }
     for (key, value) in config {
         match key.as_str() {
             "tls_paths" => {
@@ -462,18 +471,14 @@ fn validate_config(config: &Map<String, Value>) -> Result<(), ApiError> {
                     ));
                 }
             }
-            "scan_interval" | "heartbeat_interval" => {
-                if !value.as_i64().is_some_and(|v| (10..=86_400).contains(&v)) {
-                    return Err(ApiError::BadRequest(format!(
-                        "{key} must be a whole number of seconds from 10 to 86400"
-                    )));
-                }
-            }
-            other => {
+            "scan_interval" | "heartbeat_interval"
+                if !value.as_i64().is_some_and(|v| (10..=86_400).contains(&v)) =>
+            {
                 return Err(ApiError::BadRequest(format!(
-                    "unknown config key {other:?} (known: tls_paths, scan_interval, heartbeat_interval)"
+                    "{key} must be a whole number of seconds from 10 to 86400"
                 )));
             }
+            _ => {}
         }
     }
     Ok(())
@@ -620,10 +625,12 @@ mod tests {
             json!({"scan_interval": 9}),
             json!({"heartbeat_interval": 86_401}),
             json!({"scan_interval": 60.5}),
-            json!({"scan_intervall": 60}),
+            json!({"big": "x".repeat(MAX_CONFIG_BYTES)}),
         ] {
             assert!(validate_config(bad.as_object().unwrap()).is_err(), "{bad}");
         }
+        let unknown = json!({"log_level": "debug", "scan_interval": 60});
+        assert!(validate_config(unknown.as_object().unwrap()).is_ok());
     }
 
     #[test]
