@@ -407,6 +407,15 @@ pub enum FlushError {
 mod tests {
     use super::*;
 
+    /// A fresh job directory for job `j` under a temporary root.
+    fn job_dir(name: &str) -> JobDir {
+        let state = JobState {
+            job_id: "j".into(),
+            ..Default::default()
+        };
+        JobDir::create(&crate::testutil::temp_dir(name), state).unwrap()
+    }
+
     #[test]
     fn a_piece_never_ends_inside_a_character() {
         let text = "aé€😀".as_bytes(); // 1 + 2 + 3 + 4 bytes
@@ -446,15 +455,7 @@ mod tests {
 
     #[test]
     fn a_held_back_tail_is_sent_whole_once_it_is_complete() {
-        let root = crate::testutil::temp_dir("spool-tail");
-        let mut dir = JobDir::create(
-            &root,
-            JobState {
-                job_id: "j".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut dir = job_dir("spool-tail");
         let euro = "€".as_bytes();
         fs::write(dir.path().join("stdout"), [b"ab".as_slice(), &euro[..2]].concat()).unwrap();
         let (piece, consumed, _) = dir.fitting_piece(false).unwrap();
@@ -472,15 +473,7 @@ mod tests {
 
     #[test]
     fn a_trailing_cr_waits_for_the_next_piece_unless_the_job_is_over() {
-        let root = crate::testutil::temp_dir("spool-cr");
-        let mut dir = JobDir::create(
-            &root,
-            JobState {
-                job_id: "j".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut dir = job_dir("spool-cr");
         fs::write(dir.path().join("stdout"), "one\r").unwrap();
         let (piece, consumed, _) = dir.fitting_piece(false).unwrap();
         assert_eq!(piece.stdout.as_deref(), Some("one"));
@@ -493,15 +486,7 @@ mod tests {
 
     #[test]
     fn big_or_binary_output_is_cut_into_requests_the_server_accepts() {
-        let root = crate::testutil::temp_dir("spool-big");
-        let dir = JobDir::create(
-            &root,
-            JobState {
-                job_id: "j".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let dir = job_dir("spool-big");
         // NUL bytes grow sixfold in JSON.
         fs::write(dir.path().join("stdout"), vec![0u8; 2 * 1024 * 1024]).unwrap();
         fs::write(dir.path().join("stderr"), vec![b'e'; 2 * 1024 * 1024]).unwrap();

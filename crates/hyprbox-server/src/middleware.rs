@@ -272,6 +272,38 @@ async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -
     response
 }
 
+/// For the routes of [`is_node_keyed`]: charges the request to (token, `node_id`), or to the address
+/// without a token (the node id is then only the client's claim), and runs `work` when the token may
+/// act for the node (403) and the budget allows (429). The decision rides on the response for the
+/// gate to turn into headers.
+pub async fn charge_node(
+    state: &AppState,
+    node: Option<&auth::node_tokens::NodeIdentity>,
+    node_id: &str,
+    ip: ClientIp,
+    work: impl std::future::Future<Output = Response>,
+) -> Response {
+    let limit = state.settings.rate_limit;
+    let decision = match node {
+        Some(node) => state
+            .limiter
+            .check(("node", node.prefix.as_str(), node_id), limit),
+        None => state.limiter.check(("ip", ip.0), limit),
+    };
+    let mut response = if node.is_some_and(|n| !n.may_act_for(node_id)) {
+        ApiError::Forbidden("this token is pinned to another node".into()).into_response()
+    } else if !decision.allowed {
+        ApiError::TooManyRequests {
+            retry_after_secs: decision.reset_secs,
+        }
+        .into_response()
+    } else {
+        work.await
+    };
+    response.extensions_mut().insert(decision);
+    response
+}
+
 /// Routes whose handler charges the rate limit itself, per (token, node): the node they speak for
 /// is in the body.
 fn is_node_keyed(method: &axum::http::Method, path: &str) -> bool {

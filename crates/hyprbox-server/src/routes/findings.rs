@@ -297,6 +297,7 @@ async fn publish_resolved(state: &AppState, finding: &Finding) {
 pub async fn report(
     State(state): State<AppState>,
     NodeAuth(node): NodeAuth,
+    ip: ClientIp,
     Json(body): Json<ReportBody>,
 ) -> Response {
     if let Err(message) = validate_node_id("nodeId", &body.node_id) {
@@ -304,22 +305,9 @@ pub async fn report(
     }
     // The node is in the body, so the middleware left the charge to us: a fleet-wide token serves
     // many nodes, each with its own budget (as heartbeats).
-    let decision = state.limiter.check(
-        ("node", node.prefix.as_str(), body.node_id.as_str()),
-        state.settings.rate_limit,
-    );
-    let mut response = if !node.may_act_for(&body.node_id) {
-        ApiError::Forbidden("this token is pinned to another node".into()).into_response()
-    } else if !decision.allowed {
-        ApiError::TooManyRequests {
-            retry_after_secs: decision.reset_secs,
-        }
-        .into_response()
-    } else {
-        store_report(&state, body).await.into_response()
-    };
-    response.extensions_mut().insert(decision);
-    response
+    let node_id = body.node_id.clone();
+    let work = async { store_report(&state, body).await.into_response() };
+    crate::middleware::charge_node(&state, Some(&node), &node_id, ip, work).await
 }
 
 async fn store_report(state: &AppState, body: ReportBody) -> ApiResult<(StatusCode, Json<ReportAccepted>)> {

@@ -184,26 +184,7 @@ pub async fn heartbeat(
     if let Err(message) = body.validate() {
         return ApiError::BadRequest(message).into_response();
     }
-    let limit = state.settings.rate_limit;
-    let decision = match &node {
-        Some(node) => state
-            .limiter
-            .check(("node", node.prefix.as_str(), body.node_id.as_str()), limit),
-        // Without a token the node id is whatever the client says: count the address instead.
-        None => state.limiter.check(("ip", ip.0), limit),
-    };
-    let mut response = if node.as_ref().is_some_and(|n| !n.may_act_for(&body.node_id)) {
-        ApiError::Forbidden("this token is pinned to another node".into()).into_response()
-    } else if !decision.allowed {
-        ApiError::TooManyRequests {
-            retry_after_secs: decision.reset_secs,
-        }
-        .into_response()
-    } else {
-        accept(&state, &body).await
-    };
-    response.extensions_mut().insert(decision);
-    response
+    crate::middleware::charge_node(&state, node.as_ref(), &body.node_id, ip, accept(&state, &body)).await
 }
 
 async fn accept(state: &AppState, body: &Heartbeat) -> Response {
