@@ -45,6 +45,19 @@ async fn queue(app: &TestApp, user: &Session, who: &str) -> Value {
     answer.body["job"].clone()
 }
 
+/// Queues a job of the `slow` preset (a 1-second timeout, for the reaper); returns its id.
+async fn queue_slow(app: &TestApp, user: &Session) -> String {
+    let answer = app
+        .post(
+            "/api/jobs",
+            Some(&user.token),
+            json!({"nodeId": "web-1", "presetName": "slow"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    answer.body["job"]["id"].as_str().unwrap().to_string()
+}
+
 async fn claim(app: &TestApp, token: &str) -> Value {
     let answer = app.get("/api/jobs/pending?nodeId=web-1", Some(token)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
@@ -1014,14 +1027,7 @@ async fn the_reaper_fails_a_job_past_its_timeout_and_gives_nodes_time_to_report_
 #[tokio::test]
 async fn the_reaper_writes_its_reason_to_stderr_even_past_the_output_cap() {
     let (app, admin, token) = setup_with(&[("HYPRBOX_JOB_OUTPUT_MAX_BYTES", "10")]).await;
-    let slow = app
-        .post(
-            "/api/jobs",
-            Some(&admin.token),
-            json!({"nodeId": "web-1", "presetName": "slow"}),
-        )
-        .await;
-    let id = slow.body["job"]["id"].as_str().unwrap().to_string();
+    let id = queue_slow(&app, &admin).await;
     claim(&app, &token).await;
     let full = output(&app, &token, &id, json!({"stderr": "0123456789abcdef"})).await;
     assert_eq!(full.status, StatusCode::NO_CONTENT);
@@ -1041,14 +1047,7 @@ async fn the_reaper_writes_its_reason_to_stderr_even_past_the_output_cap() {
 async fn a_job_its_operator_asked_to_stop_ends_cancelled_when_the_reaper_ends_it() {
     let (app, admin, token) = setup().await;
     let mut socket = connect_agent(&app, &token, "").await.unwrap();
-    let slow = app
-        .post(
-            "/api/jobs",
-            Some(&admin.token),
-            json!({"nodeId": "web-1", "presetName": "slow"}),
-        )
-        .await;
-    let id = slow.body["job"]["id"].as_str().unwrap().to_string();
+    let id = queue_slow(&app, &admin).await;
     assert_eq!(next_message(&mut socket).await["type"], "wakeup");
     claim(&app, &token).await;
     let cancel = app
