@@ -76,6 +76,15 @@ struct CompleteBody<'a> {
     output: &'a OutputPiece,
 }
 
+/// The server's answer to a heartbeat.
+#[derive(Debug)]
+pub struct HeartbeatAnswer {
+    /// The body, as sent (printed by `--once`).
+    pub body: String,
+    /// The server holds none of the node's inventory: send it with the next heartbeat.
+    pub inventory_wanted: bool,
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -135,15 +144,22 @@ impl Client {
         })
     }
 
-    /// `POST /api/nodes/heartbeat` → the server's answer body (202).
-    pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<String, ApiError> {
+    /// `POST /api/nodes/heartbeat` → the server's answer (202).
+    pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<HeartbeatAnswer, ApiError> {
         let response = self
             .send(
                 self.request(reqwest::Method::POST, "/api/nodes/heartbeat")
                     .json(hb),
             )
             .await?;
-        Ok(response.text().await.unwrap_or_default())
+        let inventory_wanted = response
+            .headers()
+            .get(hyprbox_proto::INVENTORY_WANTED_HEADER)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        Ok(HeartbeatAnswer {
+            body: response.text().await.unwrap_or_default(),
+            inventory_wanted,
+        })
     }
 
     /// `GET /api/nodes/me/config`. A fleet-wide token has no node config (400): `None`.

@@ -66,11 +66,6 @@ async fn next_heartbeat(
     (hb, changed.then_some(inventory))
 }
 
-/// Whether the server's answer to a heartbeat asks for the inventory again.
-fn inventory_wanted(answer: &str) -> bool {
-    serde_json::from_str::<hyprbox_proto::HeartbeatAck>(answer).is_ok_and(|ack| ack.inventory_wanted)
-}
-
 /// One heartbeat with the full inventory, for `--once`: the server's answer, or the error.
 pub async fn once(config: &Config) -> Result<String, ApiError> {
     let client = Client::new(&config.server, &config.token).map_err(|e| ApiError::Status {
@@ -79,7 +74,7 @@ pub async fn once(config: &Config) -> Result<String, ApiError> {
     })?;
     let mut collector = Collector::new(Cgroup::default());
     let (hb, _) = next_heartbeat(config, &mut collector, None).await;
-    client.heartbeat(&hb).await
+    client.heartbeat(&hb).await.map(|answer| answer.body)
 }
 
 pub async fn run(config: Config, client: Client, shutdown: CancellationToken) {
@@ -119,7 +114,7 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) {
                     last_sent = sent_inventory;
                 }
                 // The server lost the inventory (the node was deleted and came back): resend it.
-                if inventory_wanted(&answer) {
+                if answer.inventory_wanted {
                     tracing::info!("the server asks for the inventory again");
                     last_sent = None;
                 }
@@ -137,15 +132,6 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_inventory_is_sent_again_only_when_the_answer_asks_for_it() {
-        assert!(inventory_wanted(
-            r#"{"received":true,"nodeId":"n","inventoryWanted":true}"#
-        ));
-        assert!(!inventory_wanted(r#"{"received":true,"nodeId":"n"}"#));
-        assert!(!inventory_wanted("not json"));
-    }
 
     #[test]
     fn the_server_host_and_port_come_from_the_url() {

@@ -143,7 +143,8 @@ async fn the_agent_sends_its_inventory_again_when_the_server_asks_for_it() {
         .and(path("/api/nodes/heartbeat"))
         .respond_with(
             ResponseTemplate::new(202)
-                .set_body_json(json!({"received": true, "nodeId": "agent-2", "inventoryWanted": true})),
+                .insert_header("x-hyprbox-inventory-wanted", "true")
+                .set_body_json(json!({"received": true, "nodeId": "agent-2"})),
         )
         .up_to_n_times(1)
         .with_priority(1)

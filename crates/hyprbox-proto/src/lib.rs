@@ -137,11 +137,12 @@ impl Heartbeat {
 pub struct HeartbeatAck {
     pub received: bool,
     pub node_id: String,
-    /// Present (true) when the server holds none of the node's inventory (it was deleted and
-    /// registered again, say): the agent then sends its inventory with the next heartbeat.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub inventory_wanted: bool,
 }
+
+/// Response header of a heartbeat's 202 (value `true`) when the server holds none of the node's
+/// inventory (it was deleted and registered again, say): the agent then sends its inventory with
+/// the next heartbeat. A header, so the answer's body stays the contract's `{received, nodeId}`.
+pub const INVENTORY_WANTED_HEADER: &str = "x-hyprbox-inventory-wanted";
 
 #[cfg(test)]
 mod tests {

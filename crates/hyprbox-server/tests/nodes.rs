@@ -107,22 +107,33 @@ async fn inventory_is_kept_unless_sent_and_survives_a_restart() {
 async fn the_answer_asks_for_the_inventory_while_the_server_has_none() {
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;
+    let wanted = |answer: &common::Answer| {
+        answer
+            .headers
+            .get("x-hyprbox-inventory-wanted")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
     let bare = app
         .heartbeat(None, json!({"node_id": "n1", "cpu_percent": 3}))
         .await;
     assert_eq!(bare.status, StatusCode::ACCEPTED);
-    assert_eq!(bare.body["inventoryWanted"], true, "{}", bare.text);
+    assert_eq!(
+        bare.body,
+        json!({"received": true, "nodeId": "n1"}),
+        "the body is the contract's"
+    );
+    assert_eq!(wanted(&bare).as_deref(), Some("true"));
     let full = app
         .heartbeat(
             None,
             json!({"node_id": "n1", "hostname": "web-1", "agent_version": "1.0"}),
         )
         .await;
-    assert_eq!(full.body, json!({"received": true, "nodeId": "n1"}));
+    assert_eq!(wanted(&full), None);
     let later = app
         .heartbeat(None, json!({"node_id": "n1", "cpu_percent": 4}))
         .await;
-    assert!(later.body.get("inventoryWanted").is_none(), "{}", later.text);
+    assert_eq!(wanted(&later), None, "the server has it now");
     // Deleted and back with a bare heartbeat: the server asks again.
     let deleted = app
         .call(Method::DELETE, "/api/nodes/n1", Some(&admin.token), None)
@@ -131,7 +142,7 @@ async fn the_answer_asks_for_the_inventory_while_the_server_has_none() {
     let back = app
         .heartbeat(None, json!({"node_id": "n1", "cpu_percent": 5}))
         .await;
-    assert_eq!(back.body["inventoryWanted"], true, "{}", back.text);
+    assert_eq!(wanted(&back).as_deref(), Some("true"));
 }
 
 #[tokio::test]

@@ -167,7 +167,7 @@ fn known_node(state: &AppState, node_id: &str) -> Result<NodeState, ApiError> {
 #[utoipa::path(post, path = "/api/nodes/heartbeat", tag = "nodes", request_body = Heartbeat,
     security((), ("nodeToken" = [])),
     responses(
-        (status = 202, description = "Received (written within 250 ms)", body = HeartbeatAck),
+        (status = 202, description = "Received (written within 250 ms). `X-HyprBox-Inventory-Wanted: true` when the server holds none of the node's inventory: send it with the next heartbeat", body = HeartbeatAck),
         (status = 400, description = "A field breaks its rule; the message names it", body = ErrorBody),
         (status = 401, description = "No valid node token (when one is required)", body = ErrorBody),
         (status = 403, description = "The token is pinned to another node", body = ErrorBody),
@@ -222,9 +222,15 @@ async fn accept(state: &AppState, body: &Heartbeat) -> Response {
     let ack = HeartbeatAck {
         received: true,
         node_id: body.node_id.clone(),
-        inventory_wanted,
     };
-    (StatusCode::ACCEPTED, Json(ack)).into_response()
+    let mut response = (StatusCode::ACCEPTED, Json(ack)).into_response();
+    if inventory_wanted {
+        response.headers_mut().insert(
+            hyprbox_proto::INVENTORY_WANTED_HEADER,
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    response
 }
 
 #[utoipa::path(get, path = "/api/nodes", tag = "nodes", security(("bearer" = []), ("cookie" = [])),
