@@ -326,6 +326,14 @@ impl Fleet {
         })
     }
 
+    /// Whether the node is known (without copying its state).
+    pub fn contains(&self, node_id: &str) -> bool {
+        self.shard(node_id)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(node_id)
+    }
+
     pub fn get(&self, node_id: &str) -> Option<NodeState> {
         self.shard(node_id)
             .read()

@@ -91,6 +91,10 @@ pub async fn publish_status(state: &AppState, job: &Job) {
     let Some((kind, severity)) = activity(&job.status) else {
         return;
     };
+    // A deleted node's jobs end without it: its activity is gone and must not come back.
+    if !state.fleet.contains(&job.node_id) {
+        return;
+    }
     let now = now_ms();
     let event = NodeEvent {
         id: new_id(),

@@ -1119,4 +1119,11 @@ async fn deleting_a_node_cancels_its_queued_jobs() {
     let cancelled = job(&app, &admin, &id).await;
     assert_eq!(cancelled["status"], "CANCELLED");
     assert_eq!(cancelled["error"], "the node was deleted");
+    // The cancel is no activity of the node any more: nothing of it comes back.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut conn = app.state.store.conn().await.unwrap();
+    let events = hyprbox_store::nodes::events(&mut conn, "web-1", 100)
+        .await
+        .unwrap();
+    assert!(events.is_empty(), "{events:?}");
 }

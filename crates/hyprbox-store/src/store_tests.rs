@@ -532,6 +532,11 @@ async fn old_activity_is_pruned_but_each_node_keeps_its_newest_events() {
         .map(|e| e.at)
         .collect();
     assert_eq!(left, [900, 800, 700]);
+    assert_eq!(
+        nodes::prune_events(&mut conn, "n1", 850, 3).await.unwrap(),
+        0,
+        "nothing more to prune"
+    );
     assert_eq!(nodes::prune_events(&mut conn, "n2", 850, 0).await.unwrap(), 1);
 }
 

@@ -346,8 +346,9 @@ async fn follow_once(
         buffer.push_str(&String::from_utf8_lossy(&pending[..valid]));
         pending.drain(..valid);
         for event in take_events(&mut buffer) {
-            progressed = true;
+            // Only output counts as progress: every connection replays the status first.
             if event.id.is_some() {
+                progressed = true;
                 last_id.clone_from(&event.id);
             }
             match event.name.as_str() {
