@@ -93,9 +93,7 @@ async fn health_samples_and_daily_users_survive_a_restart() {
     hyprbox_server::ux::tick(&app.state, now).await.unwrap();
     let (_, db) = app.stop_keeping_database().await;
 
-    let store = hyprbox_store::Store::connect(&db.url, &Default::default())
-        .await
-        .unwrap();
+    let store = db.store().await;
     let mut conn = store.conn().await.unwrap();
     let samples = hyprbox_store::metrics::samples_since(&mut conn, 0).await.unwrap();
     assert!(!samples.is_empty(), "the sample is in the database");

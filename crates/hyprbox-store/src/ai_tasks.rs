@@ -264,12 +264,10 @@ pub async fn prune_done(conn: &mut AnyConnection, before: i64, batch: i64) -> Re
 mod tests {
     use super::*;
     use crate::testing::TestDatabase;
-    use crate::{ConnectOptions, new_id, now_ms};
+    use crate::{new_id, now_ms};
 
     async fn store(db: &TestDatabase) -> Store {
-        let store = Store::connect(&db.url, &ConnectOptions::default()).await.unwrap();
-        store.migrate().await.unwrap();
-        store
+        db.store().await
     }
 
     async fn queue(store: &Store, action: &str, at: i64) -> Task {

@@ -313,13 +313,11 @@ pub async fn counts(conn: &mut AnyConnection, now: i64) -> Result<HashMap<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
     use crate::testing::TestDatabase;
-    use crate::{ConnectOptions, Store};
 
     async fn store(db: &TestDatabase) -> Store {
-        let store = Store::connect(&db.url, &ConnectOptions::default()).await.unwrap();
-        store.migrate().await.unwrap();
-        store
+        db.store().await
     }
 
     fn reported(kind: &str, key: &str, severity: &str) -> Reported {

@@ -112,13 +112,11 @@ pub async fn prune_daily_users(conn: &mut AnyConnection, before_day: i64) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
     use crate::testing::TestDatabase;
-    use crate::{ConnectOptions, Store};
 
     async fn store(db: &TestDatabase) -> Store {
-        let store = Store::connect(&db.url, &ConnectOptions::default()).await.unwrap();
-        store.migrate().await.unwrap();
-        store
+        db.store().await
     }
 
     #[tokio::test]

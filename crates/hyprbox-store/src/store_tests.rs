@@ -3,12 +3,10 @@
 use crate::audit::{self, AuditFilter, NewAuditEvent};
 use crate::testing::TestDatabase;
 use crate::users::{self, AdminGuarded, NewUser, Role};
-use crate::{ConnectOptions, Store, StoreError, now_ms, resets, sessions};
+use crate::{Store, StoreError, now_ms, resets, sessions};
 
 async fn store(db: &TestDatabase) -> Store {
-    let store = Store::connect(&db.url, &ConnectOptions::default()).await.unwrap();
-    store.migrate().await.unwrap();
-    store
+    db.store().await
 }
 
 async fn add_user(store: &Store, email: &str, role: Role) -> users::User {

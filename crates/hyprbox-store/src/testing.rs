@@ -23,6 +23,15 @@ impl TestDatabase {
         }
     }
 
+    /// A store on this database, migrated.
+    pub async fn store(&self) -> crate::Store {
+        let store = crate::Store::connect(&self.url, &crate::ConnectOptions::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
     fn sqlite() -> TestDatabase {
         let dir = std::env::temp_dir().join(format!("hyprbox-test-{}", uuid::Uuid::now_v7().simple()));
         let url = format!("sqlite://{}", dir.join("hyprbox.db").display());

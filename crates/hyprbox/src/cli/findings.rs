@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use super::{Api, Target, cell, enc, print_json, rows, table};
+use super::{Api, Target, cell, enc, print_json, print_list, table};
 
 #[derive(clap::Args, Debug)]
 pub struct FindingsArgs {
@@ -74,25 +74,19 @@ pub async fn run(args: FindingsArgs) -> anyhow::Result<()> {
                 format!("/api/findings?{}", query.join("&"))
             };
             let body = api.json(Method::GET, &path, None).await?;
-            if args.json {
-                print_json(&body);
-                return Ok(());
-            }
-            let rows = rows(
-                &body["findings"],
+            print_list(
+                &body,
+                args.json,
+                "findings",
                 &[
-                    "id",
-                    "severity",
-                    "status",
-                    "nodeId",
-                    "type",
-                    "title",
-                    "lastSeenAt",
+                    ("ID", "id"),
+                    ("SEVERITY", "severity"),
+                    ("STATUS", "status"),
+                    ("NODE", "nodeId"),
+                    ("TYPE", "type"),
+                    ("TITLE", "title"),
+                    ("LAST SEEN", "lastSeenAt"),
                 ],
-            );
-            table(
-                &["ID", "SEVERITY", "STATUS", "NODE", "TYPE", "TITLE", "LAST SEEN"],
-                &rows,
             );
             Ok(())
         }

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::{Api, Target, cell, enc, fail, print_json, rows, table};
+use super::{Api, Target, cell, enc, fail, print_json, print_list};
 
 #[derive(clap::Args, Debug)]
 pub struct JobsArgs {
@@ -116,15 +116,19 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
                 path.push_str(&format!("&status={}", enc(&status.to_ascii_uppercase())));
             }
             let body = api.json(Method::GET, &path, None).await?;
-            if json {
-                print_json(&body);
-                return Ok(());
-            }
-            let rows = rows(
-                &body["jobs"],
-                &["id", "nodeId", "presetName", "status", "exitCode", "createdAt"],
+            print_list(
+                &body,
+                json,
+                "jobs",
+                &[
+                    ("ID", "id"),
+                    ("NODE", "nodeId"),
+                    ("PRESET", "presetName"),
+                    ("STATUS", "status"),
+                    ("EXIT", "exitCode"),
+                    ("CREATED", "createdAt"),
+                ],
             );
-            table(&["ID", "NODE", "PRESET", "STATUS", "EXIT", "CREATED"], &rows);
             Ok(())
         }
         JobsCommand::Show { id, json, target } => {

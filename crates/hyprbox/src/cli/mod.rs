@@ -231,6 +231,18 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// A list answer: as JSON with `--json`, else the `key` array as a table of `(header, field)`
+/// columns.
+pub fn print_list(body: &Value, json: bool, key: &str, columns: &[(&str, &str)]) {
+    if json {
+        print_json(body);
+        return;
+    }
+    let header: Vec<&str> = columns.iter().map(|(header, _)| *header).collect();
+    let fields: Vec<&str> = columns.iter().map(|(_, field)| *field).collect();
+    table(&header, &rows(&body[key], &fields));
+}
+
 /// The rows of a table: for each object of the `items` array, the named fields as cells.
 pub fn rows(items: &Value, fields: &[&str]) -> Vec<Vec<String>> {
     items

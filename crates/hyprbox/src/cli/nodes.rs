@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 
-use super::{Api, Target, print_json, rows, table};
+use super::{Api, Target, print_list};
 
 #[derive(clap::Args, Debug)]
 pub struct NodesArgs {
@@ -16,25 +16,19 @@ pub struct NodesArgs {
 pub async fn run(args: NodesArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.target);
     let body = api.json(Method::GET, "/api/nodes", None).await?;
-    if args.json {
-        print_json(&body);
-        return Ok(());
-    }
-    let rows = rows(
-        &body["nodes"],
+    print_list(
+        &body,
+        args.json,
+        "nodes",
         &[
-            "nodeId",
-            "status",
-            "cpuPercent",
-            "ramPercent",
-            "diskPercent",
-            "lastSeenAt",
-            "os",
+            ("NODE", "nodeId"),
+            ("STATUS", "status"),
+            ("CPU%", "cpuPercent"),
+            ("RAM%", "ramPercent"),
+            ("DISK%", "diskPercent"),
+            ("LAST SEEN", "lastSeenAt"),
+            ("OS", "os"),
         ],
-    );
-    table(
-        &["NODE", "STATUS", "CPU%", "RAM%", "DISK%", "LAST SEEN", "OS"],
-        &rows,
     );
     Ok(())
 }

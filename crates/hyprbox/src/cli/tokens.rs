@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use super::{Api, Target, cell, enc, print_json, rows, table};
+use super::{Api, Target, cell, enc, print_json, print_list};
 
 #[derive(clap::Args, Debug)]
 pub struct TokensArgs {
@@ -72,15 +72,19 @@ pub async fn run(args: TokensArgs) -> anyhow::Result<()> {
         TokensCommand::List { json, target } => {
             let api = Api::new(&target);
             let body = api.json(Method::GET, "/api/tokens", None).await?;
-            if json {
-                print_json(&body);
-                return Ok(());
-            }
-            let rows = rows(
-                &body["tokens"],
-                &["id", "name", "prefix", "nodeId", "lastUsedAt", "revokedAt"],
+            print_list(
+                &body,
+                json,
+                "tokens",
+                &[
+                    ("ID", "id"),
+                    ("NAME", "name"),
+                    ("PREFIX", "prefix"),
+                    ("NODE", "nodeId"),
+                    ("LAST USED", "lastUsedAt"),
+                    ("REVOKED", "revokedAt"),
+                ],
             );
-            table(&["ID", "NAME", "PREFIX", "NODE", "LAST USED", "REVOKED"], &rows);
             Ok(())
         }
         TokensCommand::Revoke { id, target } => {

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use reqwest::Method;
 use serde_json::json;
 
-use super::{Api, Target, cell, enc, fail, print_json, rows, table};
+use super::{Api, Target, cell, enc, fail, print_json, print_list};
 
 #[derive(clap::Args, Debug)]
 pub struct UsersArgs {
@@ -62,12 +62,17 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
         UsersCommand::List { json, target } => {
             let api = Api::new(&target);
             let body = api.json(Method::GET, "/api/users", None).await?;
-            if json {
-                print_json(&body);
-                return Ok(());
-            }
-            let rows = rows(&body["users"], &["id", "email", "name", "role"]);
-            table(&["ID", "EMAIL", "NAME", "ROLE"], &rows);
+            print_list(
+                &body,
+                json,
+                "users",
+                &[
+                    ("ID", "id"),
+                    ("EMAIL", "email"),
+                    ("NAME", "name"),
+                    ("ROLE", "role"),
+                ],
+            );
             Ok(())
         }
         UsersCommand::Create {
