@@ -22,6 +22,42 @@ async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> b
     }
 }
 
+/// The whole agent running against a mock server, with a fresh state directory.
+struct Agent {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Agent {
+    fn start(server: &MockServer, token: &str, node_id: &str, poll_interval: Duration) -> Agent {
+        let state_dir = std::env::temp_dir().join(format!("hyprbox-agent-{node_id}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state_dir);
+        let config = Config {
+            server: server.uri(),
+            token: token.into(),
+            node_id: node_id.into(),
+            region: None,
+            interval: Duration::from_secs(30),
+            poll_interval,
+            state_dir,
+            kill_grace: Duration::from_secs(2),
+            output_max: hyprbox_agent::spool::DEFAULT_OUTPUT_MAX,
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(hyprbox_agent::run_until(config, shutdown.clone()));
+        Agent { shutdown, task }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("the agent stops on shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 async fn bodies(server: &MockServer, route: &str) -> Vec<Value> {
     server
         .received_requests()
@@ -80,21 +116,7 @@ async fn the_agent_beats_pulls_a_job_and_sends_its_inventory_only_on_first_conta
         .mount(&server)
         .await;
 
-    let state_dir = std::env::temp_dir().join(format!("hyprbox-agent-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state_dir);
-    let config = Config {
-        server: server.uri(),
-        token: "hbnt_fleet".into(),
-        node_id: "agent-1".into(),
-        region: None,
-        interval: Duration::from_secs(30),
-        poll_interval: Duration::from_secs(1),
-        state_dir: state_dir.clone(),
-        kill_grace: Duration::from_secs(2),
-        output_max: hyprbox_agent::spool::DEFAULT_OUTPUT_MAX,
-    };
-    let shutdown = CancellationToken::new();
-    let agent = tokio::spawn(hyprbox_agent::run_until(config, shutdown.clone()));
+    let agent = Agent::start(&server, "hbnt_fleet", "agent-1", Duration::from_secs(1));
 
     wait_for("the job's completion", Duration::from_secs(15), async || {
         !bodies(&server, "/api/jobs/job-1/complete").await.is_empty()
@@ -105,12 +127,7 @@ async fn the_agent_beats_pulls_a_job_and_sends_its_inventory_only_on_first_conta
         bodies(&server, "/api/nodes/heartbeat").await.len() >= 2
     })
     .await;
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), agent)
-        .await
-        .expect("the agent stops on shutdown")
-        .unwrap()
-        .unwrap();
+    agent.stop().await;
 
     let beats = bodies(&server, "/api/nodes/heartbeat").await;
     assert_eq!(beats[0]["node_id"], "agent-1");
@@ -168,31 +185,12 @@ async fn the_agent_sends_its_inventory_again_when_the_server_asks_for_it() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"job": null})))
         .mount(&server)
         .await;
-    let state_dir = std::env::temp_dir().join(format!("hyprbox-agent-inv-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state_dir);
-    let config = Config {
-        server: server.uri(),
-        token: "hbnt_pinned".into(),
-        node_id: "agent-2".into(),
-        region: None,
-        interval: Duration::from_secs(30),
-        poll_interval: Duration::from_secs(30),
-        state_dir,
-        kill_grace: Duration::from_secs(2),
-        output_max: hyprbox_agent::spool::DEFAULT_OUTPUT_MAX,
-    };
-    let shutdown = CancellationToken::new();
-    let agent = tokio::spawn(hyprbox_agent::run_until(config, shutdown.clone()));
+    let agent = Agent::start(&server, "hbnt_pinned", "agent-2", Duration::from_secs(30));
     wait_for("a second heartbeat", Duration::from_secs(12), async || {
         bodies(&server, "/api/nodes/heartbeat").await.len() >= 2
     })
     .await;
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), agent)
-        .await
-        .expect("the agent stops on shutdown")
-        .unwrap()
-        .unwrap();
+    agent.stop().await;
     let beats = bodies(&server, "/api/nodes/heartbeat").await;
     assert!(beats[0]["hostname"].is_string(), "{}", beats[0]);
     assert!(

@@ -143,6 +143,29 @@ async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
     }
 }
 
+/// Runs `script` as job `id` in the background until its process group is up and has had time to
+/// start its children; returns the runner, the channel for the job loop's events, and the pgid.
+async fn start_job(
+    jobs: Jobs,
+    root: &Path,
+    id: &'static str,
+    script: &'static str,
+) -> (tokio::task::JoinHandle<()>, mpsc::Sender<Event>, i32) {
+    let (tx, mut rx) = mpsc::channel(8);
+    let runner = tokio::spawn(async move {
+        jobs.run_job(job(id, script, None), &mut rx, &CancellationToken::new())
+            .await;
+    });
+    let mut pgid = None;
+    wait_for("the job's process group", Duration::from_secs(10), || {
+        pgid = pgid_of(root, id);
+        pgid.is_some_and(group_alive)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (runner, tx, pgid.unwrap())
+}
+
 fn pgid_of(root: &Path, job_id: &str) -> Option<i32> {
     JobDir::open(&root.join("jobs").join(job_id)).ok()?.state.pgid
 }
@@ -369,24 +392,7 @@ async fn cancel_stops_a_sleep_600_jobs_whole_process_group_within_the_grace_peri
     let root = temp_dir("cancel");
     let grace = Duration::from_secs(10);
     let jobs = server.jobs(&root, grace);
-    let (tx, mut rx) = mpsc::channel(8);
-    let runner = tokio::spawn(async move {
-        jobs.run_job(
-            job("job-cancel", "sleep 600 & sleep 600; wait", None),
-            &mut rx,
-            &CancellationToken::new(),
-        )
-        .await;
-    });
-    let mut pgid = None;
-    wait_for("the job's process group", Duration::from_secs(10), || {
-        pgid = pgid_of(&root, "job-cancel");
-        pgid.is_some_and(group_alive)
-    })
-    .await;
-    let pgid = pgid.unwrap();
-    // Both sleeps started: the group has more than the wrapper in it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (runner, tx, pgid) = start_job(jobs, &root, "job-cancel", "sleep 600 & sleep 600; wait").await;
     tx.send(Event::Cancel("some-other-job".into())).await.unwrap();
     tx.send(Event::Cancel("job-cancel".into())).await.unwrap();
     let asked = Instant::now();
@@ -405,22 +411,7 @@ async fn a_job_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let server = Server::start().await;
     let root = temp_dir("kill");
     let jobs = server.jobs(&root, Duration::from_secs(1));
-    let (tx, mut rx) = mpsc::channel(8);
-    let runner = tokio::spawn(async move {
-        jobs.run_job(
-            job("job-stubborn", "trap '' TERM; sleep 600", None),
-            &mut rx,
-            &CancellationToken::new(),
-        )
-        .await;
-    });
-    let mut pgid = None;
-    wait_for("the job's process group", Duration::from_secs(10), || {
-        pgid = pgid_of(&root, "job-stubborn");
-        pgid.is_some_and(group_alive)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (runner, tx, pgid) = start_job(jobs, &root, "job-stubborn", "trap '' TERM; sleep 600").await;
     tx.send(Event::Cancel("job-stubborn".into())).await.unwrap();
     let asked = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), runner)
@@ -428,7 +419,7 @@ async fn a_job_that_ignores_sigterm_is_killed_after_the_grace_period() {
         .expect("killed after the grace period")
         .unwrap();
     assert!(asked.elapsed() >= Duration::from_secs(1));
-    assert!(!group_alive(pgid.unwrap()));
+    assert!(!group_alive(pgid));
     assert_eq!(server.exit_code(), Some(137), "SIGKILL");
 }
 

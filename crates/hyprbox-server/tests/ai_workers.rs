@@ -294,15 +294,8 @@ async fn a_dispatch_with_a_bad_action_or_body_is_a_400_naming_the_problem() {
         wrong_type.text
     );
     let malformed = app
-        .client
-        .post(app.url(DISPATCH))
-        .bearer_auth(&admin.token)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    let malformed = common::read(malformed).await;
+        .post_raw(DISPATCH, &admin.token, "application/json", "{not json")
+        .await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{}", malformed.text);
     assert_eq!(malformed.error_tag(), "bad_request");
     let listed = app.get(TASKS, Some(&admin.token)).await;
@@ -314,15 +307,13 @@ async fn an_action_in_the_query_needs_no_body_whatever_its_type_and_a_null_body_
     let app = TestApp::with(&[("HYPRBOX_AI_TASK_SECONDS", "3600")]).await;
     let admin = app.register_admin().await;
     let form = app
-        .client
-        .post(app.url(&format!("{DISPATCH}?action=Index%20the%20wiki")))
-        .bearer_auth(&admin.token)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("ignored=1")
-        .send()
-        .await
-        .unwrap();
-    let form = common::read(form).await;
+        .post_raw(
+            &format!("{DISPATCH}?action=Index%20the%20wiki"),
+            &admin.token,
+            "application/x-www-form-urlencoded",
+            "ignored=1",
+        )
+        .await;
     assert_eq!(form.status, StatusCode::OK, "{}", form.text);
     assert_eq!(form.body["action"], "Index the wiki");
     // A blank action in the query (once decoded) leaves the body's in charge.
@@ -337,28 +328,15 @@ async fn an_action_in_the_query_needs_no_body_whatever_its_type_and_a_null_body_
     assert_eq!(blank_query.status, StatusCode::OK, "{}", blank_query.text);
     assert_eq!(blank_query.body["action"], "From the body");
     let null = app
-        .client
-        .post(app.url(DISPATCH))
-        .bearer_auth(&admin.token)
-        .header("content-type", "application/json")
-        .body("null")
-        .send()
-        .await
-        .unwrap();
-    let null = common::read(null).await;
+        .post_raw(DISPATCH, &admin.token, "application/json", "null")
+        .await;
     assert_eq!(null.status, StatusCode::OK, "{}", null.text);
     assert_eq!(null.body["action"], "Generic AI Task");
     let text = app
-        .client
-        .post(app.url(DISPATCH))
-        .bearer_auth(&admin.token)
-        .header("content-type", "text/plain")
-        .body("action=x")
-        .send()
-        .await
-        .unwrap();
+        .post_raw(DISPATCH, &admin.token, "text/plain", "action=x")
+        .await;
     assert_eq!(
-        text.status(),
+        text.status,
         StatusCode::BAD_REQUEST,
         "a body the server cannot read"
     );

@@ -123,6 +123,17 @@ impl TestApp {
         self.call(Method::POST, path, token, Some(body)).await
     }
 
+    /// A POST of raw bytes with the given content type (malformed JSON, forms, plain text).
+    pub async fn post_raw(&self, path: &str, token: &str, content_type: &str, body: &str) -> Answer {
+        let request = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body.to_string());
+        read(request.send().await.expect("request")).await
+    }
+
     /// A POST that appears to come from `ip` (needs `HYPRBOX_TRUST_PROXY=true`).
     pub async fn post_from(&self, ip: &str, path: &str, body: Value) -> Answer {
         let request = self
