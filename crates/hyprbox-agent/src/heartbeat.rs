@@ -68,13 +68,13 @@ async fn next_heartbeat(
 
 /// One heartbeat with the full inventory, for `--once`: the server's answer, or the error.
 pub async fn once(config: &Config) -> Result<String, ApiError> {
-    let client = Client::new(&config.server, &config.token).map_err(|e| ApiError::Status {
-        status: 0,
-        body: e.to_string(),
-    })?;
+    let client = crate::client::connect(&config.server, &config.token)?;
     let mut collector = Collector::new(Cgroup::default());
     let (hb, _) = next_heartbeat(config, &mut collector, None).await;
-    client.heartbeat(&hb).await.map(|answer| answer.body)
+    let answer = client.heartbeat(&hb).await?;
+    serde_json::to_string(&answer.ack).map_err(|e| ApiError::Decode {
+        detail: e.to_string(),
+    })
 }
 
 pub async fn run(config: Config, client: Client, shutdown: CancellationToken) {
@@ -86,7 +86,8 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) {
     loop {
         if config_fetched.is_none_or(|at| at.elapsed() >= CONFIG_EVERY) {
             match client.my_config().await {
-                Ok(Some(node_config)) => {
+                Ok(body) => {
+                    let node_config = body.config;
                     config_fetched = Some(Instant::now());
                     let wanted = node_config
                         .heartbeat_interval
@@ -97,7 +98,7 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) {
                     }
                 }
                 // A fleet-wide token has no node config: keep HYPRBOX_INTERVAL.
-                Ok(None) => config_fetched = Some(Instant::now()),
+                Err(ApiError::Status { status: 400, .. }) => config_fetched = Some(Instant::now()),
                 Err(e) => tracing::debug!(error = %e, "cannot fetch the node config (retried next beat)"),
             }
         }

@@ -20,7 +20,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::client::{ApiError, ClaimedJob, Client, OutputPiece};
+use crate::client::{ApiError, ClaimedJob, Client, CompleteJob, OutputPiece};
 use crate::spool::{FlushError, Flushed, JobDir, JobState, read_boot_id};
 
 /// What the WebSocket tells the job loop.
@@ -84,7 +84,7 @@ fn valid_job_id(id: &str) -> bool {
 /// The delay a failed request earned, with a log line that says what to do about it.
 pub(crate) fn retry_delay(backoff: &mut Backoff, error: &ApiError, what: &str) -> Duration {
     match error {
-        ApiError::Unauthorized => {
+        ApiError::Unauthorized { .. } => {
             let delay = backoff.fail_at_cap();
             tracing::warn!(
                 retry_in = ?delay,
@@ -93,14 +93,14 @@ pub(crate) fn retry_delay(backoff: &mut Backoff, error: &ApiError, what: &str) -
             );
             delay
         }
-        ApiError::RateLimited(after) => {
-            let delay = backoff.fail_at_least(*after);
+        ApiError::RateLimited { retry_after, .. } => {
+            let delay = backoff.fail_at_least(*retry_after);
             tracing::warn!(retry_in = ?delay, "{what}: rate limited by the server (429)");
             delay
         }
         other => {
             let delay = backoff.fail();
-            tracing::warn!(error = %other, retry_in = ?delay, "{what} failed");
+            tracing::warn!(error = %crate::client::describe(other), retry_in = ?delay, "{what} failed");
             delay
         }
     }
@@ -184,7 +184,7 @@ impl Jobs {
         let mut backoff = Backoff::new();
         let mut events_open = true;
         while !shutdown.is_cancelled() {
-            let wait = match self.client.pending(&self.node_id).await {
+            let wait = match self.client.pending(Some(&self.node_id)).await {
                 Ok(Some(job)) => {
                     backoff.succeed();
                     self.run_job(job, &mut events, &shutdown).await;
@@ -230,7 +230,7 @@ impl Jobs {
                 stderr: Some("hyprbox-agent: the job id is not a safe directory name\n".into()),
                 ..OutputPiece::default()
             };
-            if let Err(e) = self.client.complete(&job.id, LOST_EXIT_CODE, &piece).await {
+            if let Err(e) = self.complete_lost(&job.id, piece).await {
                 tracing::warn!(job_id = %job.id, error = %e, "cannot complete the refused job");
             }
             return;
@@ -249,7 +249,7 @@ impl Jobs {
                             stderr: Some(format!("hyprbox-agent: cannot start the job: {e}\n")),
                             ..OutputPiece::default()
                         };
-                        if let Err(e) = self.client.complete(&job.id, LOST_EXIT_CODE, &piece).await {
+                        if let Err(e) = self.complete_lost(&job.id, piece).await {
                             tracing::warn!(job_id = %job.id, error = %e, "cannot complete the job");
                         }
                     }
@@ -260,6 +260,15 @@ impl Jobs {
         self.drive(running, events, shutdown).await;
     }
 
+    /// Ends a job that never ran (or whose record was lost) with [`LOST_EXIT_CODE`] and a note.
+    async fn complete_lost(&self, job_id: &str, output: OutputPiece) -> Result<(), ApiError> {
+        let body = CompleteJob {
+            exit_code: LOST_EXIT_CODE,
+            output,
+        };
+        self.client.complete(job_id, &body).await.map(drop)
+    }
+
     /// Writes the script and starts the wrapper in a new process group.
     #[allow(clippy::result_large_err)] // built once per job, consumed at once: boxing buys nothing
     fn start(&self, job: &ClaimedJob) -> Result<Running, (Option<JobDir>, std::io::Error)> {
@@ -268,7 +277,9 @@ impl Jobs {
             boot_id: read_boot_id(),
             deadline_unix: job
                 .timeout_seconds
-                .filter(|s| *s > 0)
+                .try_into()
+                .ok()
+                .filter(|s: &u64| *s > 0)
                 .map(|s| now_unix().saturating_add(s)),
             output_max: Some(self.output_max),
             ..JobState::default()

@@ -74,7 +74,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         poll_interval = ?config.poll_interval,
         "hyprbox-agent starting"
     );
-    let client = client::Client::new(&config.server, &config.token)?;
+    let client = client::connect(&config.server, &config.token)?;
     let (events_tx, events_rx) = mpsc::channel(64);
 
     let heartbeats = tokio::spawn(heartbeat::run(
@@ -121,7 +121,7 @@ pub async fn once(config: &Config) -> bool {
             true
         }
         Err(e) => {
-            eprintln!("heartbeat to {} failed: {e}", config.server);
+            eprintln!("heartbeat to {} failed: {}", config.server, client::describe(&e));
             false
         }
     }

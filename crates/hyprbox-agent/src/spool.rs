@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::{ApiError, Client, OutputPiece};
+use crate::client::{ApiError, Client, CompleteJob, OutputPiece};
 
 /// Text per output request, both streams together. The server accepts bodies up to 1 MiB.
 pub const MAX_TEXT_PER_REQUEST: usize = 512 * 1024;
@@ -375,8 +375,12 @@ impl JobDir {
                         stderr.push_str(note);
                     }
                 }
-                return match client.complete(&self.state.job_id, code, &piece).await {
-                    Ok(()) | Err(ApiError::Conflict(_)) => Ok(Flushed::Completed),
+                let body = CompleteJob {
+                    exit_code: code,
+                    output: piece,
+                };
+                return match client.complete(&self.state.job_id, &body).await {
+                    Ok(_) | Err(ApiError::Conflict { .. }) => Ok(Flushed::Completed),
                     Err(e) => Err(e.into()),
                 };
             }
@@ -385,7 +389,7 @@ impl JobDir {
             }
             match client.output(&self.state.job_id, &piece).await {
                 Ok(()) => self.acknowledge(consumed)?,
-                Err(ApiError::Conflict(_)) => return Ok(Flushed::JobGone),
+                Err(ApiError::Conflict { .. }) => return Ok(Flushed::JobGone),
                 Err(e) => return Err(e.into()),
             }
             if !more {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde::Deserialize;
+use hyprbox_proto::agent::AgentMessage;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -21,18 +21,6 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(70);
 /// A connection that lasted this long was healthy: the next failure starts the backoff afresh.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-
-#[derive(Deserialize, Debug, PartialEq)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum ServerMessage {
-    Wakeup,
-    Cancel {
-        #[serde(rename = "jobId")]
-        job_id: String,
-    },
-    #[serde(other)]
-    Unknown,
-}
 
 /// `http(s)://host/…` → `ws(s)://host/…/api/agent/ws?nodeId=…`.
 pub fn ws_url(server: &str, node_id: &str) -> String {
@@ -165,18 +153,18 @@ async fn connect_once(
                 break;
             }
             Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str(text.as_str()) {
-                Ok(ServerMessage::Wakeup) => {
+                Ok(AgentMessage::Wakeup) => {
                     tracing::debug!("wakeup from the server");
                     // A full channel already holds a wakeup: dropping this one loses nothing.
                     let _ = events.try_send(Event::Wakeup);
                 }
-                Ok(ServerMessage::Cancel { job_id }) => {
+                Ok(AgentMessage::Cancel { job_id }) => {
                     tracing::info!(%job_id, "cancel requested by the server");
                     if events.send(Event::Cancel(job_id)).await.is_err() {
                         return Connect::Shutdown;
                     }
                 }
-                Ok(ServerMessage::Unknown) | Err(_) => {
+                Ok(AgentMessage::Unknown) | Err(_) => {
                     tracing::debug!(message = %text.as_str(), "unknown WebSocket message: ignored");
                 }
             },
@@ -206,12 +194,12 @@ mod tests {
 
     #[test]
     fn server_messages_are_parsed_and_unknown_ones_tolerated() {
-        let parse = |s: &str| serde_json::from_str::<ServerMessage>(s).unwrap();
-        assert_eq!(parse(r#"{"type":"wakeup"}"#), ServerMessage::Wakeup);
+        let parse = |s: &str| serde_json::from_str::<AgentMessage>(s).unwrap();
+        assert_eq!(parse(r#"{"type":"wakeup"}"#), AgentMessage::Wakeup);
         assert_eq!(
             parse(r#"{"type":"cancel","jobId":"j-1"}"#),
-            ServerMessage::Cancel { job_id: "j-1".into() }
+            AgentMessage::Cancel { job_id: "j-1".into() }
         );
-        assert_eq!(parse(r#"{"type":"rotate-keys"}"#), ServerMessage::Unknown);
+        assert_eq!(parse(r#"{"type":"rotate-keys"}"#), AgentMessage::Unknown);
     }
 }

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use hyprbox_agent::Config;
 use hyprbox_agent::jobs::Event;
+use hyprbox_proto::jobs::{ClaimedJob, JobBody, JobEnvelope, PendingBody};
+use hyprbox_proto::nodes::{NodeConfig, NodeConfigBody};
+use hyprbox_proto::{HeartbeatAck, headers};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -58,6 +61,44 @@ impl Agent {
     }
 }
 
+// The mock's answers are the protocol's own types, so a renamed field fails here too.
+fn ack(node_id: &str) -> HeartbeatAck {
+    HeartbeatAck {
+        received: true,
+        node_id: node_id.into(),
+    }
+}
+
+fn every_5_s() -> NodeConfigBody {
+    NodeConfigBody {
+        config: NodeConfig {
+            heartbeat_interval: Some(5),
+            ..NodeConfig::default()
+        },
+    }
+}
+
+fn completed(id: &str) -> JobEnvelope {
+    JobEnvelope {
+        job: JobBody {
+            id: id.into(),
+            node_id: "agent-1".into(),
+            preset_name: "hello".into(),
+            preset_version: "1".into(),
+            variables: json!({}),
+            status: "SUCCEEDED".into(),
+            exit_code: Some(0),
+            created_by: "user".into(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            started_at: None,
+            finished_at: None,
+            cancel_requested_at: None,
+            error: None,
+            timeout_seconds: 60,
+        },
+    }
+}
+
 async fn bodies(server: &MockServer, route: &str) -> Vec<Value> {
     server
         .received_requests()
@@ -74,12 +115,12 @@ async fn the_agent_beats_pulls_a_job_and_sends_its_inventory_only_on_first_conta
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/api/nodes/heartbeat"))
-        .respond_with(ResponseTemplate::new(202).set_body_json(json!({"received": true})))
+        .respond_with(ResponseTemplate::new(202).set_body_json(ack("agent-1")))
         .mount(&server)
         .await;
     Mock::given(method("GET"))
         .and(path("/api/nodes/me/config"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"config": {"heartbeat_interval": 5}})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(every_5_s()))
         .mount(&server)
         .await;
     // A fleet-wide token: no WebSocket, the agent polls.
@@ -91,17 +132,22 @@ async fn the_agent_beats_pulls_a_job_and_sends_its_inventory_only_on_first_conta
     Mock::given(method("GET"))
         .and(path("/api/jobs/pending"))
         .and(query_param("nodeId", "agent-1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"job": {
-            "id": "job-1", "presetName": "hello", "script": "echo hello from $HYPRBOX_JOB_ID",
-            "variables": {}, "timeoutSeconds": 60
-        }})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(PendingBody {
+            job: Some(ClaimedJob {
+                id: "job-1".into(),
+                preset_name: "hello".into(),
+                script: "echo hello from $HYPRBOX_JOB_ID".into(),
+                variables: json!({}),
+                timeout_seconds: 60,
+            }),
+        }))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&server)
         .await;
     Mock::given(method("GET"))
         .and(path("/api/jobs/pending"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"job": null})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(PendingBody { job: None }))
         .with_priority(2)
         .mount(&server)
         .await;
@@ -112,7 +158,7 @@ async fn the_agent_beats_pulls_a_job_and_sends_its_inventory_only_on_first_conta
         .await;
     Mock::given(method("POST"))
         .and(path("/api/jobs/job-1/complete"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"job": {}})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completed("job-1")))
         .mount(&server)
         .await;
 
@@ -160,8 +206,8 @@ async fn the_agent_sends_its_inventory_again_when_the_server_asks_for_it() {
         .and(path("/api/nodes/heartbeat"))
         .respond_with(
             ResponseTemplate::new(202)
-                .insert_header("x-hyprbox-inventory-wanted", "true")
-                .set_body_json(json!({"received": true, "nodeId": "agent-2"})),
+                .insert_header(headers::INVENTORY_WANTED, "true")
+                .set_body_json(ack("agent-2")),
         )
         .up_to_n_times(1)
         .with_priority(1)
@@ -169,20 +215,18 @@ async fn the_agent_sends_its_inventory_again_when_the_server_asks_for_it() {
         .await;
     Mock::given(method("POST"))
         .and(path("/api/nodes/heartbeat"))
-        .respond_with(
-            ResponseTemplate::new(202).set_body_json(json!({"received": true, "nodeId": "agent-2"})),
-        )
+        .respond_with(ResponseTemplate::new(202).set_body_json(ack("agent-2")))
         .with_priority(2)
         .mount(&server)
         .await;
     Mock::given(method("GET"))
         .and(path("/api/nodes/me/config"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"config": {"heartbeat_interval": 5}})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(every_5_s()))
         .mount(&server)
         .await;
     Mock::given(method("GET"))
         .and(path("/api/jobs/pending"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"job": null})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(PendingBody { job: None }))
         .mount(&server)
         .await;
     let agent = Agent::start(&server, "hbnt_pinned", "agent-2", Duration::from_secs(30));

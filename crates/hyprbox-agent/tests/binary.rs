@@ -25,8 +25,10 @@ async fn once_sends_one_heartbeat_with_the_inventory_and_prints_the_answer() {
         .and(path("/api/nodes/heartbeat"))
         .and(header("authorization", "Bearer hbnt_once"))
         .respond_with(
-            ResponseTemplate::new(202)
-                .set_body_json(serde_json::json!({"received": true, "nodeId": "once-1"})),
+            ResponseTemplate::new(202).set_body_json(hyprbox_proto::HeartbeatAck {
+                received: true,
+                node_id: "once-1".into(),
+            }),
         )
         .expect(1)
         .mount(&server)

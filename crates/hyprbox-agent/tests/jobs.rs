@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyprbox_agent::client::{ClaimedJob, Client};
+use hyprbox_agent::client::{self, ClaimedJob};
 use hyprbox_agent::jobs::{Event, Jobs, group_alive};
 use hyprbox_agent::spool::{Flushed, JobDir, JobState};
+use hyprbox_proto::jobs::{JobBody, JobEnvelope, PendingBody};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,8 @@ struct Recorder {
     down: Arc<AtomicBool>,
     accepted: Arc<Mutex<Vec<Value>>>,
     refused: Arc<AtomicUsize>,
+    /// The answer's body, as the protocol defines it (none for a 204).
+    body: Option<Value>,
 }
 
 impl Recorder {
@@ -43,7 +46,13 @@ impl Recorder {
             down: down.clone(),
             accepted: Arc::default(),
             refused: Arc::default(),
+            body: None,
         }
+    }
+
+    fn answering(mut self, body: Value) -> Recorder {
+        self.body = Some(body);
+        self
     }
 
     fn bodies(&self) -> Vec<Value> {
@@ -61,8 +70,34 @@ impl Respond for Recorder {
             .lock()
             .unwrap()
             .push(request.body_json().unwrap_or(Value::Null));
-        ResponseTemplate::new(self.ok)
+        match &self.body {
+            Some(body) => ResponseTemplate::new(self.ok).set_body_json(body),
+            None => ResponseTemplate::new(self.ok),
+        }
     }
+}
+
+/// The answer to a completion, as the server sends it (`hyprbox-proto`'s `JobEnvelope`).
+fn completed_job() -> Value {
+    serde_json::to_value(JobEnvelope {
+        job: JobBody {
+            id: "job".into(),
+            node_id: "test-node".into(),
+            preset_name: "test".into(),
+            preset_version: "1".into(),
+            variables: json!({}),
+            status: "SUCCEEDED".into(),
+            exit_code: Some(0),
+            created_by: "user".into(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            started_at: None,
+            finished_at: None,
+            cancel_requested_at: None,
+            error: None,
+            timeout_seconds: 3600,
+        },
+    })
+    .unwrap()
 }
 
 /// A mock server with the output and complete routes of any job.
@@ -78,7 +113,7 @@ impl Server {
         let mock = MockServer::start().await;
         let down = Arc::new(AtomicBool::new(false));
         let output = Recorder::new(204, &down);
-        let complete = Recorder::new(200, &down);
+        let complete = Recorder::new(200, &down).answering(completed_job());
         Mock::given(method("POST"))
             .and(path_regex(r"^/api/jobs/[^/]+/output$"))
             .respond_with(output.clone())
@@ -99,7 +134,7 @@ impl Server {
 
     fn jobs(&self, root: &Path, kill_grace: Duration) -> Jobs {
         Jobs {
-            client: Client::new(&self.mock.uri(), "hbnt_test").unwrap(),
+            client: client::connect(&self.mock.uri(), "hbnt_test").unwrap(),
             node_id: "test-node".into(),
             jobs_root: root.join("jobs"),
             kill_grace,
@@ -126,6 +161,7 @@ impl Server {
 }
 
 fn job(id: &str, script: &str, timeout_seconds: Option<u64>) -> ClaimedJob {
+    let timeout_seconds = timeout_seconds.map_or(0, |s| i64::try_from(s).unwrap());
     ClaimedJob {
         id: id.into(),
         preset_name: "test".into(),
@@ -325,7 +361,7 @@ async fn the_agents_own_lines_arrive_even_when_stderr_is_past_its_limit() {
 async fn a_retry_after_a_failed_post_does_not_resend_acknowledged_bytes() {
     let server = Server::start().await;
     let root = temp_dir("retry");
-    let client = Client::new(&server.mock.uri(), "hbnt_test").unwrap();
+    let client = client::connect(&server.mock.uri(), "hbnt_test").unwrap();
     let mut dir = JobDir::create(
         &root,
         JobState {
@@ -370,7 +406,7 @@ async fn output_answered_409_stops_the_job_and_drops_its_buffer() {
         .await;
     let root = temp_dir("gone");
     let jobs = Jobs {
-        client: Client::new(&mock.uri(), "hbnt_test").unwrap(),
+        client: client::connect(&mock.uri(), "hbnt_test").unwrap(),
         node_id: "n".into(),
         jobs_root: root.join("jobs"),
         kill_grace: Duration::from_secs(5),
@@ -451,7 +487,7 @@ async fn an_agent_restarted_mid_job_resumes_it_without_resending_output() {
     let server = Server::start().await;
     Mock::given(method("GET"))
         .and(path("/api/jobs/pending"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"job": null})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(PendingBody { job: None }))
         .mount(&server.mock)
         .await;
     let root = temp_dir("resume");
@@ -505,7 +541,7 @@ async fn a_job_left_without_a_process_or_exit_code_completes_with_255() {
     let server = Server::start().await;
     Mock::given(method("GET"))
         .and(path("/api/jobs/pending"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"job": null})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(PendingBody { job: None }))
         .mount(&server.mock)
         .await;
     let root = temp_dir("lost");
