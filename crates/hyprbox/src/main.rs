@@ -66,16 +66,11 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => match err.downcast_ref::<cli::CliError>() {
-            Some(cli_error) => {
-                eprintln!("error: {}", cli_error.message);
-                std::process::ExitCode::from(cli_error.code)
-            }
-            None => {
-                eprintln!("error: {err:#}");
-                std::process::ExitCode::FAILURE
-            }
-        },
+        Err(err) => {
+            let (code, message) = cli::exit_status(&err);
+            eprintln!("error: {message}");
+            std::process::ExitCode::from(code)
+        }
     }
 }
 

@@ -9,7 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use hyprbox_client::{Client, Error as ClientError};
 use hyprbox_proto::Heartbeat;
+use hyprbox_proto::auth::LoginRequest;
+use hyprbox_proto::jobs::{CompleteJob, OutputPiece};
+use hyprbox_proto::tokens::CreateTokenRequest;
 use rand::RngExt;
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -87,14 +91,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         bail!("--agents must be at least 1 and --interval a positive number of seconds");
     }
     let server = args.server.trim_end_matches('/').to_string();
-    let client = reqwest::Client::builder()
+    let http = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::try_from(args.agents).unwrap_or(usize::MAX).min(1024))
         .timeout(Duration::from_secs(30))
         .build()?;
     let token = match &args.token {
         Some(token) => token.clone(),
-        None => mint_token(&client, &server, &args).await?,
+        None => mint_token(&http, &server, &args).await?,
     };
+    let client = Client::with_http(http, &server, Some(&token));
     let stop = CancellationToken::new();
     {
         let stop = stop.clone();
@@ -118,8 +123,6 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
 
     let counters = Arc::new(Counters::default());
-    let url = Arc::<str>::from(server.as_str());
-    let auth = Arc::<str>::from(format!("Bearer {token}"));
     let interval = Duration::from_secs_f64(args.interval);
     let started = Instant::now();
     let mut agents = JoinSet::new();
@@ -129,8 +132,6 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         let offset = interval.mul_f64(f64::from(n - 1) / f64::from(args.agents));
         agents.spawn(agent.run(
             client.clone(),
-            Arc::clone(&url),
-            Arc::clone(&auth),
             interval,
             offset,
             stop.clone(),
@@ -181,37 +182,26 @@ async fn report_progress(counters: Arc<Counters>, started: Instant, stop: Cancel
     }
 }
 
-async fn mint_token(client: &reqwest::Client, server: &str, args: &SimulateArgs) -> anyhow::Result<String> {
+async fn mint_token(http: &reqwest::Client, server: &str, args: &SimulateArgs) -> anyhow::Result<String> {
     let (Some(email), Some(password)) = (&args.email, &args.password) else {
         bail!("give --token, or --email and --password (or HYPRBOX_EMAIL/HYPRBOX_PASSWORD) to mint one");
     };
-    let login: serde_json::Value = client
-        .post(format!("{server}/api/auth/login"))
-        .json(&serde_json::json!({"email": email, "password": password}))
-        .send()
+    let session = Client::with_http(http.clone(), server, None)
+        .login(&LoginRequest {
+            email: email.clone(),
+            password: password.clone(),
+        })
         .await
-        .with_context(|| format!("cannot reach {server}"))?
-        .error_for_status()
-        .context("sign-in refused")?
-        .json()
-        .await?;
-    let jwt = login["token"]
-        .as_str()
-        .context("the sign-in answer has no token")?;
-    let minted: serde_json::Value = client
-        .post(format!("{server}/api/tokens"))
-        .bearer_auth(jwt)
-        .json(&serde_json::json!({"name": format!("simulator ({})", args.prefix)}))
-        .send()
-        .await?
-        .error_for_status()
-        .context("minting a node token was refused (it needs the OPERATOR role)")?
-        .json()
-        .await?;
-    Ok(minted["token"]
-        .as_str()
-        .context("the answer has no token")?
-        .to_string())
+        .context("sign-in refused")?;
+    let operator = Client::with_http(http.clone(), server, Some(&session.token));
+    let minted = operator
+        .create_token(&CreateTokenRequest {
+            name: format!("simulator ({})", args.prefix),
+            node_id: None,
+        })
+        .await
+        .context("minting a node token was refused (it needs the OPERATOR role)")?;
+    Ok(minted.token)
 }
 
 /// One simulated server: stable identity, metrics that drift around a baseline.
@@ -283,20 +273,15 @@ impl Agent {
     }
 
     /// Sends heartbeats until `stop`; returns each one's latency in microseconds.
-    #[allow(clippy::too_many_arguments)]
     async fn run(
         mut self,
-        client: reqwest::Client,
-        server: Arc<str>,
-        auth: Arc<str>,
+        client: Client,
         interval: Duration,
         offset: Duration,
         stop: CancellationToken,
         counters: Arc<Counters>,
         jobs: bool,
     ) -> Vec<u32> {
-        let url = format!("{server}/api/nodes/heartbeat");
-        let pending = format!("{server}/api/jobs/pending?nodeId={}", self.node_id);
         let mut running: Option<tokio::task::JoinHandle<()>> = None;
         let mut latencies = Vec::new();
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
@@ -310,34 +295,30 @@ impl Agent {
             let body = self.heartbeat(first);
             let sent_at = Instant::now();
             counters.sent.fetch_add(1, Ordering::Relaxed);
-            let answer = client
-                .post(&url)
-                .header("authorization", &*auth)
-                .json(&body)
-                .send()
-                .await;
+            let answer = client.heartbeat(&body).await;
             let micros = u32::try_from(sent_at.elapsed().as_micros()).unwrap_or(u32::MAX);
             match answer {
-                Ok(response) if response.status().is_success() => {
+                Ok(_) => {
                     counters.accepted.fetch_add(1, Ordering::Relaxed);
                     latencies.push(micros);
                     first = false;
                 }
-                Ok(response) => {
+                // No answer at all: nothing to time.
+                Err(ClientError::Unreachable { .. }) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(refused) => {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     latencies.push(micros);
-                    if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+                    if matches!(refused, ClientError::Unauthorized { .. }) {
                         eprintln!("{}: the server refused the node token", self.node_id);
                     }
-                }
-                Err(_) => {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
             self.step(interval);
             let busy = running.as_ref().is_some_and(|job| !job.is_finished());
             if jobs && !busy && !first {
-                running = claim_and_run(&client, &server, &pending, &auth, &stop, &counters).await;
+                running = claim_and_run(&client, &self.node_id, &stop, &counters).await;
             }
         }
     }
@@ -345,42 +326,24 @@ impl Agent {
 
 /// Pulls the agent's next job; when there is one, plays it in the background.
 async fn claim_and_run(
-    client: &reqwest::Client,
-    server: &str,
-    pending: &str,
-    auth: &Arc<str>,
+    client: &Client,
+    node_id: &str,
     stop: &CancellationToken,
     counters: &Arc<Counters>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let answer = client
-        .get(pending)
-        .header("authorization", &**auth)
-        .send()
-        .await
-        .ok()?;
-    let body: serde_json::Value = answer.json().await.ok()?;
-    let job = body.get("job").filter(|j| !j.is_null())?;
-    let id = job["id"].as_str()?.to_string();
-    let steps = step_names(job["script"].as_str().unwrap_or_default());
-    let (client, auth, stop, counters) = (
-        client.clone(),
-        Arc::clone(auth),
-        stop.clone(),
-        Arc::clone(counters),
-    );
-    let base = format!("{server}/api/jobs/{id}");
+    let job = client.pending(Some(node_id)).await.ok()??;
+    let steps = step_names(&job.script);
+    let (client, stop, counters) = (client.clone(), stop.clone(), Arc::clone(counters));
     Some(tokio::spawn(async move {
         let total = steps.len();
         for (i, step) in steps.iter().enumerate() {
             let line = format!("[{}] ==> step {}/{total}: {step}\n", utc_clock(), i + 1);
-            let sent = client
-                .post(format!("{base}/output"))
-                .header("authorization", &*auth)
-                .json(&serde_json::json!({ "stdout": line }))
-                .send()
-                .await;
+            let piece = OutputPiece {
+                stdout: Some(line),
+                stderr: None,
+            };
             // A job cancelled or reaped meanwhile answers 409: stop playing it.
-            if !sent.is_ok_and(|r| r.status().is_success()) {
+            if client.output(&job.id, &piece).await.is_err() {
                 return;
             }
             tokio::select! {
@@ -388,13 +351,14 @@ async fn claim_and_run(
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
-        let done = client
-            .post(format!("{base}/complete"))
-            .header("authorization", &*auth)
-            .json(&serde_json::json!({ "exitCode": 0, "stdout": "done (simulated)\n" }))
-            .send()
-            .await;
-        if done.is_ok_and(|r| r.status().is_success()) {
+        let done = CompleteJob {
+            exit_code: 0,
+            output: OutputPiece {
+                stdout: Some("done (simulated)\n".into()),
+                stderr: None,
+            },
+        };
+        if client.complete(&job.id, &done).await.is_ok() {
             counters.jobs_run.fetch_add(1, Ordering::Relaxed);
         }
     }))

@@ -1,10 +1,10 @@
 //! `hyprbox findings`: the problems agents found, worst first; `show`, `snooze`, `resolve` and
 //! `summary` (each node's health bucket).
 
-use reqwest::Method;
-use serde_json::json;
+use hyprbox_client::FindingQuery;
+use hyprbox_proto::findings::SnoozeBody;
 
-use super::{Api, Target, cell, enc, print_json, print_list, table};
+use super::{Target, cell, connect, print_json, print_list, table};
 
 #[derive(clap::Args, Debug)]
 pub struct FindingsArgs {
@@ -55,25 +55,17 @@ enum FindingsCommand {
 }
 
 pub async fn run(args: FindingsArgs) -> anyhow::Result<()> {
-    let api = Api::new(&args.target);
+    let api = connect(&args.target)?;
     match args.command {
         None => {
-            let mut query = Vec::new();
-            if let Some(node) = &args.node {
-                query.push(format!("nodeId={}", enc(node)));
-            }
-            if let Some(severity) = &args.severity {
-                query.push(format!("severity={}", enc(&severity.to_ascii_uppercase())));
-            }
-            if args.all {
-                query.push("include=all".into());
-            }
-            let path = if query.is_empty() {
-                "/api/findings".to_string()
-            } else {
-                format!("/api/findings?{}", query.join("&"))
-            };
-            let body = api.json(Method::GET, &path, None).await?;
+            let severity = args.severity.as_deref().map(str::to_ascii_uppercase);
+            let body = api
+                .findings(&FindingQuery {
+                    node_id: args.node.as_deref(),
+                    severity: severity.as_deref(),
+                    include: args.all.then_some("all"),
+                })
+                .await?;
             print_list(
                 &body,
                 args.json,
@@ -91,14 +83,12 @@ pub async fn run(args: FindingsArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some(FindingsCommand::Show { id, json }) => {
-            let body = api
-                .json(Method::GET, &format!("/api/findings/{}", enc(&id)), None)
-                .await?;
+            let body = api.finding(&id).await?;
             if json {
                 print_json(&body);
                 return Ok(());
             }
-            let finding = &body["finding"];
+            let finding = serde_json::to_value(&body.finding)?;
             for (label, field) in [
                 ("id", "id"),
                 ("node", "nodeId"),
@@ -112,55 +102,41 @@ pub async fn run(args: FindingsArgs) -> anyhow::Result<()> {
             ] {
                 println!("{label:<10} {}", cell(&finding[field]));
             }
-            let recommendation = &body["recommendation"];
-            if recommendation.is_null() {
-                println!("no preset is known to fix this");
-            } else {
-                let preset = cell(&recommendation["presetName"]);
-                let vars: Vec<String> = recommendation["variables"]
-                    .as_object()
-                    .map(|vars| {
-                        vars.iter()
-                            .filter(|(_, v)| !v.is_null())
-                            .map(|(k, v)| format!("--var {k}={}", cell(v)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                println!(
-                    "fix with  {preset} ({} risk): hyprbox jobs run {} {preset} {} --follow",
-                    cell(&recommendation["risk"]),
-                    cell(&finding["nodeId"]),
-                    vars.join(" ")
-                );
+            match &body.recommendation {
+                None => println!("no preset is known to fix this"),
+                Some(recommendation) => {
+                    let preset = &recommendation.preset_name;
+                    let vars: Vec<String> = recommendation
+                        .variables
+                        .iter()
+                        .filter(|(_, v)| !v.is_null())
+                        .map(|(k, v)| format!("--var {k}={}", cell(v)))
+                        .collect();
+                    println!(
+                        "fix with  {preset} ({} risk): hyprbox jobs run {} {preset} {} --follow",
+                        recommendation.risk,
+                        body.finding.node_id,
+                        vars.join(" ")
+                    );
+                }
             }
             Ok(())
         }
         Some(FindingsCommand::Snooze { id, hours, json }) => {
-            let body = api
-                .json(
-                    Method::POST,
-                    &format!("/api/findings/{}/snooze", enc(&id)),
-                    Some(json!({ "hours": hours })),
-                )
-                .await?;
+            let hours = Some(i64::from(hours));
+            let body = api.snooze_finding(&id, &SnoozeBody { hours }).await?;
             if json {
                 print_json(&body);
                 return Ok(());
             }
             println!(
                 "finding {id} snoozed until {}",
-                cell(&body["finding"]["snoozedUntil"])
+                body.finding.snoozed_until.as_deref().unwrap_or("-")
             );
             Ok(())
         }
         Some(FindingsCommand::Resolve { id, json }) => {
-            let body = api
-                .json(
-                    Method::POST,
-                    &format!("/api/findings/{}/resolve", enc(&id)),
-                    Some(json!({})),
-                )
-                .await?;
+            let body = api.resolve_finding(&id).await?;
             if json {
                 print_json(&body);
                 return Ok(());
@@ -169,25 +145,21 @@ pub async fn run(args: FindingsArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some(FindingsCommand::Summary { json }) => {
-            let body = api
-                .json(Method::GET, "/api/findings/health/summary", None)
-                .await?;
+            let body = api.findings_summary().await?;
             if json {
                 print_json(&body);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = body["summary"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
+            let rows: Vec<Vec<String>> = body
+                .summary
                 .iter()
                 .map(|s| {
                     vec![
-                        cell(&s["nodeId"]),
-                        cell(&s["bucket"]),
-                        cell(&s["counts"]["critical"]),
-                        cell(&s["counts"]["warn"]),
-                        cell(&s["counts"]["info"]),
+                        s.node_id.clone(),
+                        s.bucket.clone(),
+                        s.counts.critical.to_string(),
+                        s.counts.warn.to_string(),
+                        s.counts.info.to_string(),
                     ]
                 })
                 .collect();

@@ -1,13 +1,14 @@
 //! `hyprbox jobs run|list|show|logs|cancel`: dispatch a preset to a node and follow its output live.
 
 use std::io::Write;
-use std::time::Duration;
 
 use futures_util::StreamExt;
-use reqwest::Method;
-use serde_json::{Map, Value, json};
+use hyprbox_client::{Client, JobQuery};
+use hyprbox_proto::jobs::events::{self, DoneEvent, StatusEvent};
+use hyprbox_proto::jobs::{CreateJob, RUNNING, SUCCEEDED};
+use serde_json::{Map, Value};
 
-use super::{Api, Target, cell, enc, fail, print_json, print_list};
+use super::{Target, cell, connect, fail, print_json, print_list};
 
 #[derive(clap::Args, Debug)]
 pub struct JobsArgs {
@@ -84,11 +85,15 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
             json,
             target,
         } => {
-            let api = Api::new(&target);
-            let variables = parse_vars(&vars)?;
-            let body = json!({ "nodeId": node, "presetName": preset, "variables": variables });
-            let created = api.json(Method::POST, "/api/jobs", Some(body)).await?;
-            let id = created["job"]["id"].as_str().unwrap_or_default().to_string();
+            let api = connect(&target)?;
+            let created = api
+                .create_job(&CreateJob {
+                    node_id: node.clone(),
+                    preset_name: preset.clone(),
+                    variables: parse_vars(&vars)?,
+                })
+                .await?;
+            let id = created.job.id.clone();
             if !follow {
                 if json {
                     print_json(&created);
@@ -107,15 +112,14 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
             json,
             target,
         } => {
-            let api = Api::new(&target);
-            let mut path = format!("/api/jobs?limit={limit}");
-            if let Some(node) = node {
-                path.push_str(&format!("&nodeId={}", enc(&node)));
-            }
-            if let Some(status) = status {
-                path.push_str(&format!("&status={}", enc(&status.to_ascii_uppercase())));
-            }
-            let body = api.json(Method::GET, &path, None).await?;
+            let status = status.map(|s| s.to_ascii_uppercase());
+            let body = connect(&target)?
+                .jobs(&JobQuery {
+                    node_id: node.as_deref(),
+                    status: status.as_deref(),
+                    limit: Some(limit),
+                })
+                .await?;
             print_list(
                 &body,
                 json,
@@ -132,15 +136,12 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
             Ok(())
         }
         JobsCommand::Show { id, json, target } => {
-            let api = Api::new(&target);
-            let body = api
-                .json(Method::GET, &format!("/api/jobs/{}", enc(&id)), None)
-                .await?;
+            let body = connect(&target)?.job(&id).await?;
             if json {
                 print_json(&body);
                 return Ok(());
             }
-            let job = &body["job"];
+            let job = serde_json::to_value(&body.job)?;
             for (label, field) in [
                 ("id", "id"),
                 ("node", "nodeId"),
@@ -173,12 +174,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
             Ok(())
         }
         JobsCommand::Logs { id, stream, target } => {
-            let api = Api::new(&target);
-            let request = api.request(
-                Method::GET,
-                &format!("/api/jobs/{}/output/raw?stream={stream}", enc(&id)),
-            )?;
-            let response = api.send(request).await?;
+            let response = connect(&target)?.raw_output(&id, &stream).await?;
             let mut body = response.bytes_stream();
             let mut stdout = std::io::stdout().lock();
             while let Some(piece) = body.next().await {
@@ -188,20 +184,13 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
             Ok(())
         }
         JobsCommand::Cancel { id, json, target } => {
-            let api = Api::new(&target);
-            let body = api
-                .json(
-                    Method::POST,
-                    &format!("/api/jobs/{}/cancel", enc(&id)),
-                    Some(json!({})),
-                )
-                .await?;
+            let body = connect(&target)?.cancel_job(&id).await?;
             if json {
                 print_json(&body);
                 return Ok(());
             }
-            match body["job"]["status"].as_str() {
-                Some("CANCELLED") => println!("job {id} cancelled"),
+            match body.job.status.as_str() {
+                hyprbox_proto::jobs::CANCELLED => println!("job {id} cancelled"),
                 _ => println!("job {id}: its agent was told to stop it"),
             }
             Ok(())
@@ -222,178 +211,50 @@ pub fn parse_vars(vars: &[String]) -> anyhow::Result<Map<String, Value>> {
     Ok(map)
 }
 
-/// One server-sent event.
-struct SseEvent {
-    name: String,
-    id: Option<String>,
-    data: String,
-}
-
-/// Splits complete events off the front of `buffer`. Lines end with CRLF, LF or CR, as the SSE
-/// format allows (the server breaks a lone CR in output into a new `data:` line).
-fn take_events(buffer: &mut String) -> Vec<SseEvent> {
-    // A CR at the very end may be the first half of a CRLF still on its way.
-    let trailing_cr = buffer.ends_with('\r');
-    if trailing_cr {
-        buffer.pop();
-    }
-    if buffer.contains('\r') {
-        *buffer = buffer.replace("\r\n", "\n").replace('\r', "\n");
-    }
-    let mut events = Vec::new();
-    while let Some(end) = buffer.find("\n\n") {
-        let block: String = buffer.drain(..end + 2).collect();
-        let mut name = String::from("message");
-        let mut id = None;
-        let mut data: Vec<&str> = Vec::new();
-        for line in block.split('\n') {
-            if let Some(value) = line.strip_prefix("event:") {
-                name = value.trim_start().to_string();
-            } else if let Some(value) = line.strip_prefix("id:") {
-                id = Some(value.trim_start().to_string());
-            } else if let Some(value) = line.strip_prefix("data:") {
-                data.push(value.strip_prefix(' ').unwrap_or(value));
-            }
-        }
-        if !data.is_empty() {
-            events.push(SseEvent {
-                name,
-                id,
-                data: data.join("\n"),
-            });
-        }
-    }
-    if trailing_cr {
-        buffer.push('\r');
-    }
-    events
-}
-
-/// Reconnections in a row without a single event before `--follow` gives up (about 45 s).
-const FOLLOW_RETRIES: u32 = 8;
-
-/// How one connection to a job's stream ended.
-enum Followed {
-    /// The job ended: the `done` event's data.
-    Done(String),
-    /// The stream broke off or could not be opened for a passing reason (the server restarting):
-    /// worth opening again. Whether any event came through first.
-    BrokeOff { reason: String, progressed: bool },
-}
-
 /// Streams a job's output to stdout/stderr until `done`; the exit code is the job's. A stream that
-/// breaks off is opened again with `Last-Event-ID`, so no output is shown twice or lost; refusals
-/// (not signed in, no such job) end at once with their own exit code.
-async fn follow_job(api: &Api, id: &str) -> anyhow::Result<()> {
-    let mut last_id: Option<String> = None;
+/// breaks off is opened again with `Last-Event-ID` (by the client's subscription), so no output
+/// is shown twice or lost; refusals (not signed in, no such job) end at once with their own exit
+/// code.
+async fn follow_job(api: &Client, id: &str) -> anyhow::Result<()> {
+    let mut stream = api
+        .job_events(id)
+        .on_reconnect(|reason, wait| eprintln!("{reason}; reconnecting in {} s", wait.as_secs()));
     let mut shown_running = false;
-    let mut failures = 0;
     loop {
-        match follow_once(api, id, &mut last_id, &mut shown_running).await? {
-            Followed::Done(done) => return finish(id, &done),
-            Followed::BrokeOff { reason, progressed } => {
-                if progressed {
-                    failures = 0;
-                }
-                failures += 1;
-                if failures > FOLLOW_RETRIES {
-                    return Err(fail(6, reason));
-                }
-                let wait = Duration::from_secs(1 << (failures - 1).min(3));
-                eprintln!("{reason}; reconnecting in {} s", wait.as_secs());
-                tokio::time::sleep(wait).await;
+        let event = stream.next().await?;
+        match event.name.as_str() {
+            events::STDOUT => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(event.data.as_bytes())?;
+                out.flush()?;
             }
+            events::STDERR => {
+                let mut err = std::io::stderr().lock();
+                err.write_all(event.data.as_bytes())?;
+                err.flush()?;
+            }
+            events::STATUS => {
+                let status: StatusEvent = event.json()?;
+                if status.status == RUNNING && !shown_running {
+                    shown_running = true;
+                    eprintln!("job {id} is RUNNING");
+                }
+            }
+            events::DONE => return finish(id, &event.json()?),
+            _ => {}
         }
     }
 }
 
-/// One connection to the job's stream.
-async fn follow_once(
-    api: &Api,
-    id: &str,
-    last_id: &mut Option<String>,
-    shown_running: &mut bool,
-) -> anyhow::Result<Followed> {
-    let mut request = api.request(Method::GET, &format!("/api/jobs/{}/stream", enc(id)))?;
-    if let Some(last) = last_id.as_deref() {
-        request = request.header("Last-Event-ID", last);
-    }
-    let broke = |reason: String, progressed| Followed::BrokeOff { reason, progressed };
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(e) => {
-            return Ok(broke(
-                format!("cannot reach {}: {}", api.server, e.without_url()),
-                false,
-            ));
-        }
-    };
-    if matches!(response.status().as_u16(), 502..=504) {
-        return Ok(broke(format!("the server answered {}", response.status()), false));
-    }
-    let response = super::check(response).await?;
-    let mut body = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut pending = Vec::new();
-    let mut progressed = false;
-    while let Some(piece) = body.next().await {
-        let piece = match piece {
-            Ok(piece) => piece,
-            Err(e) => return Ok(broke(format!("the stream broke off: {e}"), progressed)),
-        };
-        pending.extend_from_slice(&piece);
-        // Keep an incomplete UTF-8 sequence for the next piece.
-        let valid = match std::str::from_utf8(&pending) {
-            Ok(text) => text.len(),
-            Err(err) => err.valid_up_to(),
-        };
-        buffer.push_str(&String::from_utf8_lossy(&pending[..valid]));
-        pending.drain(..valid);
-        for event in take_events(&mut buffer) {
-            // Only output counts as progress: every connection replays the status first.
-            if event.id.is_some() {
-                progressed = true;
-                last_id.clone_from(&event.id);
-            }
-            match event.name.as_str() {
-                "stdout" => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(event.data.as_bytes())?;
-                    out.flush()?;
-                }
-                "stderr" => {
-                    let mut err = std::io::stderr().lock();
-                    err.write_all(event.data.as_bytes())?;
-                    err.flush()?;
-                }
-                "status" => {
-                    let status: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
-                    if status["status"] == "RUNNING" && !*shown_running {
-                        *shown_running = true;
-                        eprintln!("job {id} is RUNNING");
-                    }
-                }
-                "done" => return Ok(Followed::Done(event.data)),
-                _ => {}
-            }
-        }
-    }
-    Ok(broke(
-        "the server closed the stream before the job ended".into(),
-        progressed,
-    ))
-}
-
-fn finish(id: &str, data: &str) -> anyhow::Result<()> {
-    let done: Value = serde_json::from_str(data).unwrap_or(Value::Null);
-    let status = done["status"].as_str().unwrap_or("?");
-    let exit = done["exitCode"].as_i64();
+fn finish(id: &str, done: &DoneEvent) -> anyhow::Result<()> {
+    let status = done.status.as_str();
+    let exit = done.exit_code;
     eprintln!(
         "job {id} {status}{}",
         exit.map(|c| format!(" (exit code {c})")).unwrap_or_default()
     );
     match (status, exit) {
-        ("SUCCEEDED", _) => Ok(()),
+        (SUCCEEDED, _) => Ok(()),
         (_, Some(code)) if (1..=255).contains(&code) => Err(fail(
             u8::try_from(code).unwrap_or(1),
             format!("job {id} {status} with exit code {code}"),
@@ -406,46 +267,12 @@ fn finish(id: &str, data: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn server_sent_events_are_split_and_multi_line_data_joined() {
-        let mut buffer =
-            String::from("event: stdout\nid: 0\ndata: one\ndata: two\n\n: ping\n\nevent: done\ndata: {}");
-        let events = take_events(&mut buffer);
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].name, "stdout");
-        assert_eq!(events[0].data, "one\ntwo");
-        assert_eq!(buffer, "event: done\ndata: {}");
-        buffer.push_str("\n\n");
-        assert_eq!(take_events(&mut buffer)[0].name, "done");
-    }
-
-    #[test]
-    fn cr_and_crlf_end_lines_too_even_split_across_pieces() {
-        let mut buffer = String::from("event: stdout\r\nid: 3\r\ndata: 10%\rdata: 20%\r");
-        assert!(take_events(&mut buffer).is_empty());
-        assert!(buffer.ends_with('\r'), "a trailing CR waits for its LF");
-        buffer.push_str("\n\r\n");
-        let events = take_events(&mut buffer);
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].name, "stdout");
-        assert_eq!(events[0].id.as_deref(), Some("3"));
-        assert_eq!(events[0].data, "10%\n20%");
-        assert_eq!(buffer, "");
-        // CR alone ends lines too (the event is complete once the next byte shows it was no CRLF).
-        let mut cr_only = String::from("event: done\rdata: {}\r\r: ping");
-        assert_eq!(take_events(&mut cr_only)[0].name, "done");
-    }
-
-    fn api(server: &wiremock::MockServer) -> Api {
-        Api {
-            server: server.uri(),
-            token: Some("t".into()),
-            client: reqwest::Client::new(),
-        }
+    fn api(server: &wiremock::MockServer) -> Client {
+        Client::new(&server.uri(), Some("t")).unwrap()
     }
 
     fn exit_code(err: &anyhow::Error) -> Option<u8> {
-        err.downcast_ref::<super::super::CliError>().map(|e| e.code)
+        Some(super::super::exit_status(err).0)
     }
 
     #[tokio::test]
@@ -455,15 +282,20 @@ mod tests {
         let server = MockServer::start().await;
         Mock::given(path("/api/jobs/nope/stream"))
             .respond_with(
-                ResponseTemplate::new(404)
-                    .set_body_json(serde_json::json!({"error": "not_found", "message": "job not found"})),
+                ResponseTemplate::new(404).set_body_json(hyprbox_proto::ErrorBody {
+                    error: "not_found".into(),
+                    message: "job not found".into(),
+                }),
             )
             .mount(&server)
             .await;
         let started = std::time::Instant::now();
         let err = follow_job(&api(&server), "nope").await.unwrap_err();
         assert_eq!(exit_code(&err), Some(4), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(1), "no retries");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "no retries"
+        );
         assert_eq!(server.received_requests().await.unwrap().len(), 1);
     }
 
@@ -496,12 +328,6 @@ mod tests {
         let requests = server.received_requests().await.unwrap();
         assert_eq!(requests.len(), 2);
         assert!(requests[0].headers.get("last-event-id").is_none());
-    }
-
-    #[test]
-    fn values_in_urls_are_percent_encoded() {
-        assert_eq!(enc("web-1.a_b~"), "web-1.a_b~");
-        assert_eq!(enc("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use serde_json::{Value, json};
+use hyprbox_client::Client;
+use hyprbox_proto::auth::LoginRequest;
 
-use super::{Session, Target, check, fail, save_session};
+use super::{Session, Target, save_session};
 
 #[derive(clap::Args, Debug)]
 pub struct LoginArgs {
@@ -45,22 +46,18 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
         None if std::io::stdin().is_terminal() => rpassword::prompt_password("Password: ")?,
         None => ask("")?,
     };
-    let response = reqwest::Client::new()
-        .post(format!("{server}/api/auth/login"))
-        .json(&json!({ "email": email, "password": password }))
-        .send()
-        .await
-        .map_err(|e| fail(6, format!("cannot reach {server}: {}", e.without_url())))?;
-    let body: Value = check(response).await?.json().await?;
-    let token = body["token"]
-        .as_str()
-        .ok_or_else(|| fail(1, "the sign-in answer has no token"))?;
+    let session = Client::new(&server, None)?
+        .login(&LoginRequest {
+            email: email.clone(),
+            password,
+        })
+        .await?;
     let path = save_session(&Session {
         server: server.clone(),
-        token: token.to_string(),
+        token: session.token,
         email: email.clone(),
     })?;
-    let role = body["user"]["role"].as_str().unwrap_or("?");
+    let role = session.user.role;
     println!(
         "signed in to {server} as {email} ({role}); session saved in {}",
         path.display()

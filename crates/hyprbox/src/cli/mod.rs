@@ -11,7 +11,7 @@ pub mod users;
 use std::fmt;
 use std::path::PathBuf;
 
-use reqwest::{Method, StatusCode};
+use hyprbox_client::{Client, Error as ClientError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -101,109 +101,40 @@ pub fn save_session(session: &Session) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// An authenticated client of one server.
-pub struct Api {
-    pub server: String,
-    token: Option<String>,
-    pub client: reqwest::Client,
+/// The client of the server from `--server`/`HYPRBOX_URL` or the saved session, with the saved
+/// token when it was issued by that same server (`HYPRBOX_SESSION_TOKEN` overrides it).
+pub fn connect(target: &Target) -> anyhow::Result<Client> {
+    let session = load_session();
+    let server = target
+        .server
+        .clone()
+        .or_else(|| session.as_ref().map(|s| s.server.clone()))
+        .unwrap_or_else(|| "http://127.0.0.1:4000".into())
+        .trim_end_matches('/')
+        .to_string();
+    let token = std::env::var("HYPRBOX_SESSION_TOKEN").ok().or_else(|| {
+        session
+            .filter(|s| s.server.trim_end_matches('/') == server)
+            .map(|s| s.token)
+    });
+    Ok(Client::new(&server, token.as_deref())?)
 }
 
-impl Api {
-    /// The server from `--server`/`HYPRBOX_URL` or the saved session; the saved token when it was
-    /// issued by that same server (`HYPRBOX_SESSION_TOKEN` overrides it).
-    pub fn new(target: &Target) -> Api {
-        let session = load_session();
-        let server = target
-            .server
-            .clone()
-            .or_else(|| session.as_ref().map(|s| s.server.clone()))
-            .unwrap_or_else(|| "http://127.0.0.1:4000".into())
-            .trim_end_matches('/')
-            .to_string();
-        let token = std::env::var("HYPRBOX_SESSION_TOKEN").ok().or_else(|| {
-            session
-                .filter(|s| s.server.trim_end_matches('/') == server)
-                .map(|s| s.token)
-        });
-        Api {
-            server,
-            token,
-            client: reqwest::Client::new(),
-        }
+/// The exit code and the one line an error ends the process with: the client's refusals carry
+/// their own code (see [`EXIT_CODES`]), with a hint where signing in would help.
+pub fn exit_status(err: &anyhow::Error) -> (u8, String) {
+    if let Some(cli_error) = err.downcast_ref::<CliError>() {
+        return (cli_error.code, cli_error.message.clone());
     }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server)
+    if let Some(refused) = err.downcast_ref::<ClientError>() {
+        let message = match refused {
+            ClientError::NotSignedIn { server } => format!("not signed in to {server}: run `hyprbox login`"),
+            ClientError::Unauthorized { message } => format!("{message} (run `hyprbox login`)"),
+            other => other.to_string(),
+        };
+        return (refused.exit_code(), message);
     }
-
-    /// A request with the session's bearer token (401 handling is the caller's, via [`Api::check`]).
-    pub fn request(&self, method: Method, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
-        let token = self.token.as_deref().ok_or_else(|| {
-            fail(
-                3,
-                format!("not signed in to {}: run `hyprbox login`", self.server),
-            )
-        })?;
-        Ok(self.client.request(method, self.url(path)).bearer_auth(token))
-    }
-
-    /// Sends and maps failures to one line and an exit code.
-    pub async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| fail(6, format!("cannot reach {}: {}", self.server, e.without_url())))?;
-        check(response).await
-    }
-
-    pub async fn json(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut request = self.request(method, path)?;
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = self.send(request).await?;
-        if response.status() == StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| fail(1, format!("the server's answer is not JSON: {e}")))
-    }
-}
-
-/// A non-success answer becomes a [`CliError`] carrying the API's own message.
-pub async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    let message = body["message"].as_str().unwrap_or("no details").to_string();
-    let code = match status {
-        StatusCode::UNAUTHORIZED => {
-            return Err(fail(3, format!("{message} (run `hyprbox login`)")));
-        }
-        StatusCode::FORBIDDEN => 3,
-        StatusCode::NOT_FOUND => 4,
-        StatusCode::CONFLICT => 5,
-        _ => 1,
-    };
-    Err(fail(code, message))
-}
-
-/// Percent-encodes a value for a URL path segment or query value: whatever an operator types
-/// reaches the server as that one value.
-pub fn enc(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    (1, format!("{err:#}"))
 }
 
 /// Prints rows as a left-aligned table with a header.
@@ -232,12 +163,13 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 /// A list answer: as JSON with `--json`, else the `key` array as a table of `(header, field)`
-/// columns.
-pub fn print_list(body: &Value, json: bool, key: &str, columns: &[(&str, &str)]) {
+/// columns, the fields named as on the wire.
+pub fn print_list<T: Serialize>(answer: &T, json: bool, key: &str, columns: &[(&str, &str)]) {
     if json {
-        print_json(body);
+        print_json(answer);
         return;
     }
+    let body = serde_json::to_value(answer).unwrap_or_default();
     let header: Vec<&str> = columns.iter().map(|(header, _)| *header).collect();
     let fields: Vec<&str> = columns.iter().map(|(_, field)| *field).collect();
     table(&header, &rows(&body[key], &fields));
@@ -267,7 +199,7 @@ pub fn cell(value: &Value) -> String {
     }
 }
 
-/// Prints a value as JSON (for `--json`).
-pub fn print_json(value: &Value) {
-    println!("{value}");
+/// Prints an answer as JSON (for `--json`), as the server sent it.
+pub fn print_json<T: Serialize>(answer: &T) {
+    println!("{}", serde_json::to_string(answer).unwrap_or_default());
 }

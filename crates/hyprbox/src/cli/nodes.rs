@@ -1,8 +1,6 @@
 //! `hyprbox nodes`: the fleet with each node's computed status.
 
-use reqwest::Method;
-
-use super::{Api, Target, print_list};
+use super::{Target, connect, print_list};
 
 #[derive(clap::Args, Debug)]
 pub struct NodesArgs {
@@ -14,8 +12,7 @@ pub struct NodesArgs {
 }
 
 pub async fn run(args: NodesArgs) -> anyhow::Result<()> {
-    let api = Api::new(&args.target);
-    let body = api.json(Method::GET, "/api/nodes", None).await?;
+    let body = connect(&args.target)?.nodes().await?;
     print_list(
         &body,
         args.json,

@@ -1,9 +1,8 @@
 //! `hyprbox tokens create|list|revoke`: node tokens for agents.
 
-use reqwest::Method;
-use serde_json::json;
+use hyprbox_proto::tokens::CreateTokenRequest;
 
-use super::{Api, Target, cell, enc, print_json, print_list};
+use super::{Target, connect, print_json, print_list};
 
 #[derive(clap::Args, Debug)]
 pub struct TokensArgs {
@@ -49,29 +48,26 @@ pub async fn run(args: TokensArgs) -> anyhow::Result<()> {
             json,
             target,
         } => {
-            let api = Api::new(&target);
-            let body = api
-                .json(
-                    Method::POST,
-                    "/api/tokens",
-                    Some(json!({ "name": name, "nodeId": node })),
-                )
+            let body = connect(&target)?
+                .create_token(&CreateTokenRequest {
+                    name,
+                    node_id: node.clone(),
+                })
                 .await?;
             if json {
                 print_json(&body);
             } else {
-                println!("{}", body["token"].as_str().unwrap_or_default());
+                println!("{}", body.token);
                 eprintln!(
                     "token {} ({}) created; it is shown only this once",
-                    cell(&body["meta"]["id"]),
+                    body.meta.id,
                     node.map_or_else(|| "fleet-wide".to_string(), |n| format!("pinned to {n}"))
                 );
             }
             Ok(())
         }
         TokensCommand::List { json, target } => {
-            let api = Api::new(&target);
-            let body = api.json(Method::GET, "/api/tokens", None).await?;
+            let body = connect(&target)?.tokens().await?;
             print_list(
                 &body,
                 json,
@@ -88,9 +84,7 @@ pub async fn run(args: TokensArgs) -> anyhow::Result<()> {
             Ok(())
         }
         TokensCommand::Revoke { id, target } => {
-            let api = Api::new(&target);
-            api.json(Method::DELETE, &format!("/api/tokens/{}", enc(&id)), None)
-                .await?;
+            connect(&target)?.revoke_token(&id).await?;
             println!("token {id} revoked");
             Ok(())
         }

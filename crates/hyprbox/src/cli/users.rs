@@ -2,10 +2,9 @@
 
 use std::io::IsTerminal;
 
-use reqwest::Method;
-use serde_json::json;
+use hyprbox_proto::auth::{CreateUserRequest, RoleRequest};
 
-use super::{Api, Target, cell, enc, fail, print_json, print_list};
+use super::{Target, connect, fail, print_json, print_list};
 
 #[derive(clap::Args, Debug)]
 pub struct UsersArgs {
@@ -60,8 +59,7 @@ enum UsersCommand {
 pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
     match args.command {
         UsersCommand::List { json, target } => {
-            let api = Api::new(&target);
-            let body = api.json(Method::GET, "/api/users", None).await?;
+            let body = connect(&target)?.users().await?;
             print_list(
                 &body,
                 json,
@@ -90,18 +88,21 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
                 }
                 None => return Err(fail(2, "give --password or HYPRBOX_NEW_PASSWORD")),
             };
-            let api = Api::new(&target);
-            let body = json!({ "email": email, "name": name, "role": role.to_ascii_uppercase(), "password": password });
-            let created = api.json(Method::POST, "/api/users", Some(body)).await?;
+            let created = connect(&target)?
+                .create_user(&CreateUserRequest {
+                    email: email.clone(),
+                    name,
+                    role: role.to_ascii_uppercase(),
+                    password,
+                })
+                .await?;
             if json {
                 print_json(&created);
                 return Ok(());
             }
             println!(
                 "created {} ({}) with id {}",
-                email,
-                cell(&created["user"]["role"]),
-                cell(&created["user"]["id"])
+                email, created.user.role, created.user.id
             );
             Ok(())
         }
@@ -111,13 +112,12 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
             json,
             target,
         } => {
-            let api = Api::new(&target);
-            let body = json!({ "role": role.to_ascii_uppercase() });
-            let changed = api
-                .json(
-                    Method::PATCH,
-                    &format!("/api/users/{}/role", enc(&id)),
-                    Some(body),
+            let changed = connect(&target)?
+                .set_role(
+                    &id,
+                    &RoleRequest {
+                        role: role.to_ascii_uppercase(),
+                    },
                 )
                 .await?;
             if json {
@@ -128,9 +128,7 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
             Ok(())
         }
         UsersCommand::Delete { id, target } => {
-            let api = Api::new(&target);
-            api.json(Method::DELETE, &format!("/api/users/{}", enc(&id)), None)
-                .await?;
+            connect(&target)?.delete_user(&id).await?;
             println!("user {id} deleted");
             Ok(())
         }
