@@ -271,6 +271,20 @@ impl Client {
         self.get("/api/nodes/me/config").await
     }
 
+    /// `PATCH /api/nodes/{nodeId}/config` (OPERATOR): a JSON merge patch (`null` removes a key).
+    pub async fn patch_node_config(
+        &self,
+        node_id: &str,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<NodeConfigBody, Error> {
+        self.call(
+            Method::PATCH,
+            &format!("/api/nodes/{}/config", enc(node_id)),
+            patch,
+        )
+        .await
+    }
+
     // Jobs, as an operator.
 
     /// `POST /api/jobs` (OPERATOR) → 201.
