@@ -1,28 +1,22 @@
-//! The HyprBox server as a library: configuration, application state, authentication, the HTTP
-//! routes and the background loops. [`launch`] is the one entry point, used by the `hyprbox serve`
-//! binary and by every HTTP test.
+//! The HyprBox server as a library, grouped by what it does: `http` (the middleware stack and its
+//! gate, extractors, errors, probes), `auth`, `fleet`, `jobs`, `findings` and `hyperion` (the
+//! dashboard), each owning its state, handlers and background loop; `routes` lists the whole API in
+//! one place, `background` starts the loops, `config` and `state` hold what everything shares.
+//! [`launch`] is the one entry point, used by the `hyprbox serve` binary and by every HTTP test.
 //!
 //! Depends on `hyprbox-store` for all SQL; must not depend on the CLI or the agent.
 
-pub mod agents;
-pub mod ai;
 pub mod auth;
+pub mod background;
 pub mod config;
-pub mod error;
 pub mod events;
-pub mod extract;
+pub mod findings;
 pub mod fleet;
-pub mod health;
+pub mod http;
+pub mod hyperion;
 pub mod jobs;
-pub mod mail;
-mod middleware;
-pub mod ratelimit;
 pub mod routes;
 pub mod state;
-pub mod ux;
-mod views;
-pub mod workers;
-pub mod writer;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -40,7 +34,7 @@ pub use state::AppState;
 pub struct Application {
     state: AppState,
     router: Router,
-    queue: tokio::sync::mpsc::Receiver<writer::Pending>,
+    queue: tokio::sync::mpsc::Receiver<fleet::writer::Pending>,
 }
 
 impl Application {
@@ -55,14 +49,14 @@ impl Application {
             .with_context(|| format!("cannot open the database {}", settings.database_display()))?;
         store.migrate().await.context("cannot migrate the database")?;
 
-        let sessions = auth::cache::SessionCache::default();
+        let sessions = auth::session_cache::SessionCache::default();
         {
             let mut conn = store.conn().await?;
             for (jti, expires_at_ms) in hyprbox_store::sessions::active(&mut conn, now_ms()).await? {
                 sessions.revoke(&jti, expires_at_ms / 1000);
             }
         }
-        let fleet = fleet::Fleet::default();
+        let fleet = fleet::memory::Fleet::default();
         {
             let mut conn = store.conn().await?;
             let nodes = hyprbox_store::nodes::all(&mut conn).await?;
@@ -71,7 +65,8 @@ impl Application {
             let mut recent = Vec::new();
             for node in &nodes {
                 recent.extend(
-                    hyprbox_store::nodes::history(&mut conn, &node.node_id, fleet::SPARK_LEN as i64).await?,
+                    hyprbox_store::nodes::history(&mut conn, &node.node_id, fleet::memory::SPARK_LEN as i64)
+                        .await?,
                 );
             }
             fleet.load(nodes, recent);
@@ -79,33 +74,33 @@ impl Application {
         // An invalid preset file stops the start, naming the file, the line and the problem.
         let presets = hyprbox_presets::Catalog::load(settings.presets_dir.as_deref())
             .map_err(|e| anyhow::anyhow!("invalid preset: {e}"))?;
-        let (writer, queue) = writer::BatchWriter::new();
-        let mailer = mail::Mailer::from_settings(&settings)?;
-        let keys = auth::tokens::JwtKeys::new(settings.secret_key.expose().as_bytes(), settings.session_ttl);
+        let (writer, queue) = fleet::writer::BatchWriter::new();
+        let mailer = auth::mail::Mailer::from_settings(&settings)?;
+        let keys = auth::jwt::JwtKeys::new(settings.secret_key.expose().as_bytes(), settings.session_ttl);
         let passwords = tokio::task::spawn_blocking(auth::password::Passwords::new).await?;
         let state = AppState::new(state::Inner {
             store,
             keys,
             sessions,
-            limiter: ratelimit::RateLimiter::default(),
+            limiter: http::ratelimit::RateLimiter::default(),
             mailer,
             passwords,
             node_tokens: auth::node_tokens::NodeTokens::default(),
             fleet,
             hub: events::EventHub::default(),
-            views: views::Rendered::default(),
+            render_cache: fleet::render_cache::Rendered::default(),
             writer,
             presets,
-            agents: agents::Agents::default(),
-            feeds: jobs::Feeds::default(),
-            ai: ai::AiFleet::new(settings.ai_workers.clone()),
-            health: health::Health::default(),
-            ux: ux::Ux::default(),
+            agents: fleet::agent_links::Agents::default(),
+            feeds: jobs::feeds::Feeds::default(),
+            ai: hyperion::ai_fleet::AiFleet::new(settings.ai_workers.clone()),
+            server_health: hyperion::server_health::Health::default(),
+            ux: hyperion::ux::Ux::default(),
             shutdown: CancellationToken::new(),
             started_at: Instant::now(),
             settings,
         });
-        let router = middleware::apply(routes::router(state.clone()), &state);
+        let router = http::gate::apply(routes::router(state.clone()), &state);
         Ok(Application { state, router, queue })
     }
 
@@ -125,8 +120,8 @@ impl Application {
         // The background loops stop only after the last request is answered, so the writer
         // still takes what in-flight heartbeats queue.
         let background = CancellationToken::new();
-        let writer = tokio::spawn(writer::run(state.store.clone(), queue, background.clone()));
-        let workers = workers::spawn(&state, background.clone());
+        let writer = tokio::spawn(fleet::writer::run(state.store.clone(), queue, background.clone()));
+        let workers = crate::background::spawn(&state, background.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, service)
             .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())
@@ -134,7 +129,7 @@ impl Application {
             .context("the HTTP server failed");
         // Node rows not yet rewritten since their last heartbeat go out with the final flush.
         for node in state.fleet.unpersisted() {
-            state.writer.queue(writer::Pending::Node(node)).await;
+            state.writer.queue(fleet::writer::Pending::Node(node)).await;
         }
         background.cancel();
         workers.wait().await;

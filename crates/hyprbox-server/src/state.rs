@@ -6,19 +6,19 @@ use std::time::Instant;
 
 use hyprbox_store::Store;
 
-use crate::agents::Agents;
-use crate::auth::cache::SessionCache;
+use crate::auth::jwt::JwtKeys;
+use crate::auth::mail::Mailer;
 use crate::auth::node_tokens::NodeTokens;
 use crate::auth::password::Passwords;
-use crate::auth::tokens::JwtKeys;
+use crate::auth::session_cache::SessionCache;
 use crate::config::Settings;
 use crate::events::EventHub;
-use crate::fleet::Fleet;
-use crate::jobs::Feeds;
-use crate::mail::Mailer;
-use crate::ratelimit::RateLimiter;
-use crate::views::Rendered;
-use crate::writer::BatchWriter;
+use crate::fleet::agent_links::Agents;
+use crate::fleet::memory::Fleet;
+use crate::fleet::render_cache::Rendered;
+use crate::fleet::writer::BatchWriter;
+use crate::http::ratelimit::RateLimiter;
+use crate::jobs::feeds::Feeds;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
@@ -35,7 +35,7 @@ pub struct Inner {
     pub node_tokens: NodeTokens,
     pub fleet: Fleet,
     pub hub: EventHub,
-    pub views: Rendered,
+    pub render_cache: Rendered,
     pub writer: BatchWriter,
     /// The preset catalogue, loaded once at start.
     pub presets: hyprbox_presets::Catalog,
@@ -44,11 +44,11 @@ pub struct Inner {
     /// Live output of jobs someone is watching.
     pub feeds: Feeds,
     /// The AI worker fleet's in-memory view, cached queue depth and dispatch bell.
-    pub ai: crate::ai::AiFleet,
+    pub ai: crate::hyperion::ai_fleet::AiFleet,
     /// The server's own health samples, for the dashboard.
-    pub health: crate::health::Health,
+    pub server_health: crate::hyperion::server_health::Health,
     /// Request timings and active users, for the dashboard.
-    pub ux: crate::ux::Ux,
+    pub ux: crate::hyperion::ux::Ux,
     /// Cancelled when a graceful shutdown starts: long-lived streams end on it.
     pub shutdown: CancellationToken,
     pub started_at: Instant,

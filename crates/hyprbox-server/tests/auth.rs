@@ -3,7 +3,7 @@
 mod common;
 
 use common::{PASSWORD, TestApp, cookie, session, smtp_listener};
-use hyprbox_server::auth::tokens::Claims;
+use hyprbox_server::auth::jwt::Claims;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -369,7 +369,7 @@ async fn missing_expired_wrong_signature_wrong_version_revoked_and_node_tokens_g
     let expired = app.state.keys.sign(&claims(now - 4000, now - 100, 0));
     let wrong_version = app.state.keys.sign(&claims(now, now + 600, 7));
     let other_key =
-        hyprbox_server::auth::tokens::JwtKeys::new(b"another key", std::time::Duration::from_secs(600));
+        hyprbox_server::auth::jwt::JwtKeys::new(b"another key", std::time::Duration::from_secs(600));
     let (wrong_signature, _) = other_key.issue(&admin.id, 0);
     let unknown_user = app.state.keys.sign(&Claims {
         sub: "nobody".into(),

@@ -90,7 +90,7 @@ async fn health_samples_and_daily_users_survive_a_restart() {
     let (status, _, _) = get_with_cookie(&app, "/api/dashboard/system-health", &cookie).await;
     assert_eq!(status, StatusCode::OK);
     let now = hyprbox_store::now_ms();
-    hyprbox_server::ux::tick(&app.state, now).await.unwrap();
+    hyprbox_server::hyperion::ux::tick(&app.state, now).await.unwrap();
     let (_, db) = app.stop_keeping_database().await;
 
     let store = db.store().await;
@@ -118,7 +118,7 @@ async fn user_experience_counts_active_users_and_times_requests() {
     for _ in 0..5 {
         get_with_cookie(&app, "/api/auth/me", &cookie).await;
     }
-    hyprbox_server::ux::tick(&app.state, hyprbox_store::now_ms())
+    hyprbox_server::hyperion::ux::tick(&app.state, hyprbox_store::now_ms())
         .await
         .unwrap();
     let (status, headers, body) = get_with_cookie(&app, "/api/dashboard/user-experience", &cookie).await;

@@ -1,12 +1,22 @@
-//! Who is calling: credentials are resolved once per request by [`resolve_caller`] (the rate limiter
-//! keys signed-in users by id, so it needs the identity before the handler runs), and handlers state
-//! what they need with the extractors [`CurrentUser`], [`Operator`], [`Admin`] and [`MaybeUser`].
+//! Accounts, sessions and credentials. This module says who is calling: credentials are resolved
+//! once per request by [`resolve_caller`] (the rate limiter keys signed-in users by id, so it needs
+//! the identity before the handler runs), and handlers state what they need with the extractors
+//! [`CurrentUser`], [`Operator`], [`Admin`], [`MaybeUser`], [`NodeAuth`] and [`MaybeNode`].
 //! Ownership checks stay explicit in handlers.
+//!
+//! Beside it: the credentials themselves (`jwt`, `node_tokens`, `password`), the in-memory
+//! `session_cache`, the `/api/auth`, `/api/users`, `/api/tokens` and `/api/audit` handlers
+//! (`account`, `users`, `node_token_routes`, `audit`), and outgoing `mail`.
 
-pub mod cache;
+pub mod account;
+pub mod audit;
+pub mod jwt;
+pub mod mail;
+pub mod node_token_routes;
 pub mod node_tokens;
 pub mod password;
-pub mod tokens;
+pub mod session_cache;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -15,12 +25,12 @@ use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use hyprbox_store::users::{self, Role, User};
+use hyprbox_store::users::{Role, User};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::state::AppState;
-use cache::Cached;
-use tokens::Claims;
+use jwt::Claims;
+use session_cache::Cached;
 
 pub const COOKIE_NAME: &str = "hb_token";
 /// The Hyperion backend's cookie name, still accepted so its web client keeps working.
@@ -95,7 +105,7 @@ pub async fn verify_user_token(state: &AppState, token: &str) -> Result<Option<I
         Cached::Deleted => return Ok(None),
         Cached::Unknown => {
             let mut conn = state.store.conn().await?;
-            match users::by_id(&mut conn, &claims.sub).await? {
+            match hyprbox_store::users::by_id(&mut conn, &claims.sub).await? {
                 Some(user) => match state.sessions.fill(user) {
                     Some(user) => user,
                     None => return Ok(None),
@@ -120,7 +130,7 @@ async fn node_caller(state: &AppState, token: &str) -> Result<Caller, ApiError> 
     };
     let now = hyprbox_store::now_ms();
     if entry.touch_due(now) {
-        let used = crate::writer::Pending::TokenUsed {
+        let used = crate::fleet::writer::Pending::TokenUsed {
             id: identity.token_id.clone(),
             at: now,
         };

@@ -8,7 +8,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 128;

@@ -1,19 +1,4 @@
-//! Every route of the API, in one list. Handlers live in one module per resource.
-
-pub mod agent;
-pub mod agent_jobs;
-pub mod audit;
-pub mod auth;
-pub mod dashboard;
-pub mod dashboard_ai;
-pub mod findings;
-pub mod health;
-pub mod jobs;
-pub mod nodes;
-pub mod presets;
-pub mod stream;
-pub mod tokens;
-pub mod users;
+//! Every route of the API, in one list. Handlers live with their domain.
 
 use axum::Router;
 use axum::routing::{get, patch, post};
@@ -23,31 +8,43 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::auth::{account, audit, node_token_routes, users};
+use crate::findings;
+use crate::fleet::{agent_socket, nodes, stream};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::probes;
+use crate::hyperion::{ai_routes, dashboard};
+use crate::jobs::{agent_api, operator, presets};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
-        .route("/", get(health::root))
-        .route("/health", get(health::probe))
-        .route("/api/health", get(health::api_health))
-        .route("/api/auth/register", post(auth::register))
-        .route("/api/auth/signup", post(auth::signup))
-        .route("/api/auth/login", post(auth::login))
-        .route("/api/auth/logout", post(auth::logout))
+        .route("/", get(probes::root))
+        .route("/health", get(probes::probe))
+        .route("/api/health", get(probes::api_health))
+        .route("/api/auth/register", post(account::register))
+        .route("/api/auth/signup", post(account::signup))
+        .route("/api/auth/login", post(account::login))
+        .route("/api/auth/logout", post(account::logout))
         .route(
             "/api/auth/me",
-            get(auth::me).put(auth::update_me).patch(auth::patch_me),
+            get(account::me).put(account::update_me).patch(account::patch_me),
         )
-        .route("/api/auth/change-password", post(auth::change_password))
-        .route("/api/auth/forgot-password", post(auth::forgot_password))
-        .route("/api/auth/reset-password", post(auth::reset_password))
+        .route("/api/auth/change-password", post(account::change_password))
+        .route("/api/auth/forgot-password", post(account::forgot_password))
+        .route("/api/auth/reset-password", post(account::reset_password))
         .route("/api/users", get(users::list).post(users::create))
         .route("/api/users/{id}/role", patch(users::set_role))
         .route("/api/users/{id}", axum::routing::delete(users::delete))
         .route("/api/audit", get(audit::list))
-        .route("/api/tokens", get(tokens::list).post(tokens::create))
-        .route("/api/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route(
+            "/api/tokens",
+            get(node_token_routes::list).post(node_token_routes::create),
+        )
+        .route(
+            "/api/tokens/{id}",
+            axum::routing::delete(node_token_routes::revoke),
+        )
         .route("/api/nodes", get(nodes::list))
         .route("/api/nodes/heartbeat", post(nodes::heartbeat))
         .route("/api/nodes/sparks", get(nodes::sparks))
@@ -61,23 +58,23 @@ pub fn router(state: AppState) -> Router {
         .route("/api/presets", get(presets::list))
         .route("/api/presets/{name}", get(presets::get))
         .route("/api/presets/{name}/render", post(presets::render))
-        .route("/api/jobs", get(jobs::list).post(jobs::create))
-        .route("/api/jobs/pending", get(agent_jobs::pending))
-        .route("/api/jobs/{id}", get(jobs::get))
-        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/api/jobs/{id}/stream", get(jobs::stream))
-        .route("/api/jobs/{id}/output", post(agent_jobs::output))
-        .route("/api/jobs/{id}/output/raw", get(jobs::raw))
-        .route("/api/jobs/{id}/complete", post(agent_jobs::complete))
+        .route("/api/jobs", get(operator::list).post(operator::create))
+        .route("/api/jobs/pending", get(agent_api::pending))
+        .route("/api/jobs/{id}", get(operator::get))
+        .route("/api/jobs/{id}/cancel", post(operator::cancel))
+        .route("/api/jobs/{id}/stream", get(operator::stream))
+        .route("/api/jobs/{id}/output", post(agent_api::output))
+        .route("/api/jobs/{id}/output/raw", get(operator::raw))
+        .route("/api/jobs/{id}/complete", post(agent_api::complete))
         .route("/api/findings", get(findings::list).post(findings::report))
         .route("/api/findings/health/summary", get(findings::summary))
         .route("/api/findings/{id}", get(findings::get))
         .route("/api/findings/{id}/snooze", post(findings::snooze))
         .route("/api/findings/{id}/resolve", post(findings::resolve))
-        .route("/api/agent/ws", get(agent::ws))
-        .route("/api/dashboard/ai-workers", get(dashboard_ai::fleet))
-        .route("/api/dashboard/ai-workers/dispatch", post(dashboard_ai::dispatch))
-        .route("/api/dashboard/ai-workers/tasks", get(dashboard_ai::tasks))
+        .route("/api/agent/ws", get(agent_socket::ws))
+        .route("/api/dashboard/ai-workers", get(ai_routes::fleet))
+        .route("/api/dashboard/ai-workers/dispatch", post(ai_routes::dispatch))
+        .route("/api/dashboard/ai-workers/tasks", get(ai_routes::tasks))
         .route("/api/dashboard/system-health", get(dashboard::system_health))
         .route("/api/dashboard/user-experience", get(dashboard::user_experience));
     if state.settings.enable_docs {
@@ -124,7 +121,7 @@ pub fn audit_event(
     actor: Option<&User>,
     action: &str,
     resource: Option<(&str, &str)>,
-    ip: crate::extract::ClientIp,
+    ip: crate::http::extract::ClientIp,
     metadata: Option<serde_json::Value>,
 ) -> hyprbox_store::audit::NewAuditEvent {
     hyprbox_store::audit::NewAuditEvent {
@@ -149,22 +146,22 @@ pub fn rfc3339(ms: i64) -> String {
 #[openapi(
     info(title = "HyprBox API", description = "Control plane for a fleet of Linux servers."),
     paths(
-        health::root, health::probe, health::api_health,
-        auth::register, auth::signup, auth::login, auth::logout, auth::me, auth::update_me, auth::patch_me,
-        auth::change_password, auth::forgot_password, auth::reset_password,
+        probes::root, probes::probe, probes::api_health,
+        account::register, account::signup, account::login, account::logout, account::me, account::update_me, account::patch_me,
+        account::change_password, account::forgot_password, account::reset_password,
         users::list, users::create, users::set_role, users::delete,
         audit::list,
-        tokens::create, tokens::list, tokens::revoke,
+        node_token_routes::create, node_token_routes::list, node_token_routes::revoke,
         nodes::heartbeat, nodes::list, nodes::sparks, nodes::status, nodes::history, nodes::activity,
         nodes::my_config, nodes::patch_config, nodes::delete,
         stream::nodes,
         presets::list, presets::get, presets::render,
-        jobs::create, jobs::list, jobs::get, jobs::cancel, jobs::stream, jobs::raw,
-        agent_jobs::pending, agent_jobs::output, agent_jobs::complete, agent::ws,
+        operator::create, operator::list, operator::get, operator::cancel, operator::stream, operator::raw,
+        agent_api::pending, agent_api::output, agent_api::complete, agent_socket::ws,
         findings::report, findings::list, findings::get, findings::snooze, findings::resolve,
         findings::summary,
         dashboard::system_health, dashboard::user_experience,
-        dashboard_ai::fleet, dashboard_ai::dispatch, dashboard_ai::tasks,
+        ai_routes::fleet, ai_routes::dispatch, ai_routes::tasks,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),

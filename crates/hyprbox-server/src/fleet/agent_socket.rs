@@ -13,12 +13,12 @@ use hyprbox_store::jobs;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::agents::AgentMessage;
+use super::stream::PING_EVERY;
 use crate::auth::NodeAuth;
 use crate::auth::node_tokens::NodeIdentity;
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::Query;
-use crate::routes::stream::PING_EVERY;
+use crate::fleet::agent_links::AgentMessage;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::Query;
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]

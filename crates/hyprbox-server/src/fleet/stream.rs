@@ -11,7 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::CurrentUser;
-use crate::auth::cache::Cached;
+use crate::auth::session_cache::Cached;
 use crate::events::EventHub;
 use crate::state::AppState;
 
@@ -75,7 +75,7 @@ where
 /// Opened past half-life, the answer renewed the cookie, but the gate read its own clock: at the
 /// boundary second it may not have. Such a stream ends within a few seconds, and its reconnect is
 /// surely past half-life.
-fn stream_end(claims: &crate::auth::tokens::Claims, via_cookie: bool, now: i64) -> i64 {
+fn stream_end(claims: &crate::auth::jwt::Claims, via_cookie: bool, now: i64) -> i64 {
     if !via_cookie {
         return claims.exp;
     }
@@ -86,7 +86,7 @@ fn stream_end(claims: &crate::auth::tokens::Claims, via_cookie: bool, now: i64) 
 #[utoipa::path(get, path = "/api/stream/nodes", tag = "nodes", security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "text/event-stream: `heartbeat`, `activity`, `job` and `lagged` events, `: ping` every 25 s", content_type = "text/event-stream"),
-        (status = 401, description = "Not signed in", body = crate::error::ErrorBody)))]
+        (status = 401, description = "Not signed in", body = crate::http::error::ErrorBody)))]
 pub async fn nodes(
     State(state): State<AppState>,
     CurrentUser(identity): CurrentUser,
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_cookie_session_stream_ends_past_half_life_so_its_reconnect_renews_the_cookie() {
-        let claims = crate::auth::tokens::Claims {
+        let claims = crate::auth::jwt::Claims {
             sub: "u".into(),
             tv: 0,
             jti: "j".into(),

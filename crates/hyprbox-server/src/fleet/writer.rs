@@ -10,7 +10,7 @@ use hyprbox_store::{Store, StoreError, tokens};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::merge;
+use super::memory::merge;
 
 /// The longest a queued heartbeat waits for its commit.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);

@@ -29,12 +29,15 @@ impl Workers {
 pub fn spawn(state: &AppState, shutdown: CancellationToken) -> Workers {
     let mut set = JoinSet::new();
     set.spawn(prune_loop(state.clone(), shutdown.clone()));
-    set.spawn(crate::jobs::reap_loop(state.clone(), shutdown.clone()));
+    set.spawn(crate::jobs::feeds::reap_loop(state.clone(), shutdown.clone()));
     // The AI worker fleet must run in exactly one place: with several replicas, a leader lock
-    // would gate this spawn (see `crate::ai::run`).
-    set.spawn(crate::ai::run(state.clone(), shutdown.clone()));
-    set.spawn(crate::health::sample_loop(state.clone(), shutdown.clone()));
-    set.spawn(crate::ux::tick_loop(state.clone(), shutdown));
+    // would gate this spawn (see `crate::hyperion::ai_fleet::run`).
+    set.spawn(crate::hyperion::ai_fleet::run(state.clone(), shutdown.clone()));
+    set.spawn(crate::hyperion::server_health::sample_loop(
+        state.clone(),
+        shutdown.clone(),
+    ));
+    set.spawn(crate::hyperion::ux::tick_loop(state.clone(), shutdown));
     Workers(set)
 }
 

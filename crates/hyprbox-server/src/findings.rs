@@ -1,6 +1,6 @@
 //! `/api/findings`: agents report what their scanners found (node-auth); users list and read them
-//! with the preset that fixes each; operators snooze or resolve them; the health summary buckets
-//! every node by its worst active finding.
+//! with the preset that fixes each; operators snooze or resolve them; the findings health summary
+//! (`/api/findings/health/summary`) buckets every node by its worst active finding.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -14,12 +14,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{audit_event, rfc3339};
 use crate::auth::{CurrentUser, NodeAuth, Operator};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ClientIp, Json, Query};
+use crate::fleet::writer::Pending;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{ClientIp, Json, Query};
+use crate::routes::audit_event;
+use crate::routes::rfc3339;
 use crate::state::AppState;
-use crate::writer::Pending;
 
 /// Findings one report may carry.
 pub const MAX_BATCH: usize = 500;
@@ -303,11 +304,11 @@ pub async fn report(
     if let Err(message) = validate_node_id("nodeId", &body.node_id) {
         return ApiError::BadRequest(message).into_response();
     }
-    // The node is in the body, so the middleware left the charge to us: a fleet-wide token serves
+    // The node is in the body, so the gate left the charge to us: a fleet-wide token serves
     // many nodes, each with its own budget (as heartbeats).
     let node_id = body.node_id.clone();
     let work = async { store_report(&state, body).await.into_response() };
-    crate::middleware::charge_node(&state, Some(&node), &node_id, ip, work).await
+    crate::http::gate::charge_node(&state, Some(&node), &node_id, ip, work).await
 }
 
 async fn store_report(state: &AppState, body: ReportBody) -> ApiResult<(StatusCode, Json<ReportAccepted>)> {
@@ -382,7 +383,7 @@ pub async fn list(
 }
 
 async fn existing(state: &AppState, id: &str) -> Result<Finding, ApiError> {
-    if !super::users::plausible_id(id) {
+    if !crate::auth::users::plausible_id(id) {
         return Err(ApiError::not_found("finding"));
     }
     let mut conn = state.store.conn().await?;

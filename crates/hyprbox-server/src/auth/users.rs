@@ -7,11 +7,11 @@ use hyprbox_store::users::{self, AdminGuarded, NewUser, Role, User};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::UserBody;
-use super::auth::{normalize_email, validate_name};
+use super::account::{normalize_email, validate_name};
 use crate::auth::{Admin, Identity, password};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ClientIp, Json};
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{ClientIp, Json};
+use crate::routes::UserBody;
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -57,7 +57,7 @@ fn event(
     ip: ClientIp,
     metadata: serde_json::Value,
 ) -> NewAuditEvent {
-    super::audit_event(
+    crate::routes::audit_event(
         Some(&actor.user),
         action,
         Some(("user", &target.id)),

@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::rfc3339;
+use super::memory::{self, NodeState};
+use super::writer::Pending;
 use crate::auth::{CurrentUser, Identity, MaybeNode, NodeAuth, Operator};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ClientIp, Json, Query};
-use crate::fleet::{self, NodeState};
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{ClientIp, Json, Query};
+use crate::routes::rfc3339;
 use crate::state::AppState;
-use crate::writer::Pending;
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -137,7 +137,7 @@ fn node_body(node: &Node, now: i64, offline_after_ms: i64) -> NodeBody {
         node_id: node.node_id.clone(),
         hostname: node.hostname.clone(),
         os: node.os.clone(),
-        status: fleet::status(node, now, offline_after_ms),
+        status: memory::status(node, now, offline_after_ms),
         last_seen_at: rfc3339(node.last_seen_at),
         cpu_percent: node.cpu_percent,
         ram_percent: node.ram_percent,
@@ -184,7 +184,7 @@ pub async fn heartbeat(
     if let Err(message) = body.validate() {
         return ApiError::BadRequest(message).into_response();
     }
-    crate::middleware::charge_node(&state, node.as_ref(), &body.node_id, ip, accept(&state, &body)).await
+    crate::http::gate::charge_node(&state, node.as_ref(), &body.node_id, ip, accept(&state, &body)).await
 }
 
 async fn accept(state: &AppState, body: &Heartbeat) -> Response {
@@ -250,7 +250,7 @@ pub async fn list(State(state): State<AppState>, _: CurrentUser) -> Response {
         };
         serde_json::to_vec(&body).unwrap_or_default()
     };
-    json_bytes(state.views.get("nodes", count, render).await)
+    json_bytes(state.render_cache.get("nodes", count, render).await)
 }
 
 fn json_bytes(bytes: axum::body::Bytes) -> Response {
@@ -268,7 +268,7 @@ pub async fn sparks(
     _: CurrentUser,
     Query(query): Query<LimitQuery>,
 ) -> ApiResult<Response> {
-    let limit = parse_limit(query.limit.as_deref(), 24, fleet::SPARK_LEN as i64)?;
+    let limit = parse_limit(query.limit.as_deref(), 24, memory::SPARK_LEN as i64)?;
     let count = state.fleet.len();
     let shared = state.clone();
     let render = move || {
@@ -281,7 +281,10 @@ pub async fn sparks(
         serde_json::to_vec(&SparksBody { sparks }).unwrap_or_default()
     };
     Ok(json_bytes(
-        state.views.get(&format!("sparks:{limit}"), count, render).await,
+        state
+            .render_cache
+            .get(&format!("sparks:{limit}"), count, render)
+            .await,
     ))
 }
 
@@ -472,7 +475,7 @@ fn validate_config(config: &Map<String, Value>) -> Result<(), ApiError> {
 }
 
 fn node_event(actor: &Identity, action: &str, node_id: &str, ip: ClientIp, metadata: Value) -> NewAuditEvent {
-    super::audit_event(
+    crate::routes::audit_event(
         Some(&actor.user),
         action,
         Some(("node", node_id)),
@@ -532,7 +535,7 @@ pub async fn patch_config(
     .await?;
     tx.commit().await?;
     state.fleet.set_config(&node_id, text);
-    state.views.invalidate();
+    state.render_cache.invalidate();
     Ok(Json(ConfigBody { config }))
 }
 
@@ -566,7 +569,7 @@ pub async fn delete(
     // Rows of this node still queued would bring it back: the writer drops them and deletes again
     // after what it had already taken.
     state.writer.queue(Pending::Forget(node_id.clone())).await;
-    state.views.invalidate();
+    state.render_cache.invalidate();
     // Its queued jobs can never run now; the reaper would catch them too, later.
     let queued = {
         let mut conn = state.store.conn().await?;
@@ -578,7 +581,7 @@ pub async fn delete(
         hyprbox_store::jobs::list(&mut conn, &filter, i64::MAX).await?
     };
     for job in queued {
-        crate::jobs::cancel_for_deleted_node(&state, &job.id, now_ms()).await?;
+        crate::jobs::feeds::cancel_for_deleted_node(&state, &job.id, now_ms()).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,5 +1,5 @@
 //! `/api/jobs` as operators use it: create (render a preset for a node and wake its agent), list,
-//! read, cancel, follow live and download the full log. The agents' side is in `agent_jobs.rs`.
+//! read, cancel, follow live and download the full log. The agents' side is in `agent_api.rs`.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -19,12 +19,13 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{audit_event, rfc3339};
-use crate::agents::AgentMessage;
 use crate::auth::{CurrentUser, Identity, Operator};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ClientIp, Json, Query};
-use crate::jobs::{FeedEvent, publish_status};
+use crate::fleet::agent_links::AgentMessage;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{ClientIp, Json, Query};
+use crate::jobs::feeds::{FeedEvent, publish_status};
+use crate::routes::audit_event;
+use crate::routes::rfc3339;
 use crate::state::AppState;
 
 /// How much of each stream a job's detail carries.
@@ -144,7 +145,7 @@ fn owner(identity: &Identity) -> Option<&str> {
 
 /// A job the caller may see: others' jobs are 404 unless the caller is an ADMIN.
 pub(crate) async fn visible_job(state: &AppState, identity: &Identity, id: &str) -> Result<Job, ApiError> {
-    if !super::users::plausible_id(id) {
+    if !crate::auth::users::plausible_id(id) {
         return Err(ApiError::not_found("job"));
     }
     let mut conn = state.store.conn().await?;

@@ -33,9 +33,9 @@ use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, 
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{self, Caller};
-use crate::error::{ApiError, error_response};
-use crate::extract::ClientIp;
-use crate::ratelimit::Decision;
+use crate::http::error::{ApiError, error_response};
+use crate::http::extract::ClientIp;
+use crate::http::ratelimit::Decision;
 use crate::state::AppState;
 
 /// The largest request body accepted, for every route.

@@ -12,9 +12,8 @@ use hyprbox_store::{StoreError, new_id, now_ms};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet;
+use crate::fleet::writer::Pending;
 use crate::state::AppState;
-use crate::writer::Pending;
 
 /// How often the reaper looks for RUNNING jobs past their timeout or on an OFFLINE node.
 pub const REAP_EVERY: Duration = Duration::from_secs(10);
@@ -153,7 +152,10 @@ pub async fn reap(state: &AppState, now: i64) -> Result<usize, StoreError> {
         } else {
             match node {
                 None => Some("the node was deleted while the job ran".to_string()),
-                Some(node) if judge_offline && fleet::status(&node.node, now, offline_after) == "OFFLINE" => {
+                Some(node)
+                    if judge_offline
+                        && crate::fleet::memory::status(&node.node, now, offline_after) == "OFFLINE" =>
+                {
                     Some(
                         "the node went OFFLINE (no heartbeat) while the job ran; its outcome is unknown"
                             .to_string(),
@@ -169,7 +171,7 @@ pub async fn reap(state: &AppState, now: i64) -> Result<usize, StoreError> {
                 // The agent may still be running it: ask it to stop.
                 state.agents.send(
                     &job.node_id,
-                    &crate::agents::AgentMessage::Cancel {
+                    &crate::fleet::agent_links::AgentMessage::Cancel {
                         job_id: job.id.clone(),
                     },
                 );

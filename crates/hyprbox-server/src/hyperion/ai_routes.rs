@@ -1,5 +1,5 @@
 //! `/api/dashboard/ai-workers`: the Hyperion dashboard's AI worker fleet (snake_case, as its web
-//! client reads it). The fleet view is served from memory; see `crate::ai` for the loops.
+//! client reads it). The fleet view is served from memory; see `ai_fleet` for the loops.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
@@ -9,12 +9,13 @@ use hyprbox_store::{audit, new_id, now_ms};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::nodes::parse_limit;
-use super::{audit_event, rfc3339};
-use crate::ai::{ClusterStatus, NodeSnapshot};
+use super::ai_fleet::{ClusterStatus, NodeSnapshot};
 use crate::auth::{CurrentUser, Operator};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ClientIp, Json, Query};
+use crate::fleet::nodes::parse_limit;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{ClientIp, Json, Query};
+use crate::routes::audit_event;
+use crate::routes::rfc3339;
 use crate::state::AppState;
 
 /// The action of a dispatch that names none.
@@ -111,7 +112,7 @@ pub async fn fleet(State(state): State<AppState>, _: CurrentUser) -> Json<FleetB
         total_active_fleet: snapshot.total_active_fleet,
         cluster_status: snapshot.cluster_status,
         nodes: snapshot.nodes,
-        queue_depth: crate::ai::queue_depth(&state, now),
+        queue_depth: super::ai_fleet::queue_depth(&state, now),
         last_updated: rfc3339(now),
     })
 }

@@ -1,5 +1,5 @@
-//! `GET /`, `GET /health` (load-balancer probe, no database) and `GET /api/health` (with the
-//! database's round-trip time).
+//! The probes: `GET /`, `GET /health` (liveness, for load balancers: no database) and
+//! `GET /api/health` (readiness: the database's round-trip time).
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::extract::Json;
+use crate::http::extract::Json;
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]

@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::jobs::{JobBody, JobEnvelope};
+use super::operator::{JobBody, JobEnvelope};
 use crate::auth::NodeAuth;
 use crate::auth::node_tokens::NodeIdentity;
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Json, Query};
-use crate::jobs::{publish_output, publish_status};
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{Json, Query};
+use crate::jobs::feeds::{publish_output, publish_status};
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]
@@ -106,7 +106,7 @@ pub async fn pending(
 
 /// The job `id` as the calling agent may write to it: RUNNING and claimed by this token.
 async fn claimed_job(state: &AppState, node: &NodeIdentity, id: &str) -> Result<jobs::Claim, ApiError> {
-    if !super::users::plausible_id(id) {
+    if !crate::auth::users::plausible_id(id) {
         return Err(ApiError::not_found("job"));
     }
     let mut conn = state.store.conn().await?;

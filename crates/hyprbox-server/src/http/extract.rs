@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// A JSON body (request) or answer (response).
 pub struct Json<T>(pub T);
@@ -86,7 +86,7 @@ where
 }
 
 /// The client's address: the socket peer, or the last `X-Forwarded-For` hop (the one our own proxy
-/// appended) when `HYPRBOX_TRUST_PROXY=true`. Resolved once per request by the middleware.
+/// appended) when `HYPRBOX_TRUST_PROXY=true`. Resolved once per request by the gate.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub IpAddr);
 

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::Json;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::Json;
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]

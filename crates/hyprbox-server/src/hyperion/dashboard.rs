@@ -8,9 +8,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use hyprbox_store::now_ms;
 
+use super::server_health;
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::health;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::AppState;
 
 fn json(bytes: axum::body::Bytes) -> Response {
@@ -24,13 +24,13 @@ fn json(bytes: axum::body::Bytes) -> Response {
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 503, description = "The figures cannot be read or stored", body = ErrorBody)))]
 pub async fn system_health(State(state): State<AppState>, _: CurrentUser) -> ApiResult<Response> {
-    if let Some(bytes) = state.health.rendered() {
+    if let Some(bytes) = state.server_health.rendered() {
         return Ok(json(bytes));
     }
     // Only before the first background sample (in the first second after a start).
-    health::sample_now(&state, Duration::from_millis(100)).await?;
+    server_health::sample_now(&state, Duration::from_millis(100)).await?;
     state
-        .health
+        .server_health
         .rendered()
         .map(json)
         .ok_or_else(|| ApiError::Unavailable("the server's CPU and memory figures cannot be read".into()))

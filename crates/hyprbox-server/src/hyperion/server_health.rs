@@ -251,7 +251,11 @@ async fn record(state: &AppState, before: &Reading, after: &Reading) -> Result<(
         container: after.source,
     };
     let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-    *state.health.rendered.write().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
+    *state
+        .server_health
+        .rendered
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = Some(bytes);
     Ok(())
 }
 
@@ -259,15 +263,15 @@ async fn record(state: &AppState, before: &Reading, after: &Reading) -> Result<(
 /// for a request that arrives before the first background sample. Requests that arrive together
 /// share one sample.
 pub async fn sample_now(state: &AppState, window: Duration) -> Result<(), StoreError> {
-    let _only_one = state.health.first.lock().await;
-    if state.health.rendered().is_some() {
+    let _only_one = state.server_health.first.lock().await;
+    if state.server_health.rendered().is_some() {
         return Ok(());
     }
-    let Some(before) = state.health.reading() else {
+    let Some(before) = state.server_health.reading() else {
         return Ok(());
     };
     tokio::time::sleep(window).await;
-    match state.health.reading() {
+    match state.server_health.reading() {
         Some(after) => record(state, &before, &after).await,
         None => Ok(()),
     }
@@ -276,7 +280,7 @@ pub async fn sample_now(state: &AppState, window: Duration) -> Result<(), StoreE
 /// Samples one second after start and then on a fixed one-minute beat (each sample's CPU covers
 /// the time since the previous reading), so 24 hours hold 1,440 samples.
 pub async fn sample_loop(state: AppState, shutdown: CancellationToken) {
-    let mut previous = state.health.reading();
+    let mut previous = state.server_health.reading();
     let mut beat =
         tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), SAMPLE_EVERY);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -286,7 +290,7 @@ pub async fn sample_loop(state: AppState, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = beat.tick() => {}
         }
-        let current = state.health.reading();
+        let current = state.server_health.reading();
         match (&previous, &current) {
             (Some(before), Some(after)) => {
                 if let Err(err) = record(&state, before, after).await {

@@ -7,10 +7,10 @@ use hyprbox_store::audit::{self, AuditEvent, AuditFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::rfc3339;
 use crate::auth::Admin;
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Json, Query};
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{Json, Query};
+use crate::routes::rfc3339;
 use crate::state::AppState;
 
 const PAGE_SIZE: i64 = 50;

@@ -9,11 +9,11 @@ use hyprbox_store::{new_id, now_ms};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::rfc3339;
 use crate::auth::node_tokens::{generate, stored_hash};
 use crate::auth::{Identity, Operator};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ClientIp, Json};
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{ClientIp, Json};
+use crate::routes::rfc3339;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -79,7 +79,7 @@ fn owner(identity: &Identity) -> Option<&str> {
 
 fn event(actor: &Identity, action: &str, token: &NodeToken, ip: ClientIp) -> NewAuditEvent {
     let metadata = serde_json::json!({"name": token.name, "prefix": token.prefix, "nodeId": token.node_id});
-    super::audit_event(
+    crate::routes::audit_event(
         Some(&actor.user),
         action,
         Some(("node_token", &token.id)),
