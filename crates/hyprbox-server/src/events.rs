@@ -1,4 +1,5 @@
-//! The event hub: fleet events fanned out to every live-stream subscriber.
+//! The event hub: fleet events (heartbeats, activity, job status flips, from the fleet, jobs and
+//! findings) fanned out to every live-stream subscriber.
 //!
 //! A `tokio::sync::broadcast` channel: publishing never waits for a subscriber, each subscriber has a
 //! bounded backlog, and one that falls behind is told how many events it missed (`lagged`) and
@@ -66,7 +67,7 @@ impl EventHub {
                 "type": event.kind,
                 "severity": event.severity,
                 "message": event.message,
-                "at": crate::routes::rfc3339(event.at),
+                "at": crate::http::time::rfc3339(event.at),
             }),
         );
     }

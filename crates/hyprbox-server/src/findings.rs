@@ -14,12 +14,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::audit::audit_event;
 use crate::auth::{CurrentUser, NodeAuth, Operator};
 use crate::fleet::writer::Pending;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json, Query};
-use crate::routes::audit_event;
-use crate::routes::rfc3339;
+use crate::http::time::rfc3339;
 use crate::state::AppState;
 
 /// Findings one report may carry.

@@ -100,7 +100,7 @@ impl Application {
             started_at: Instant::now(),
             settings,
         });
-        let router = http::gate::apply(routes::router(state.clone()), &state);
+        let router = http::stack::apply(routes::router(state.clone()), &state);
         Ok(Application { state, router, queue })
     }
 

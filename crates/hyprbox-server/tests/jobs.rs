@@ -996,12 +996,12 @@ async fn the_reaper_fails_a_job_past_its_timeout_and_gives_nodes_time_to_report_
     claim(&app, &token).await;
     let now = hyprbox_store::now_ms();
     assert_eq!(
-        hyprbox_server::jobs::feeds::reap(&app.state, now).await.unwrap(),
+        hyprbox_server::jobs::reaper::reap(&app.state, now).await.unwrap(),
         0,
         "not yet"
     );
     assert_eq!(
-        hyprbox_server::jobs::feeds::reap(&app.state, now + 2_000)
+        hyprbox_server::jobs::reaper::reap(&app.state, now + 2_000)
             .await
             .unwrap(),
         1
@@ -1018,7 +1018,7 @@ async fn the_reaper_fails_a_job_past_its_timeout_and_gives_nodes_time_to_report_
     claim(&app, &token).await;
     // Right after a start every node looks long silent (the outage): the OFFLINE rule waits.
     assert_eq!(
-        hyprbox_server::jobs::feeds::reap(&app.state, now + 11 * 60_000)
+        hyprbox_server::jobs::reaper::reap(&app.state, now + 11 * 60_000)
             .await
             .unwrap(),
         0
@@ -1035,7 +1035,7 @@ async fn the_reaper_writes_its_reason_to_stderr_even_past_the_output_cap() {
     assert_eq!(full.status, StatusCode::NO_CONTENT);
     let later = hyprbox_store::now_ms() + 2_000;
     assert_eq!(
-        hyprbox_server::jobs::feeds::reap(&app.state, later)
+        hyprbox_server::jobs::reaper::reap(&app.state, later)
             .await
             .unwrap(),
         1
@@ -1065,7 +1065,7 @@ async fn a_job_its_operator_asked_to_stop_ends_cancelled_when_the_reaper_ends_it
     // The agent never answers: the timeout ends the job, as the operator wanted.
     let later = hyprbox_store::now_ms() + 2_000;
     assert_eq!(
-        hyprbox_server::jobs::feeds::reap(&app.state, later)
+        hyprbox_server::jobs::reaper::reap(&app.state, later)
             .await
             .unwrap(),
         1
@@ -1086,7 +1086,7 @@ async fn the_reaper_fails_a_running_job_whose_node_went_offline() {
     .await;
     let later = hyprbox_store::now_ms() + 5_000;
     assert_eq!(
-        hyprbox_server::jobs::feeds::reap(&app.state, later)
+        hyprbox_server::jobs::reaper::reap(&app.state, later)
             .await
             .unwrap(),
         1
@@ -1109,7 +1109,7 @@ async fn the_reaper_ends_the_jobs_of_a_node_that_is_gone() {
     let queued = queue(&app, &admin, "b").await["id"].as_str().unwrap().to_string();
     app.state.fleet.remove("web-1");
     assert_eq!(
-        hyprbox_server::jobs::feeds::reap(&app.state, hyprbox_store::now_ms())
+        hyprbox_server::jobs::reaper::reap(&app.state, hyprbox_store::now_ms())
             .await
             .unwrap(),
         2

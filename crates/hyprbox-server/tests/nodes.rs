@@ -591,7 +591,7 @@ async fn history_past_its_retention_is_pruned() {
     })
     .await;
     app.eventually("history pruned", || async {
-        hyprbox_server::background::prune_history(&app.state)
+        hyprbox_server::fleet::retention::prune_history(&app.state)
             .await
             .unwrap();
         app.get("/api/nodes/n1/history", Some(&admin.token)).await.body["history"] == json!([])

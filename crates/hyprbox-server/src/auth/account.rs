@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use super::users::UserBody;
 use crate::auth::{CurrentUser, MaybeUser, clearing_cookies, password, session_cookie};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json};
-use crate::routes::UserBody;
 use crate::state::AppState;
 
 const RESET_TTL_MS: i64 = 3_600_000;
@@ -149,7 +149,7 @@ fn validate_language(language: &str) -> Result<(), ApiError> {
 }
 
 fn event(action: &str, user: Option<&User>, ip: ClientIp) -> NewAuditEvent {
-    crate::routes::audit_event(user, action, user.map(|u| ("user", u.id.as_str())), ip, None)
+    super::audit::audit_event(user, action, user.map(|u| ("user", u.id.as_str())), ip, None)
 }
 
 fn with_session_cookie(state: &AppState, status: StatusCode, token: &str, body: impl Serialize) -> Response {

@@ -1,17 +1,38 @@
-//! `GET /api/audit` (ADMIN only): the append-only event log, paged as JSON or exported as CSV.
+//! `GET /api/audit` (ADMIN only): the append-only event log, paged as JSON or exported as CSV; and
+//! [`audit_event`], how every handler describes what it writes to that log.
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use hyprbox_store::audit::{self, AuditEvent, AuditFilter};
+use hyprbox_store::users::User;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Admin;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Json, Query};
-use crate::routes::rfc3339;
+use crate::http::time::rfc3339;
 use crate::state::AppState;
+
+/// An audit event: who (`actor`) did `action` to which resource (type, id), from where.
+pub fn audit_event(
+    actor: Option<&User>,
+    action: &str,
+    resource: Option<(&str, &str)>,
+    ip: crate::http::extract::ClientIp,
+    metadata: Option<serde_json::Value>,
+) -> hyprbox_store::audit::NewAuditEvent {
+    hyprbox_store::audit::NewAuditEvent {
+        user_id: actor.map(|u| u.id.clone()),
+        user_email: actor.map(|u| u.email.clone()),
+        action: action.into(),
+        resource_type: resource.map(|(kind, _)| kind.to_string()),
+        resource_id: resource.map(|(_, id)| id.to_string()),
+        ip: Some(ip.0.to_string()),
+        metadata: metadata.map(|m| m.to_string()),
+    }
+}
 
 const PAGE_SIZE: i64 = 50;
 const CSV_MAX_ROWS: i64 = 10_000;

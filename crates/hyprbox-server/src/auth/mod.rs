@@ -6,10 +6,11 @@
 //!
 //! Beside it: the credentials themselves (`jwt`, `node_tokens`, `password`), the in-memory
 //! `session_cache`, the `/api/auth`, `/api/users`, `/api/tokens` and `/api/audit` handlers
-//! (`account`, `users`, `node_token_routes`, `audit`), and outgoing `mail`.
+//! (`account`, `users`, `node_token_routes`, `audit`), outgoing `mail`, and the `expiry` loop.
 
 pub mod account;
 pub mod audit;
+pub mod expiry;
 pub mod jwt;
 pub mod mail;
 pub mod node_token_routes;

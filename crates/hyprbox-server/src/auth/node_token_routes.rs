@@ -13,7 +13,7 @@ use crate::auth::node_tokens::{generate, stored_hash};
 use crate::auth::{Identity, Operator};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json};
-use crate::routes::rfc3339;
+use crate::http::time::rfc3339;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -79,7 +79,7 @@ fn owner(identity: &Identity) -> Option<&str> {
 
 fn event(actor: &Identity, action: &str, token: &NodeToken, ip: ClientIp) -> NewAuditEvent {
     let metadata = serde_json::json!({"name": token.name, "prefix": token.prefix, "nodeId": token.node_id});
-    crate::routes::audit_event(
+    super::audit::audit_event(
         Some(&actor.user),
         action,
         Some(("node_token", &token.id)),

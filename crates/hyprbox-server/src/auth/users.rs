@@ -11,8 +11,36 @@ use super::account::{normalize_email, validate_name};
 use crate::auth::{Admin, Identity, password};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json};
-use crate::routes::UserBody;
+use crate::http::time::rfc3339;
 use crate::state::AppState;
+
+/// The user object of the contract; `name` and `full_name` carry the same value.
+#[derive(Clone, Serialize, ToSchema)]
+pub struct UserBody {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub full_name: String,
+    pub language: String,
+    /// `ADMIN`, `OPERATOR` or `VIEWER`.
+    pub role: &'static str,
+    #[serde(rename = "createdAt")]
+    pub created_at: String,
+}
+
+impl From<&User> for UserBody {
+    fn from(user: &User) -> Self {
+        UserBody {
+            id: user.id.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            full_name: user.name.clone(),
+            language: user.language.clone(),
+            role: user.role.as_str(),
+            created_at: rfc3339(user.created_at),
+        }
+    }
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct UsersBody {
@@ -57,7 +85,7 @@ fn event(
     ip: ClientIp,
     metadata: serde_json::Value,
 ) -> NewAuditEvent {
-    crate::routes::audit_event(
+    super::audit::audit_event(
         Some(&actor.user),
         action,
         Some(("user", &target.id)),

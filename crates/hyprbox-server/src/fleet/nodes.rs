@@ -17,7 +17,7 @@ use super::writer::Pending;
 use crate::auth::{CurrentUser, Identity, MaybeNode, NodeAuth, Operator};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json, Query};
-use crate::routes::rfc3339;
+use crate::http::time::rfc3339;
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -475,7 +475,7 @@ fn validate_config(config: &Map<String, Value>) -> Result<(), ApiError> {
 }
 
 fn node_event(actor: &Identity, action: &str, node_id: &str, ip: ClientIp, metadata: Value) -> NewAuditEvent {
-    crate::routes::audit_event(
+    crate::auth::audit::audit_event(
         Some(&actor.user),
         action,
         Some(("node", node_id)),
@@ -581,7 +581,7 @@ pub async fn delete(
         hyprbox_store::jobs::list(&mut conn, &filter, i64::MAX).await?
     };
     for job in queued {
-        crate::jobs::feeds::cancel_for_deleted_node(&state, &job.id, now_ms()).await?;
+        crate::jobs::reaper::cancel_for_deleted_node(&state, &job.id, now_ms()).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::ai_fleet::{ClusterStatus, NodeSnapshot};
+use crate::auth::audit::audit_event;
 use crate::auth::{CurrentUser, Operator};
 use crate::fleet::nodes::parse_limit;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json, Query};
-use crate::routes::audit_event;
-use crate::routes::rfc3339;
+use crate::http::time::rfc3339;
 use crate::state::AppState;
 
 /// The action of a dispatch that names none.

@@ -14,7 +14,7 @@ use hyprbox_store::{StoreError, now_ms};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::routes::rfc3339;
+use crate::http::time::rfc3339;
 use crate::state::AppState;
 
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(60);

@@ -13,7 +13,7 @@ use hyprbox_store::{StoreError, metrics, now_ms};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::routes::rfc3339;
+use crate::http::time::rfc3339;
 use crate::state::AppState;
 
 /// Request durations kept for the averages.

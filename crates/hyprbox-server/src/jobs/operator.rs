@@ -19,13 +19,13 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::audit::audit_event;
 use crate::auth::{CurrentUser, Identity, Operator};
 use crate::fleet::agent_links::AgentMessage;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json, Query};
+use crate::http::time::rfc3339;
 use crate::jobs::feeds::{FeedEvent, publish_status};
-use crate::routes::audit_event;
-use crate::routes::rfc3339;
 use crate::state::AppState;
 
 /// How much of each stream a job's detail carries.
