@@ -10,9 +10,9 @@ use hyprbox_proto::validate_node_id;
 use hyprbox_store::findings::{self, Finding, FindingFilter, Reported};
 use hyprbox_store::nodes::NodeEvent;
 use hyprbox_store::{audit, new_id, now_ms};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use crate::auth::audit::audit_event;
 use crate::auth::{CurrentUser, NodeAuth, Operator};
@@ -21,6 +21,10 @@ use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json, Query};
 use crate::http::time::rfc3339;
 use crate::state::AppState;
+use hyprbox_proto::findings::{
+    FindingBody, FindingDetail, FindingEnvelope, FindingsBody, NodeHealth, Recommendation, ReportAccepted,
+    ReportBody, ReportedFinding, SeverityCounts, SnoozeBody, SummaryBody,
+};
 
 /// Findings one report may carry.
 pub const MAX_BATCH: usize = 500;
@@ -29,117 +33,25 @@ const LIST_LIMIT: i64 = 1000;
 const MAX_MESSAGE_CHARS: usize = 4000;
 const HOURS_RULE: &str = "hours must be a whole number from 1 to 720";
 
-/// The finding object of the contract.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct FindingBody {
-    pub id: String,
-    pub node_id: String,
-    /// The finding type, e.g. `disk.full`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// What the finding is about on the node (a mount point, a certificate path…).
-    pub key: String,
-    /// `INFO`, `WARN` or `CRITICAL`.
-    pub severity: String,
-    /// `OPEN`, `SNOOZED` or `RESOLVED`.
-    pub status: String,
-    pub title: String,
-    pub message: String,
-    #[schema(value_type = Object)]
-    pub related_entities: Value,
-    #[schema(value_type = Object)]
-    pub metadata: Value,
-    pub detected_at: String,
-    pub last_seen_at: String,
-    pub snoozed_until: Option<String>,
-    pub resolved_at: Option<String>,
-    pub resolved_by_user_id: Option<String>,
-}
-
-impl From<&Finding> for FindingBody {
-    fn from(f: &Finding) -> Self {
-        FindingBody {
-            id: f.id.clone(),
-            node_id: f.node_id.clone(),
-            kind: f.kind.clone(),
-            key: f.key.clone(),
-            severity: f.severity.clone(),
-            status: f.status.clone(),
-            title: f.title.clone(),
-            message: f.message.clone(),
-            related_entities: serde_json::from_str(&f.related_entities).unwrap_or(Value::Array(Vec::new())),
-            metadata: serde_json::from_str(&f.metadata).unwrap_or(Value::Object(Map::new())),
-            detected_at: rfc3339(f.detected_at),
-            last_seen_at: rfc3339(f.last_seen_at),
-            snoozed_until: f.snoozed_until.map(rfc3339),
-            resolved_at: f.resolved_at.map(rfc3339),
-            resolved_by_user_id: f.resolved_by_user_id.clone(),
-        }
+/// The finding object of the contract, from its row.
+fn finding_body(f: &Finding) -> FindingBody {
+    FindingBody {
+        id: f.id.clone(),
+        node_id: f.node_id.clone(),
+        kind: f.kind.clone(),
+        key: f.key.clone(),
+        severity: f.severity.clone(),
+        status: f.status.clone(),
+        title: f.title.clone(),
+        message: f.message.clone(),
+        related_entities: serde_json::from_str(&f.related_entities).unwrap_or(Value::Array(Vec::new())),
+        metadata: serde_json::from_str(&f.metadata).unwrap_or(Value::Object(Map::new())),
+        detected_at: rfc3339(f.detected_at),
+        last_seen_at: rfc3339(f.last_seen_at),
+        snoozed_until: f.snoozed_until.map(rfc3339),
+        resolved_at: f.resolved_at.map(rfc3339),
+        resolved_by_user_id: f.resolved_by_user_id.clone(),
     }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct FindingEnvelope {
-    pub finding: FindingBody,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct FindingsBody {
-    pub findings: Vec<FindingBody>,
-}
-
-/// The preset that fixes a finding, ready to dispatch as a job.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Recommendation {
-    pub preset_name: String,
-    /// `low`, `medium` or `high`.
-    pub risk: &'static str,
-    pub description: String,
-    /// Every variable of the preset: the finding's metadata value of the same name, else the
-    /// preset's default (`null` when it has none).
-    #[schema(value_type = Object)]
-    pub variables: Map<String, Value>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct FindingDetail {
-    pub finding: FindingBody,
-    /// `null` when no preset fixes this finding type.
-    pub recommendation: Option<Recommendation>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReportedFinding {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub key: String,
-    pub severity: String,
-    pub title: String,
-    pub message: String,
-    #[schema(value_type = Object)]
-    pub related_entities: Option<Value>,
-    #[schema(value_type = Object)]
-    pub metadata: Option<Value>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReportBody {
-    pub node_id: String,
-    pub findings: Vec<ReportedFinding>,
-    /// Finding types this report fully covers: their OPEN findings it does not list resolve.
-    #[serde(default)]
-    pub complete: Vec<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ReportAccepted {
-    pub received: bool,
-    /// Distinct `(type, key)` pairs written.
-    pub upserted: usize,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -151,33 +63,6 @@ pub struct ListQuery {
     pub severity: Option<String>,
     /// `all` adds RESOLVED findings and those still snoozed.
     pub include: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct SnoozeBody {
-    /// 1–720; 24 when absent.
-    pub hours: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SeverityCounts {
-    pub critical: i64,
-    pub warn: i64,
-    pub info: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeHealth {
-    pub node_id: String,
-    /// `AT_RISK` (an active CRITICAL), `ATTENTION` (an active WARN) or `HEALTHY`.
-    pub bucket: &'static str,
-    pub counts: SeverityCounts,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SummaryBody {
-    pub summary: Vec<NodeHealth>,
 }
 
 /// `[a-z0-9._-]{1,64}`, the alphabet of finding types (and of presets' `fixes`).
@@ -378,7 +263,7 @@ pub async fn list(
     let mut conn = state.store.conn().await?;
     let rows = findings::list(&mut conn, &filter, now_ms(), LIST_LIMIT).await?;
     Ok(Json(FindingsBody {
-        findings: rows.iter().map(FindingBody::from).collect(),
+        findings: rows.iter().map(finding_body).collect(),
     }))
 }
 
@@ -410,7 +295,7 @@ fn recommend(state: &AppState, finding: &Finding) -> Option<Recommendation> {
         .collect();
     Some(Recommendation {
         preset_name: preset.name.clone(),
-        risk: preset.risk.as_str(),
+        risk: preset.risk.as_str().to_string(),
         description: preset.description.clone(),
         variables,
     })
@@ -431,7 +316,7 @@ pub async fn get(
     let finding = existing(&state, &id).await?;
     Ok(Json(FindingDetail {
         recommendation: recommend(&state, &finding),
-        finding: FindingBody::from(&finding),
+        finding: finding_body(&finding),
     }))
 }
 
@@ -507,7 +392,7 @@ pub async fn snooze(
     .await?;
     tx.commit().await?;
     Ok(Json(FindingEnvelope {
-        finding: FindingBody::from(&finding),
+        finding: finding_body(&finding),
     }))
 }
 
@@ -532,7 +417,7 @@ pub async fn resolve(
         // Resolved already (nothing to do, nothing audited), or gone since it was read.
         let current = existing(&state, &before.id).await?;
         return Ok(Json(FindingEnvelope {
-            finding: FindingBody::from(&current),
+            finding: finding_body(&current),
         }));
     };
     let metadata = serde_json::json!({ "nodeId": finding.node_id, "type": finding.kind });
@@ -550,7 +435,7 @@ pub async fn resolve(
     tx.commit().await?;
     publish_resolved(&state, &finding).await;
     Ok(Json(FindingEnvelope {
-        finding: FindingBody::from(&finding),
+        finding: finding_body(&finding),
     }))
 }
 
@@ -582,7 +467,7 @@ pub async fn summary(State(state): State<AppState>, _user: CurrentUser) -> ApiRe
             };
             NodeHealth {
                 node_id,
-                bucket,
+                bucket: bucket.to_string(),
                 counts: SeverityCounts {
                     critical: c.critical,
                     warn: c.warn,

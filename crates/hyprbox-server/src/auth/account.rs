@@ -12,42 +12,20 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::users::UserBody;
+use super::users::{UserBody, user_body};
 use crate::auth::{CurrentUser, MaybeUser, clearing_cookies, password, session_cookie};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json};
 use crate::state::AppState;
+use hyprbox_proto::auth::{LoginRequest, RegisterRequest, SessionBody};
 
 const RESET_TTL_MS: i64 = 3_600_000;
-
-#[derive(Deserialize, ToSchema)]
-pub struct RegisterRequest {
-    pub email: String,
-    pub password: String,
-    pub name: Option<String>,
-}
 
 #[derive(Deserialize, ToSchema)]
 pub struct SignupRequest {
     pub email: String,
     pub password: String,
     pub full_name: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SessionBody {
-    /// Present on login and signup (the Hyperion client shows it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<&'static str>,
-    /// The session JWT; also set as the `hb_token` cookie.
-    pub token: String,
-    pub user: UserBody,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct LoginRequest {
-    pub email: String,
-    pub password: String,
 }
 
 /// The profile: every user field at the top level and again under `user`.
@@ -218,7 +196,7 @@ pub async fn register(
     let body = SessionBody {
         message: None,
         token: token.clone(),
-        user: UserBody::from(&user),
+        user: user_body(&user),
     };
     Ok(with_session_cookie(&state, StatusCode::CREATED, &token, body))
 }
@@ -238,9 +216,9 @@ pub async fn signup(
     let (token, user) =
         create_account(&state, ip, &body.email, body.password, body.full_name.as_deref()).await?;
     let body = SessionBody {
-        message: Some("User created successfully"),
+        message: Some("User created successfully".into()),
         token: token.clone(),
-        user: UserBody::from(&user),
+        user: user_body(&user),
     };
     Ok(with_session_cookie(&state, StatusCode::CREATED, &token, body))
 }
@@ -284,17 +262,17 @@ pub async fn login(
     state.sessions.fill(user.clone());
     let (token, _) = state.keys.issue(&user.id, user.token_version);
     let body = SessionBody {
-        message: Some("Login successful"),
+        message: Some("Login successful".into()),
         token: token.clone(),
-        user: UserBody::from(&user),
+        user: user_body(&user),
     };
     Ok(with_session_cookie(&state, StatusCode::OK, &token, body))
 }
 
 fn me_body(user: &User) -> MeBody {
     MeBody {
-        top: UserBody::from(user),
-        user: UserBody::from(user),
+        top: user_body(user),
+        user: user_body(user),
     }
 }
 

@@ -6,8 +6,6 @@ use hyprbox_store::audit::{self, NewAuditEvent};
 use hyprbox_store::tokens::{self, NodeToken};
 use hyprbox_store::users::Role;
 use hyprbox_store::{new_id, now_ms};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::auth::node_tokens::{generate, stored_hash};
 use crate::auth::{Identity, Operator};
@@ -15,60 +13,18 @@ use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json};
 use crate::http::time::rfc3339;
 use crate::state::AppState;
+use hyprbox_proto::tokens::{CreateTokenRequest, CreatedToken, TokenBody, TokenMeta, TokensBody};
 
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateTokenRequest {
-    pub name: String,
-    /// Pin the token to this node; omit for a fleet-wide token.
-    pub node_id: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenMeta {
-    pub id: String,
-    pub prefix: String,
-    pub name: String,
-    pub node_id: Option<String>,
-    pub created_at: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CreatedToken {
-    /// The plaintext `hbnt_…` token: shown this once, never again.
-    pub token: String,
-    pub meta: TokenMeta,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenBody {
-    pub id: String,
-    pub prefix: String,
-    pub name: String,
-    pub node_id: Option<String>,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
-    pub revoked_at: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TokensBody {
-    pub tokens: Vec<TokenBody>,
-}
-
-impl From<&NodeToken> for TokenBody {
-    fn from(t: &NodeToken) -> Self {
-        TokenBody {
-            id: t.id.clone(),
-            prefix: t.prefix.clone(),
-            name: t.name.clone(),
-            node_id: t.node_id.clone(),
-            created_at: rfc3339(t.created_at),
-            last_used_at: t.last_used_at.map(rfc3339),
-            revoked_at: t.revoked_at.map(rfc3339),
-        }
+/// A token as listed, from its row: never its secret.
+fn token_body(t: &NodeToken) -> TokenBody {
+    TokenBody {
+        id: t.id.clone(),
+        prefix: t.prefix.clone(),
+        name: t.name.clone(),
+        node_id: t.node_id.clone(),
+        created_at: rfc3339(t.created_at),
+        last_used_at: t.last_used_at.map(rfc3339),
+        revoked_at: t.revoked_at.map(rfc3339),
     }
 }
 
@@ -162,7 +118,7 @@ pub async fn list(State(state): State<AppState>, Operator(actor): Operator) -> A
     let mut conn = state.store.conn().await?;
     let tokens = tokens::list(&mut conn, owner(&actor)).await?;
     Ok(Json(TokensBody {
-        tokens: tokens.iter().map(TokenBody::from).collect(),
+        tokens: tokens.iter().map(token_body).collect(),
     }))
 }
 

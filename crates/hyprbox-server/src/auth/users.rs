@@ -4,8 +4,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hyprbox_store::audit::{self, NewAuditEvent};
 use hyprbox_store::users::{self, AdminGuarded, NewUser, Role, User};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+
+pub use hyprbox_proto::auth::UserBody;
+use hyprbox_proto::auth::{CreateUserRequest, OneUserBody, RoleRequest, UsersBody};
 
 use super::account::{normalize_email, validate_name};
 use crate::auth::{Admin, Identity, password};
@@ -14,57 +15,17 @@ use crate::http::extract::{ClientIp, Json};
 use crate::http::time::rfc3339;
 use crate::state::AppState;
 
-/// The user object of the contract; `name` and `full_name` carry the same value.
-#[derive(Clone, Serialize, ToSchema)]
-pub struct UserBody {
-    pub id: String,
-    pub email: String,
-    pub name: String,
-    pub full_name: String,
-    pub language: String,
-    /// `ADMIN`, `OPERATOR` or `VIEWER`.
-    pub role: &'static str,
-    #[serde(rename = "createdAt")]
-    pub created_at: String,
-}
-
-impl From<&User> for UserBody {
-    fn from(user: &User) -> Self {
-        UserBody {
-            id: user.id.clone(),
-            email: user.email.clone(),
-            name: user.name.clone(),
-            full_name: user.name.clone(),
-            language: user.language.clone(),
-            role: user.role.as_str(),
-            created_at: rfc3339(user.created_at),
-        }
+/// The user object of the contract, from its row; `name` and `full_name` carry the same value.
+pub fn user_body(user: &User) -> UserBody {
+    UserBody {
+        id: user.id.clone(),
+        email: user.email.clone(),
+        name: user.name.clone(),
+        full_name: user.name.clone(),
+        language: user.language.clone(),
+        role: user.role.as_str().to_string(),
+        created_at: rfc3339(user.created_at),
     }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct UsersBody {
-    pub users: Vec<UserBody>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct OneUserBody {
-    pub user: UserBody,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct CreateUserRequest {
-    pub email: String,
-    pub name: Option<String>,
-    /// `ADMIN`, `OPERATOR` or `VIEWER`.
-    pub role: String,
-    pub password: String,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct RoleRequest {
-    /// `ADMIN`, `OPERATOR` or `VIEWER`.
-    pub role: String,
 }
 
 /// Ids are UUIDs; anything else (control characters included, which Postgres refuses in text)
@@ -103,7 +64,7 @@ pub async fn list(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Use
     let mut conn = state.store.conn().await?;
     let users = users::list(&mut conn).await?;
     Ok(Json(UsersBody {
-        users: users.iter().map(UserBody::from).collect(),
+        users: users.iter().map(user_body).collect(),
     }))
 }
 
@@ -153,7 +114,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(OneUserBody {
-            user: UserBody::from(&user),
+            user: user_body(&user),
         }),
     ))
 }
@@ -192,7 +153,7 @@ pub async fn set_role(
     tx.commit().await?;
     state.sessions.put(&user);
     Ok(Json(OneUserBody {
-        user: UserBody::from(&user),
+        user: user_body(&user),
     }))
 }
 

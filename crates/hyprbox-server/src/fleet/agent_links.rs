@@ -11,12 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Messages queued for one agent connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AgentMessage {
-    Wakeup,
-    Cancel { job_id: String },
-}
+/// Messages queued for one agent connection are the protocol's own.
+pub use hyprbox_proto::agent::AgentMessage;
 
 struct Link {
     id: u64,

@@ -61,10 +61,6 @@ pub async fn ws(
         .into_response())
 }
 
-fn json(value: &serde_json::Value) -> Message {
-    Message::Text(value.to_string().into())
-}
-
 /// An agent that sends nothing (not even the pong to our ping) for this long is gone: its socket
 /// is closed, so it no longer counts as connected and a cancel answers 409.
 const SILENCE_LIMIT: Duration = Duration::from_secs(2 * 25 + 10);
@@ -110,10 +106,7 @@ async fn serve(state: AppState, node: NodeIdentity, node_id: String, mut socket:
             () = link.stuck.cancelled() => break Some((close_code::AWAY, "the connection fell behind: reconnect")),
             message = link.receiver.recv() => {
                 let frame = match message {
-                    Some(AgentMessage::Wakeup) => json(&serde_json::json!({ "type": "wakeup" })),
-                    Some(AgentMessage::Cancel { job_id }) => {
-                        json(&serde_json::json!({ "type": "cancel", "jobId": job_id }))
-                    }
+                    Some(message) => Message::Text(message.to_json().into()),
                     None => break None,
                 };
                 if !send(&mut socket, frame).await {

@@ -19,31 +19,7 @@ use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json, Query};
 use crate::http::time::rfc3339;
 use crate::state::AppState;
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeBody {
-    pub node_id: String,
-    pub hostname: Option<String>,
-    pub os: Option<String>,
-    /// `ONLINE`, `DEGRADED` or `OFFLINE`, computed when asked.
-    pub status: &'static str,
-    pub last_seen_at: String,
-    pub cpu_percent: Option<f64>,
-    pub ram_percent: Option<f64>,
-    pub disk_percent: Option<f64>,
-    pub agent_version: Option<String>,
-    pub ip: Option<String>,
-    pub region: Option<String>,
-    pub kernel: Option<String>,
-    pub architecture: Option<String>,
-    pub created_at: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct NodesBody {
-    pub nodes: Vec<NodeBody>,
-}
+use hyprbox_proto::nodes::{NodeBody, NodeConfigBody, NodesBody};
 
 #[derive(Serialize, ToSchema)]
 pub struct SparksBody {
@@ -104,10 +80,11 @@ pub struct ActivityBody {
     pub events: Vec<Value>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ConfigBody {
-    #[schema(value_type = Object)]
-    pub config: Value,
+/// A stored configuration as the protocol's typed body (it passed validation when patched).
+fn config_body(config: Value) -> Result<NodeConfigBody, ApiError> {
+    let config = serde_json::from_value(config)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("a stored node config does not parse: {e}")))?;
+    Ok(NodeConfigBody { config })
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -137,7 +114,7 @@ fn node_body(node: &Node, now: i64, offline_after_ms: i64) -> NodeBody {
         node_id: node.node_id.clone(),
         hostname: node.hostname.clone(),
         os: node.os.clone(),
-        status: memory::status(node, now, offline_after_ms),
+        status: memory::status(node, now, offline_after_ms).to_string(),
         last_seen_at: rfc3339(node.last_seen_at),
         cpu_percent: node.cpu_percent,
         ram_percent: node.ram_percent,
@@ -395,13 +372,13 @@ pub async fn activity(
 
 #[utoipa::path(get, path = "/api/nodes/me/config", tag = "nodes", security(("nodeToken" = [])),
     responses(
-        (status = 200, description = "The agent config of the token's node", body = ConfigBody),
+        (status = 200, description = "The agent config of the token's node", body = NodeConfigBody),
         (status = 400, description = "A fleet-wide token has no node of its own", body = ErrorBody),
         (status = 401, description = "No valid node token", body = ErrorBody)))]
 pub async fn my_config(
     State(state): State<AppState>,
     NodeAuth(node): NodeAuth,
-) -> ApiResult<Json<ConfigBody>> {
+) -> ApiResult<Json<NodeConfigBody>> {
     let Some(node_id) = node.pinned else {
         return Err(ApiError::bad_request(
             "a fleet-wide token has no node of its own; use a token pinned to this node",
@@ -411,7 +388,7 @@ pub async fn my_config(
         .fleet
         .get(&node_id)
         .map_or_else(|| Value::Object(Map::new()), |s| config_value(&s.node.config));
-    Ok(Json(ConfigBody { config }))
+    Ok(Json(config_body(config)?))
 }
 
 /// RFC 7386: `null` removes a key, an object merges recursively, anything else replaces.
@@ -489,7 +466,7 @@ fn node_event(actor: &Identity, action: &str, node_id: &str, ip: ClientIp, metad
     request_body(content = Object, description = "A JSON merge patch (RFC 7386) of the agent config"),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "The config after the patch", body = ConfigBody),
+        (status = 200, description = "The config after the patch", body = NodeConfigBody),
         (status = 400, description = "Not an object, or a key breaks its rule (nothing changed)", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Below OPERATOR", body = ErrorBody),
@@ -500,7 +477,7 @@ pub async fn patch_config(
     ip: ClientIp,
     Path(node_id): Path<String>,
     Json(patch): Json<Value>,
-) -> ApiResult<Json<ConfigBody>> {
+) -> ApiResult<Json<NodeConfigBody>> {
     known_node(&state, &node_id)?;
     if !patch.is_object() {
         return Err(ApiError::bad_request(
@@ -536,7 +513,7 @@ pub async fn patch_config(
     tx.commit().await?;
     state.fleet.set_config(&node_id, text);
     state.render_cache.invalidate();
-    Ok(Json(ConfigBody { config }))
+    Ok(Json(config_body(config)?))
 }
 
 #[utoipa::path(delete, path = "/api/nodes/{nodeId}", tag = "nodes",

@@ -8,7 +8,6 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyprbox_store::StoreError;
-use serde::Serialize;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -35,13 +34,8 @@ pub enum ApiError {
     Internal(anyhow::Error),
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// A short machine-readable tag, e.g. `bad_request`.
-    pub error: &'static str,
-    /// A sentence safe to show in a UI.
-    pub message: String,
-}
+/// `{error, message}`: the protocol's error body.
+pub use hyprbox_proto::ErrorBody;
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -101,7 +95,7 @@ pub fn tag_for(status: StatusCode) -> &'static str {
 /// A response with the error shape, for places that have a status but no `ApiError`.
 pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     let body = ErrorBody {
-        error: tag_for(status),
+        error: tag_for(status).to_string(),
         message: message.into(),
     };
     (status, axum::Json(body)).into_response()

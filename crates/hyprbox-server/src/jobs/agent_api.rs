@@ -9,17 +9,18 @@ use axum::http::StatusCode;
 use hyprbox_proto::validate_node_id;
 use hyprbox_store::jobs::{self, Appended, Stream};
 use hyprbox_store::now_ms;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
-use super::operator::{JobBody, JobEnvelope};
+use super::operator::job_body;
 use crate::auth::NodeAuth;
 use crate::auth::node_tokens::NodeIdentity;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{Json, Query};
 use crate::jobs::feeds::{publish_output, publish_status};
 use crate::state::AppState;
+use hyprbox_proto::jobs::{ClaimedJob, CompleteJob, JobEnvelope, OutputPiece, PendingBody};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -27,38 +28,6 @@ use crate::state::AppState;
 pub struct PendingQuery {
     /// The node asking; optional for a pinned token (its node), required for a fleet-wide one.
     pub node_id: Option<String>,
-}
-
-/// What an agent needs to run a job.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ClaimedJob {
-    pub id: String,
-    pub preset_name: String,
-    pub script: String,
-    #[schema(value_type = Object)]
-    pub variables: Value,
-    pub timeout_seconds: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PendingBody {
-    /// The claimed job, or `null` when the node has none queued.
-    pub job: Option<ClaimedJob>,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct OutputBody {
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CompleteBody {
-    pub exit_code: i64,
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/jobs/pending", tag = "jobs", params(PendingQuery),
@@ -141,7 +110,7 @@ fn pieces<'a>(stdout: Option<&'a str>, stderr: Option<&'a str>) -> Vec<(Stream, 
     pieces
 }
 
-#[utoipa::path(post, path = "/api/jobs/{id}/output", tag = "jobs", request_body = OutputBody,
+#[utoipa::path(post, path = "/api/jobs/{id}/output", tag = "jobs", request_body = OutputPiece,
     params(("id" = String, Path, description = "Job id")),
     security(("nodeToken" = [])),
     responses(
@@ -156,7 +125,7 @@ pub async fn output(
     State(state): State<AppState>,
     NodeAuth(node): NodeAuth,
     Path(id): Path<String>,
-    Json(body): Json<OutputBody>,
+    Json(body): Json<OutputPiece>,
 ) -> ApiResult<StatusCode> {
     let job = claimed_job(&state, &node, &id).await?;
     let pieces = pieces(body.stdout.as_deref(), body.stderr.as_deref());
@@ -179,7 +148,7 @@ pub async fn output(
     }
 }
 
-#[utoipa::path(post, path = "/api/jobs/{id}/complete", tag = "jobs", request_body = CompleteBody,
+#[utoipa::path(post, path = "/api/jobs/{id}/complete", tag = "jobs", request_body = CompleteJob,
     params(("id" = String, Path, description = "Job id")),
     security(("nodeToken" = [])),
     responses(
@@ -193,10 +162,10 @@ pub async fn complete(
     State(state): State<AppState>,
     NodeAuth(node): NodeAuth,
     Path(id): Path<String>,
-    Json(body): Json<CompleteBody>,
+    Json(body): Json<CompleteJob>,
 ) -> ApiResult<Json<JobEnvelope>> {
     let job = claimed_job(&state, &node, &id).await?;
-    let pieces = pieces(body.stdout.as_deref(), body.stderr.as_deref());
+    let pieces = pieces(body.output.stdout.as_deref(), body.output.stderr.as_deref());
     let (job, chunks) = jobs::complete(
         &state.store,
         &job.id,
@@ -209,7 +178,5 @@ pub async fn complete(
     .ok_or_else(|| ApiError::Conflict("the job is no longer RUNNING".into()))?;
     publish_output(&state, &job.id, chunks);
     publish_status(&state, &job).await;
-    Ok(Json(JobEnvelope {
-        job: JobBody::from(&job),
-    }))
+    Ok(Json(JobEnvelope { job: job_body(&job) }))
 }

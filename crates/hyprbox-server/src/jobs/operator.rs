@@ -10,14 +10,16 @@ use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
+use hyprbox_proto::jobs::events::{self, DoneEvent, StatusEvent};
+use hyprbox_proto::jobs::{CreateJob, JobBody, JobDetail, JobDetailEnvelope, JobEnvelope, JobsBody};
 use hyprbox_proto::validate_node_id;
 use hyprbox_store::audit;
 use hyprbox_store::jobs::{self, Job, JobFilter, NewJob};
 use hyprbox_store::{new_id, now_ms};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use crate::auth::audit::audit_event;
 use crate::auth::{CurrentUser, Identity, Operator};
@@ -33,94 +35,24 @@ pub const TAIL_BYTES: usize = 4 << 20;
 /// Chunks read per page when replaying or downloading a log (a chunk is at most 1 MiB).
 const PAGE: i64 = 8;
 
-/// The job object of the contract.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct JobBody {
-    pub id: String,
-    pub node_id: String,
-    pub preset_name: String,
-    pub preset_version: String,
-    /// The resolved variables the script was rendered with.
-    #[schema(value_type = Object)]
-    pub variables: Value,
-    /// `QUEUED`, `RUNNING`, `SUCCEEDED`, `FAILED` or `CANCELLED`.
-    pub status: String,
-    pub exit_code: Option<i64>,
-    /// The creator's user id.
-    pub created_by: String,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub cancel_requested_at: Option<String>,
-    pub error: Option<String>,
-    pub timeout_seconds: i64,
-}
-
-impl From<&Job> for JobBody {
-    fn from(job: &Job) -> Self {
-        JobBody {
-            id: job.id.clone(),
-            node_id: job.node_id.clone(),
-            preset_name: job.preset_name.clone(),
-            preset_version: job.preset_version.clone(),
-            variables: serde_json::from_str(&job.variables).unwrap_or(Value::Object(Map::new())),
-            status: job.status.clone(),
-            exit_code: job.exit_code,
-            created_by: job.created_by.clone(),
-            created_at: rfc3339(job.created_at),
-            started_at: job.started_at.map(rfc3339),
-            finished_at: job.finished_at.map(rfc3339),
-            cancel_requested_at: job.cancel_requested_at.map(rfc3339),
-            error: job.error.clone(),
-            timeout_seconds: job.timeout_seconds,
-        }
+/// The job object of the contract, from its row.
+pub fn job_body(job: &Job) -> JobBody {
+    JobBody {
+        id: job.id.clone(),
+        node_id: job.node_id.clone(),
+        preset_name: job.preset_name.clone(),
+        preset_version: job.preset_version.clone(),
+        variables: serde_json::from_str(&job.variables).unwrap_or(Value::Object(Map::new())),
+        status: job.status.clone(),
+        exit_code: job.exit_code,
+        created_by: job.created_by.clone(),
+        created_at: rfc3339(job.created_at),
+        started_at: job.started_at.map(rfc3339),
+        finished_at: job.finished_at.map(rfc3339),
+        cancel_requested_at: job.cancel_requested_at.map(rfc3339),
+        error: job.error.clone(),
+        timeout_seconds: job.timeout_seconds,
     }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct JobEnvelope {
-    pub job: JobBody,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct JobsBody {
-    pub jobs: Vec<JobBody>,
-}
-
-/// A job with its script and the last 4 MiB of each stream.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct JobDetail {
-    #[serde(flatten)]
-    pub job: JobBody,
-    pub script: String,
-    pub stdout: String,
-    pub stderr: String,
-    /// The `stdout` above is not the whole output: only its tail is shown, or output was dropped
-    /// past `HYPRBOX_JOB_OUTPUT_MAX_BYTES` (the raw download then holds everything kept).
-    pub stdout_truncated: bool,
-    pub stderr_truncated: bool,
-    /// Bytes of output stored for each stream.
-    pub stdout_bytes: i64,
-    pub stderr_bytes: i64,
-    /// Output was dropped because the job reached the output cap.
-    pub output_limit_reached: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct JobDetailEnvelope {
-    pub job: JobDetail,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateJob {
-    pub node_id: String,
-    pub preset_name: String,
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub variables: Map<String, Value>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -215,12 +147,7 @@ pub async fn create(
     tx.commit().await?;
     state.agents.send(&job.node_id, &AgentMessage::Wakeup);
     publish_status(&state, &job).await;
-    Ok((
-        StatusCode::CREATED,
-        Json(JobEnvelope {
-            job: JobBody::from(&job),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(JobEnvelope { job: job_body(&job) })))
 }
 
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListQuery),
@@ -272,7 +199,7 @@ pub async fn list(
     let mut conn = state.store.conn().await?;
     let jobs = jobs::list(&mut conn, &filter, limit).await?;
     Ok(Json(JobsBody {
-        jobs: jobs.iter().map(JobBody::from).collect(),
+        jobs: jobs.iter().map(job_body).collect(),
     }))
 }
 
@@ -302,7 +229,7 @@ pub async fn get(
             stdout_bytes: job.stdout_bytes,
             stderr_bytes: job.stderr_bytes,
             output_limit_reached: job.stdout_truncated || job.stderr_truncated,
-            job: JobBody::from(&job),
+            job: job_body(&job),
         },
     }))
 }
@@ -373,12 +300,7 @@ pub async fn cancel(
         };
         state.agents.send(&job.node_id, &message);
     }
-    Ok((
-        status,
-        Json(JobEnvelope {
-            job: JobBody::from(&job),
-        }),
-    ))
+    Ok((status, Json(JobEnvelope { job: job_body(&job) })))
 }
 
 /// A piece of output; its `id` is the chunk's sequence number, so a reconnecting client that sends
@@ -399,16 +321,23 @@ fn output_event(chunk: &jobs::Chunk) -> Event {
 }
 
 fn status_event(status: &str) -> Event {
+    let status = StatusEvent {
+        status: status.to_string(),
+    };
     Event::default()
-        .event("status")
-        .data(serde_json::json!({ "status": status }).to_string())
+        .event(events::STATUS)
+        .data(serde_json::to_string(&status).unwrap_or_default())
 }
 
 fn done_event(job: &Job) -> Event {
-    Event::default().event("done").data(
-        serde_json::json!({ "status": job.status, "exitCode": job.exit_code, "error": job.error })
-            .to_string(),
-    )
+    let done = DoneEvent {
+        status: job.status.clone(),
+        exit_code: job.exit_code,
+        error: job.error.clone(),
+    };
+    Event::default()
+        .event(events::DONE)
+        .data(serde_json::to_string(&done).unwrap_or_default())
 }
 
 /// Where a job stream is: replaying stored chunks, following live, or finished.
