@@ -65,6 +65,12 @@ pub struct Settings {
     pub node_offline_after: Duration,
     /// Heartbeat history older than this is pruned.
     pub history_retention: Duration,
+    /// Finished jobs (with their output) older than this are pruned…
+    pub job_retention: Duration,
+    /// …except each node's newest this many jobs, kept whatever their age.
+    pub jobs_kept_per_node: i64,
+    /// RESOLVED findings resolved longer ago than this are pruned.
+    pub finding_retention: Duration,
     /// Preset files overriding or adding to the built-ins; `None` when there is no such directory.
     pub presets_dir: Option<PathBuf>,
     /// The most output a job keeps (both streams together); more is dropped and flagged.
@@ -187,6 +193,16 @@ impl Settings {
                 ))
             })
         })?;
+        let jobs_kept_per_node: i64 = get("HYPRBOX_JOBS_KEPT_PER_NODE").map_or(Ok(100), |v| {
+            v.parse()
+                .ok()
+                .filter(|n| (0..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "HYPRBOX_JOBS_KEPT_PER_NODE must be a whole number from 0 to 1000000 (got {v:?})"
+                    ))
+                })
+        })?;
         let db_max_connections: u32 = get("HYPRBOX_DB_MAX_CONNECTIONS").map_or(Ok(8), |v| {
             v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ConfigError(format!(
@@ -280,6 +296,15 @@ impl Settings {
                 "HYPRBOX_HISTORY_RETENTION",
                 &get("HYPRBOX_HISTORY_RETENTION").unwrap_or_else(|| "7d".into()),
             )?,
+            job_retention: positive_duration(
+                "HYPRBOX_JOB_RETENTION",
+                &get("HYPRBOX_JOB_RETENTION").unwrap_or_else(|| "90d".into()),
+            )?,
+            jobs_kept_per_node,
+            finding_retention: positive_duration(
+                "HYPRBOX_FINDING_RETENTION",
+                &get("HYPRBOX_FINDING_RETENTION").unwrap_or_else(|| "90d".into()),
+            )?,
             presets_dir,
             job_output_max_bytes,
             ai_workers,
@@ -302,6 +327,7 @@ impl Settings {
             "env={:?} bind={} database={} data_dir={} frontend_urls={:?} trust_proxy={} enable_docs={} \
              rate_limit={}/min session_ttl={}s cookie_secure={} allow_public_registration={} public_url={} \
              smtp={} mail_from={:?} require_node_token={} node_offline_after={}s history_retention={}s \
+             job_retention={}s jobs_kept_per_node={} finding_retention={}s \
              presets_dir={:?} job_output_max_bytes={} ai_workers={:?} ai_task_seconds={} \
              secret_key=[redacted]",
             self.env,
@@ -323,6 +349,9 @@ impl Settings {
             self.require_node_token,
             self.node_offline_after.as_secs(),
             self.history_retention.as_secs(),
+            self.job_retention.as_secs(),
+            self.jobs_kept_per_node,
+            self.finding_retention.as_secs(),
             self.presets_dir,
             self.job_output_max_bytes,
             self.ai_workers,
@@ -518,6 +547,10 @@ mod tests {
         assert!(!s.require_node_token);
         assert_eq!(s.node_offline_after, Duration::from_secs(600));
         assert_eq!(s.history_retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(s.job_retention, Duration::from_secs(90 * 86_400));
+        assert_eq!(s.jobs_kept_per_node, 100);
+        assert_eq!(s.finding_retention, Duration::from_secs(90 * 86_400));
+        assert!(settings(&[("SECRET_KEY", "k"), ("HYPRBOX_JOBS_KEPT_PER_NODE", "-1")]).is_err());
         assert!(settings(&[("SECRET_KEY", "k"), ("HYPRBOX_HISTORY_RETENTION", "0")]).is_err());
     }
 

@@ -478,3 +478,40 @@ pub async fn summary(State(state): State<AppState>, _user: CurrentUser) -> ApiRe
         .collect();
     Ok(Json(SummaryBody { summary }))
 }
+/// How often RESOLVED findings past their retention are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+/// Findings deleted per statement.
+const PRUNE_BATCH: i64 = 1000;
+
+/// Every ten minutes, deletes RESOLVED findings resolved longer ago than
+/// `HYPRBOX_FINDING_RETENTION` (open and snoozed ones stay whatever their age).
+pub async fn prune_loop(state: AppState, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        match prune_resolved(&state, hyprbox_store::now_ms()).await {
+            Ok(0) => {}
+            Ok(findings) => tracing::info!(findings, "pruned resolved findings past their retention"),
+            Err(err) => tracing::warn!(error = %err, "pruning findings failed; will retry"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}
+
+/// Deletes RESOLVED findings resolved before `now - HYPRBOX_FINDING_RETENTION`, in batches through
+/// the writer; returns how many went.
+pub async fn prune_resolved(state: &AppState, now: i64) -> Result<u64, hyprbox_store::StoreError> {
+    let retention = i64::try_from(state.settings.finding_retention.as_millis()).unwrap_or(i64::MAX);
+    let before = now.saturating_sub(retention);
+    let mut total = 0;
+    loop {
+        let mut writer = state.store.write_conn().await?;
+        let gone = findings::prune_resolved(&mut writer, before, PRUNE_BATCH).await?;
+        drop(writer);
+        total += gone;
+        if gone < u64::try_from(PRUNE_BATCH).unwrap_or(u64::MAX) {
+            return Ok(total);
+        }
+    }
+}

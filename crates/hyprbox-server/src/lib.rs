@@ -120,7 +120,12 @@ impl Application {
         // The background loops stop only after the last request is answered, so the writer
         // still takes what in-flight heartbeats queue.
         let background = CancellationToken::new();
-        let writer = tokio::spawn(fleet::writer::run(state.store.clone(), queue, background.clone()));
+        let writer = tokio::spawn(fleet::writer::run(
+            state.store.clone(),
+            queue,
+            state.writer.health.clone(),
+            background.clone(),
+        ));
         let workers = crate::background::spawn(&state, background.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, service)

@@ -738,3 +738,58 @@ async fn deleting_a_node_forgets_its_findings() {
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert!(list(&app, &admin, "?include=all").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_nul_character_in_a_findings_title_or_key_is_a_400_on_every_backend() {
+    let (app, admin, pinned, _) = setup().await;
+    for bad in [finding("disk.full", "/\u{0}", "WARN"), {
+        let mut f = finding("disk.full", "/", "WARN");
+        f["title"] = json!("full\u{0}");
+        f
+    }] {
+        let answer = report(&app, &pinned, "web-1", json!([bad]), json!([])).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+        assert_eq!(answer.error_tag(), "bad_request");
+    }
+    assert!(list(&app, &admin, "?include=all").await.is_empty());
+}
+
+#[tokio::test]
+async fn resolved_findings_past_their_retention_are_pruned_and_open_ones_stay() {
+    let (app, admin, pinned, _) = setup().await;
+    report(
+        &app,
+        &pinned,
+        "web-1",
+        json!([
+            finding("disk.full", "/", "WARN"),
+            finding("disk.full", "/var", "WARN")
+        ]),
+        json!([]),
+    )
+    .await;
+    let open = list(&app, &admin, "").await;
+    let resolved = app
+        .post(
+            &format!("/api/findings/{}/resolve", id_of(&open, "/var")),
+            Some(&admin.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(resolved.status, StatusCode::OK);
+    let day = 86_400_000;
+    let now = hyprbox_store::now_ms();
+    assert_eq!(
+        hyprbox_server::findings::prune_resolved(&app.state, now + day)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        hyprbox_server::findings::prune_resolved(&app.state, now + 91 * day)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(keys(&list(&app, &admin, "?include=all").await), ["/"]);
+}

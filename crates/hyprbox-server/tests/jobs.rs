@@ -1076,7 +1076,7 @@ async fn a_job_its_operator_asked_to_stop_ends_cancelled_when_the_reaper_ends_it
 }
 
 #[tokio::test]
-async fn the_reaper_fails_a_running_job_whose_node_went_offline() {
+async fn a_job_presumed_lost_when_its_node_went_offline_takes_its_agents_real_outcome_when_it_comes_back() {
     let (app, admin, token) = setup_with(&[("HYPRBOX_NODE_OFFLINE_AFTER", "1s")]).await;
     let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
     claim(&app, &token).await;
@@ -1094,10 +1094,58 @@ async fn the_reaper_fails_a_running_job_whose_node_went_offline() {
     let failed = job(&app, &admin, &id).await;
     assert_eq!(failed["status"], "FAILED");
     assert!(failed["stderr"].as_str().unwrap().contains("OFFLINE"), "{failed}");
+    // The partition heals: the agent, which kept the job running, reports its output and outcome.
+    let late = output(&app, &token, &id, json!({"stdout": "still here\n"})).await;
+    assert_eq!(late.status, StatusCode::NO_CONTENT, "{}", late.text);
+    let revived = job(&app, &admin, &id).await;
+    assert_eq!(revived["status"], "RUNNING");
+    assert!(revived["finishedAt"].is_null());
+    let done = complete(&app, &token, &id, 0).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+    let ended = job(&app, &admin, &id).await;
+    assert_eq!(ended["status"], "SUCCEEDED");
+    assert_eq!(ended["exitCode"], 0);
+    assert!(
+        ended["error"].as_str().unwrap().contains("presumed lost"),
+        "{ended}"
+    );
+    assert!(
+        ended["stdout"].as_str().unwrap().ends_with("still here\n"),
+        "{ended}"
+    );
     assert_eq!(
         complete(&app, &token, &id, 0).await.status,
         StatusCode::CONFLICT,
-        "too late"
+        "a completed job takes no second completion"
+    );
+}
+
+#[tokio::test]
+async fn a_job_presumed_lost_may_be_completed_without_more_output_and_keeps_a_failure_once() {
+    let (app, admin, token) = setup_with(&[("HYPRBOX_NODE_OFFLINE_AFTER", "1s")]).await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    app.eventually("the server up for longer than the OFFLINE delay", || async {
+        app.state.started_at.elapsed() >= Duration::from_secs(1)
+    })
+    .await;
+    let later = hyprbox_store::now_ms() + 5_000;
+    hyprbox_server::jobs::reaper::reap(&app.state, later)
+        .await
+        .unwrap();
+    assert_eq!(job(&app, &admin, &id).await["status"], "FAILED");
+    assert_eq!(complete(&app, &token, &id, 3).await.status, StatusCode::OK);
+    let ended = job(&app, &admin, &id).await;
+    assert_eq!(ended["status"], "FAILED");
+    assert_eq!(ended["exitCode"], 3);
+    assert_eq!(
+        complete(&app, &token, &id, 0).await.status,
+        StatusCode::CONFLICT,
+        "a real failure is final: no second completion revives it"
+    );
+    assert_eq!(
+        output(&app, &token, &id, json!({"stdout": "x"})).await.status,
+        StatusCode::CONFLICT
     );
 }
 
@@ -1143,4 +1191,75 @@ async fn deleting_a_node_cancels_its_queued_jobs() {
         .await
         .unwrap();
     assert!(events.is_empty(), "{events:?}");
+}
+
+#[tokio::test]
+async fn finished_jobs_past_their_retention_go_with_their_output_but_each_node_keeps_its_newest() {
+    let (app, admin, token) = setup_with(&[("HYPRBOX_JOBS_KEPT_PER_NODE", "1")]).await;
+    let mut ids = Vec::new();
+    for who in ["a", "b", "c"] {
+        let id = queue(&app, &admin, who).await["id"].as_str().unwrap().to_string();
+        claim(&app, &token).await;
+        output(&app, &token, &id, json!({"stdout": format!("{who}\n")})).await;
+        assert_eq!(complete(&app, &token, &id, 0).await.status, StatusCode::OK);
+        ids.push(id);
+    }
+    let running = queue(&app, &admin, "d").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    let day = 86_400_000;
+    let now = hyprbox_store::now_ms();
+    assert_eq!(
+        hyprbox_server::jobs::retention::prune_jobs(&app.state, now + 30 * day)
+            .await
+            .unwrap(),
+        0,
+        "younger than the 90-day default"
+    );
+    // The running job counts as the node's newest, so all three finished ones may go but…
+    let gone = hyprbox_server::jobs::retention::prune_jobs(&app.state, now + 91 * day)
+        .await
+        .unwrap();
+    assert_eq!(gone, 3);
+    for id in &ids {
+        let answer = app.get(&format!("/api/jobs/{id}"), Some(&admin.token)).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        let raw = app
+            .get(&format!("/api/jobs/{id}/output/raw"), Some(&admin.token))
+            .await;
+        assert_eq!(raw.status, StatusCode::NOT_FOUND);
+    }
+    // …an unfinished job is never pruned, whatever its age.
+    assert_eq!(job(&app, &admin, &running).await["status"], "RUNNING");
+}
+
+#[tokio::test]
+async fn the_newest_finished_jobs_of_a_node_are_kept_whatever_their_age() {
+    let (app, admin, token) = setup_with(&[("HYPRBOX_JOBS_KEPT_PER_NODE", "2")]).await;
+    let mut ids = Vec::new();
+    for who in ["a", "b", "c"] {
+        let id = queue(&app, &admin, who).await["id"].as_str().unwrap().to_string();
+        claim(&app, &token).await;
+        assert_eq!(complete(&app, &token, &id, 1).await.status, StatusCode::OK);
+        ids.push(id);
+    }
+    let later = hyprbox_store::now_ms() + 91 * 86_400_000;
+    assert_eq!(
+        hyprbox_server::jobs::retention::prune_jobs(&app.state, later)
+            .await
+            .unwrap(),
+        1
+    );
+    let mut statuses = Vec::new();
+    for id in &ids {
+        statuses.push(
+            app.get(&format!("/api/jobs/{id}"), Some(&admin.token))
+                .await
+                .status,
+        );
+    }
+    assert_eq!(
+        statuses,
+        [StatusCode::NOT_FOUND, StatusCode::OK, StatusCode::OK],
+        "the oldest went, the newest two stay"
+    );
 }

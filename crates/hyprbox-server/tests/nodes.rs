@@ -830,3 +830,104 @@ async fn a_stream_ends_when_its_session_is_logged_out() {
         "no fleet data after logout: {ended}"
     );
 }
+
+#[tokio::test]
+async fn what_a_heartbeat_acknowledged_is_readable_and_configurable_at_once() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    for i in 0..3 {
+        let answer = app.heartbeat(None, beat("fresh-1", f64::from(i))).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+    }
+    // No waiting: the history shows every acknowledged heartbeat…
+    let history = app.get("/api/nodes/fresh-1/history", Some(&admin.token)).await;
+    assert_eq!(history.status, StatusCode::OK);
+    assert_eq!(
+        history.body["history"].as_array().unwrap().len(),
+        3,
+        "{}",
+        history.text
+    );
+    // …and the node the list shows can be configured at once.
+    assert_eq!(node_list(&app, &admin.token).await.len(), 1);
+    app.heartbeat(None, beat("fresh-2", 1.0)).await;
+    let patched = app
+        .call(
+            Method::PATCH,
+            "/api/nodes/fresh-2/config",
+            Some(&admin.token),
+            Some(json!({"scan_interval": 300})),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    assert_eq!(patched.body["config"]["scan_interval"], 300);
+}
+
+#[tokio::test]
+async fn text_with_a_nul_character_is_a_400_before_anything_is_written() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let bad = app
+        .heartbeat(None, json!({"node_id": "n1", "hostname": "web\u{0}1"}))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+    assert!(
+        bad.body["message"].as_str().unwrap().contains("NUL"),
+        "{}",
+        bad.text
+    );
+    assert!(node_list(&app, &admin.token).await.is_empty());
+    let query = app.get("/api/audit?user=a%00b", Some(&admin.token)).await;
+    assert_eq!(query.status, StatusCode::BAD_REQUEST, "{}", query.text);
+}
+
+#[tokio::test]
+async fn heartbeats_acknowledged_during_a_database_stall_are_all_written_once_it_ends() {
+    use hyprbox_store::{Dialect, Store};
+    use sqlx::Executor;
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    app.heartbeat(None, beat("stall-1", 1.0)).await;
+    let blocker = Store::connect(&app.database_url(), &Default::default())
+        .await
+        .unwrap();
+    let mut conn = blocker.conn().await.unwrap();
+    // SQLite: another connection holds the write lock past the writer's busy timeout (5 s), so its
+    // commit fails and must be retried. Postgres: the history table is locked, so it waits.
+    let held = match blocker.dialect() {
+        Dialect::Sqlite => {
+            conn.execute("BEGIN EXCLUSIVE").await.unwrap();
+            Duration::from_secs(6)
+        }
+        Dialect::Postgres => {
+            conn.execute("BEGIN").await.unwrap();
+            conn.execute("LOCK TABLE heartbeats IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            Duration::from_secs(3)
+        }
+    };
+    let stalled_at = std::time::Instant::now();
+    for i in 0..40 {
+        let answer = app.heartbeat(None, beat("stall-1", f64::from(i))).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    }
+    tokio::time::sleep(held.saturating_sub(stalled_at.elapsed())).await;
+    conn.execute("COMMIT").await.unwrap();
+    drop(conn);
+    app.eventually("every acknowledged heartbeat in the history", || async {
+        let history = app
+            .get("/api/nodes/stall-1/history?limit=1000", Some(&admin.token))
+            .await;
+        history.body["history"].as_array().is_some_and(|h| h.len() == 41)
+    })
+    .await;
+    let health = app.get("/api/health", None).await;
+    assert_eq!(
+        health.status,
+        StatusCode::OK,
+        "the writer caught up: {}",
+        health.text
+    );
+    assert_eq!(health.body["components"]["heartbeat_writer"], "up");
+}

@@ -310,6 +310,19 @@ pub async fn counts(conn: &mut AnyConnection, now: i64) -> Result<HashMap<String
     Ok(out)
 }
 
+/// Deletes up to `batch` RESOLVED findings resolved before `before`; returns how many went.
+pub async fn prune_resolved(conn: &mut AnyConnection, before: i64, batch: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM findings WHERE id IN \
+         (SELECT id FROM findings WHERE status = 'RESOLVED' AND resolved_at < $1 LIMIT $2)",
+    )
+    .bind(before)
+    .bind(batch)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

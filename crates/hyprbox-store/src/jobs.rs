@@ -156,10 +156,20 @@ pub struct Claim {
     pub node_id: String,
     pub status: String,
     pub claimed_by: Option<String>,
+    /// Set when the reaper presumed the job lost (its node went OFFLINE): FAILED, but its agent's
+    /// late output and completion are still taken.
+    pub lost_at: Option<i64>,
+}
+
+impl Claim {
+    /// Whether its agent may still send output and complete it: RUNNING, or presumed lost.
+    pub fn open_to_its_agent(&self) -> bool {
+        self.status == RUNNING || (self.status == FAILED && self.lost_at.is_some())
+    }
 }
 
 pub async fn claim_of(conn: &mut AnyConnection, id: &str) -> Result<Option<Claim>, StoreError> {
-    let row = sqlx::query("SELECT id, node_id, status, claimed_by FROM jobs WHERE id = $1")
+    let row = sqlx::query("SELECT id, node_id, status, claimed_by, lost_at FROM jobs WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
@@ -169,6 +179,7 @@ pub async fn claim_of(conn: &mut AnyConnection, id: &str) -> Result<Option<Claim
             node_id: row.try_get("node_id")?,
             status: row.try_get("status")?,
             claimed_by: row.try_get("claimed_by")?,
+            lost_at: row.try_get("lost_at")?,
         })
     })
     .transpose()
@@ -277,12 +288,18 @@ async fn append_in(
 ) -> Result<Appended, StoreError> {
     let pieces: Vec<&(Stream, &[u8])> = pieces.iter().filter(|(_, d)| !d.is_empty()).collect();
     // Taking the row's write lock first (the UPDATE) serialises appends to one job on both backends.
+    // A job presumed lost comes back to RUNNING with its agent's first word: the real outcome wins.
     let row = sqlx::query(
-        "UPDATE jobs SET next_seq = next_seq + $2 WHERE id = $1 AND status = 'RUNNING' \
+        "UPDATE jobs SET next_seq = next_seq + $2, \
+         error = CASE WHEN status = 'FAILED' THEN $3 ELSE error END, \
+         finished_at = CASE WHEN status = 'FAILED' THEN NULL ELSE finished_at END, \
+         status = 'RUNNING' \
+         WHERE id = $1 AND (status = 'RUNNING' OR (status = 'FAILED' AND lost_at IS NOT NULL)) \
          RETURNING next_seq, stdout_bytes, stderr_bytes",
     )
     .bind(job_id)
     .bind(i64::try_from(pieces.len()).unwrap_or(i64::MAX))
+    .bind(REVIVED_NOTE)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
@@ -354,8 +371,9 @@ pub async fn append_output(
     Ok(appended)
 }
 
-/// The final flush and status flip of a RUNNING job, in one transaction: exit 0 → SUCCEEDED, else
-/// FAILED; CANCELLED when a cancel was requested. `None` when the job was not RUNNING.
+/// The final flush and status flip of a RUNNING (or presumed lost) job, in one transaction: exit 0
+/// → SUCCEEDED, else FAILED; CANCELLED when a cancel was requested. `None` when the job was
+/// neither.
 pub async fn complete(
     store: &Store,
     job_id: &str,
@@ -370,7 +388,7 @@ pub async fn complete(
     };
     let sql = format!(
         "UPDATE jobs SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELLED' \
-         WHEN $2 = 0 THEN 'SUCCEEDED' ELSE 'FAILED' END, exit_code = $2, finished_at = $3 \
+         WHEN $2 = 0 THEN 'SUCCEEDED' ELSE 'FAILED' END, exit_code = $2, finished_at = $3, lost_at = NULL \
          WHERE id = $1 AND status = 'RUNNING' RETURNING {COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -383,12 +401,27 @@ pub async fn complete(
     Ok(row.as_ref().map(from_row).transpose()?.map(|job| (job, chunks)))
 }
 
+/// The `error` of a job that was presumed lost and whose agent then reported again.
+pub const REVIVED_NOTE: &str = "the job was presumed lost while its node was OFFLINE; its agent came back \
+and reported its real outcome";
+
+/// How the reaper ends a RUNNING job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// For good: past its timeout, or its node deleted.
+    Failed,
+    /// Its node went OFFLINE: FAILED with the outcome unknown, but its agent's late output and
+    /// completion still count.
+    PresumedLost,
+}
+
 /// Fails a RUNNING job with `reason`, which is also appended to its stderr (CANCELLED instead when
 /// a cancel had been requested).
 pub async fn fail(
     store: &Store,
     job_id: &str,
     reason: &str,
+    ending: Ending,
     cap: i64,
     now: i64,
 ) -> Result<Option<(Job, Vec<Chunk>)>, StoreError> {
@@ -404,13 +437,15 @@ pub async fn fail(
     // A job an operator asked to stop ends CANCELLED, whatever ended it, as `complete` does.
     let sql = format!(
         "UPDATE jobs SET status = CASE WHEN cancel_requested_at IS NULL THEN 'FAILED' \
-         ELSE 'CANCELLED' END, error = $2, finished_at = $3 \
+         ELSE 'CANCELLED' END, error = $2, finished_at = $3, \
+         lost_at = CASE WHEN $4 = 1 AND cancel_requested_at IS NULL THEN $3 ELSE NULL END \
          WHERE id = $1 AND status = 'RUNNING' RETURNING {COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(job_id)
         .bind(reason)
         .bind(now)
+        .bind(i64::from(ending == Ending::PresumedLost))
         .fetch_optional(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -586,6 +621,65 @@ pub async fn tail(
         bytes.drain(..start);
     }
     Ok((String::from_utf8_lossy(&bytes).into_owned(), more))
+}
+
+/// Deletes up to `batch` finished jobs (and their output) that finished before `before`, except
+/// each node's newest `keep_per_node` jobs, which stay whatever their age. One transaction per
+/// batch; returns how many jobs went.
+pub async fn prune_finished(
+    store: &Store,
+    before: i64,
+    keep_per_node: i64,
+    batch: i64,
+) -> Result<u64, StoreError> {
+    let ids: Vec<String> = {
+        let mut conn = store.conn().await?;
+        sqlx::query_scalar(
+            "SELECT j.id FROM jobs j \
+             WHERE j.status IN ('SUCCEEDED', 'FAILED', 'CANCELLED') AND j.finished_at < $1 \
+             AND (SELECT COUNT(*) FROM jobs k WHERE k.node_id = j.node_id \
+                  AND (k.created_at > j.created_at OR (k.created_at = j.created_at AND k.id > j.id))) >= $2 \
+             ORDER BY j.finished_at LIMIT $3",
+        )
+        .bind(before)
+        .bind(keep_per_node)
+        .bind(batch)
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = store.begin().await?;
+    // The jobs first, still finished (a presumed-lost one may have come back meanwhile), then the
+    // output of those that went. Built from numbered placeholders only.
+    let list = (1..=ids.len())
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = format!(
+        "DELETE FROM jobs WHERE id IN ({list}) AND status IN ('SUCCEEDED', 'FAILED', 'CANCELLED') RETURNING id"
+    );
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(rows));
+    for id in &ids {
+        query = query.bind(id);
+    }
+    let gone = query.fetch_all(&mut *tx).await?;
+    let deleted = u64::try_from(gone.len()).unwrap_or(u64::MAX);
+    if !gone.is_empty() {
+        let list = (1..=gone.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let chunks = format!("DELETE FROM job_chunks WHERE job_id IN ({list})");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(chunks));
+        for id in &gone {
+            query = query.bind(id);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 #[cfg(test)]

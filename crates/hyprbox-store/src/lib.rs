@@ -158,7 +158,7 @@ impl Store {
         let connect: AnyConnectOptions = url
             .parse()
             .map_err(|e: sqlx::Error| StoreError::Config(format!("invalid DATABASE_URL: {e}")))?;
-        let open = |max_connections: u32, cache_kib: Option<i64>| {
+        let open = |max_connections: u32, cache_kib: Option<i64>, synchronous: &'static str| {
             AnyPoolOptions::new()
                 .max_connections(max_connections)
                 .min_connections(0)
@@ -166,10 +166,13 @@ impl Store {
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if dialect == Dialect::Sqlite {
-                            // WAL lets readers run beside the one writer; NORMAL is durable across
-                            // process crashes in WAL mode and much cheaper than FULL.
+                            // WAL lets readers run beside the one writer. The writer connection
+                            // commits with FULL: a commit that answered 2xx survives a power loss
+                            // too (NORMAL survives only a process crash); heartbeat batches pay one
+                            // sync per batch, not per heartbeat.
                             conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            let pragma = format!("PRAGMA synchronous = {synchronous}");
+                            conn.execute(sqlx::AssertSqlSafe(pragma)).await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
                             conn.execute("PRAGMA busy_timeout = 5000").await?;
                             if let Some(kib) = cache_kib {
@@ -182,9 +185,9 @@ impl Store {
                 })
                 .connect_with(connect.clone())
         };
-        let pool = open(options.max_connections, None).await?;
+        let pool = open(options.max_connections, None, "NORMAL").await?;
         let writer = match dialect {
-            Dialect::Sqlite => open(1, Some(SQLITE_WRITER_CACHE_KIB)).await?,
+            Dialect::Sqlite => open(1, Some(SQLITE_WRITER_CACHE_KIB), "FULL").await?,
             Dialect::Postgres => pool.clone(),
         };
         Ok(Store {

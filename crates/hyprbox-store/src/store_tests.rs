@@ -798,10 +798,17 @@ mod jobs {
 
         let running = queue(&store, "a", 5).await;
         jobs::claim(&store, "a", "t", 6).await.unwrap().unwrap();
-        let (failed, _) = jobs::fail(&store, &running.id, "the node went offline", 1 << 20, 7)
-            .await
-            .unwrap()
-            .unwrap();
+        let (failed, _) = jobs::fail(
+            &store,
+            &running.id,
+            "the node went offline",
+            jobs::Ending::Failed,
+            1 << 20,
+            7,
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(failed.status, jobs::FAILED);
         assert_eq!(failed.error.as_deref(), Some("the node went offline"));
         let mut conn = store.conn().await.unwrap();

@@ -42,17 +42,23 @@ struct Server {
     port: u16,
     database_url: String,
     dir: PathBuf,
+    /// Settings beyond the defaults below, as (name, value).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl Server {
-    fn start(db: &TestDatabase, dir: &Path) -> Server {
+    fn start(db: &TestDatabase, dir: &Path, env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let mut server = Server {
             url: format!("http://127.0.0.1:{port}"),
             port,
             database_url: db.url.clone(),
             dir: dir.to_path_buf(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
             child: None,
         };
         server.spawn();
@@ -73,6 +79,7 @@ impl Server {
             .env("HYPRBOX_PRESETS_DIR", presets)
             .env("HYPRBOX_RATE_LIMIT", "100000")
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -174,9 +181,14 @@ impl Drop for Fleet {
 
 impl Fleet {
     async fn start(name: &str) -> Fleet {
+        Fleet::start_with(name, &[], "5").await
+    }
+
+    /// A fleet whose server takes `server_env` and whose agent beats every `interval` seconds.
+    async fn start_with(name: &str, server_env: &[(&str, &str)], interval: &str) -> Fleet {
         let db = TestDatabase::new().await;
         let work = temp_dir(name);
-        let server = tokio::task::block_in_place(|| Server::start(&db, &work));
+        let server = tokio::task::block_in_place(|| Server::start(&db, &work, server_env));
         let config = work.join("cli");
         let register = reqwest::Client::new()
             .post(format!("{}/api/auth/register", server.url))
@@ -197,7 +209,7 @@ impl Fleet {
             .as_str()
             .unwrap()
             .to_string();
-        let agent = spawn_agent(&server.url, &token, &work);
+        let agent = spawn_agent(&server.url, &token, &work, interval);
         Fleet {
             server,
             config,
@@ -218,7 +230,7 @@ impl Fleet {
     }
 }
 
-fn spawn_agent(server: &str, token: &str, work: &Path) -> Child {
+fn spawn_agent(server: &str, token: &str, work: &Path, interval: &str) -> Child {
     let state = work.join("agent-state");
     std::fs::create_dir_all(&state).unwrap();
     let log = std::fs::File::create(work.join("agent.log")).unwrap();
@@ -229,7 +241,7 @@ fn spawn_agent(server: &str, token: &str, work: &Path) -> Child {
         .env("HYPRBOX_URL", server)
         .env("HYPRBOX_TOKEN", token)
         .env("HYPRBOX_NODE_ID", "e2e-1")
-        .env("HYPRBOX_INTERVAL", "5")
+        .env("HYPRBOX_INTERVAL", interval)
         .env("HYPRBOX_POLL_INTERVAL", "1")
         .env("HYPRBOX_KILL_GRACE", "2")
         .env("HYPRBOX_STATE_DIR", &state)
@@ -421,4 +433,67 @@ async fn a_server_restart_in_the_middle_of_a_chatty_job_loses_and_repeats_nothin
         "the follower shows every line once, across the restart: {}",
         text(&followed.stderr)
     );
+}
+
+fn signal(child: &Child, name: &str) {
+    let sent = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {name}");
+}
+
+async fn wait_for_status(fleet: &Fleet, id: &str, status: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let job = tokio::task::block_in_place(|| fleet.job(id));
+        if job["status"] == status {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} never {status}: {job}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_outlives_a_partition_that_makes_the_server_presume_it_lost() {
+    // The node is OFFLINE after 7 s without a heartbeat; the agent beats every 5 s (its minimum).
+    let fleet = Fleet::start_with("partition", &[("HYPRBOX_NODE_OFFLINE_AFTER", "7s")], "5").await;
+    wait_for_node(&fleet).await;
+    let run = fleet.cli(&[
+        "jobs",
+        "run",
+        "e2e-1",
+        "e2e-chatty",
+        "--var",
+        "count=3000",
+        "--json",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let id = serde_json::from_slice::<Value>(&run.stdout).unwrap()["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for_status(&fleet, &id, "RUNNING", Duration::from_secs(30)).await;
+    // The partition: the agent freezes (no heartbeats, no output), the job's processes go on.
+    signal(&fleet.agent, "-STOP");
+    let lost = wait_for_status(&fleet, &id, "FAILED", Duration::from_secs(40)).await;
+    assert!(lost["error"].as_str().unwrap().contains("OFFLINE"), "{lost}");
+    // It heals: the agent reports the output it kept and the real outcome.
+    signal(&fleet.agent, "-CONT");
+    let done = wait_for_status(&fleet, &id, "SUCCEEDED", Duration::from_secs(90)).await;
+    assert_eq!(done["exitCode"], 0);
+    assert!(
+        done["error"].as_str().unwrap().contains("presumed lost"),
+        "{done}"
+    );
+    let logs = fleet.cli(&["jobs", "logs", &id]);
+    assert!(logs.status.success(), "{}", text(&logs.stderr));
+    let lines: Vec<String> = text(&logs.stdout)
+        .lines()
+        .filter(|l| l.starts_with("line "))
+        .map(str::to_string)
+        .collect();
+    let expected: Vec<String> = (1..=3000).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "the full output, each line once");
 }

@@ -246,7 +246,7 @@ pub async fn login(
     // An unknown email still pays for one Argon2id verification, so timing does not tell.
     let stored = found.as_ref().map(|u| u.password_hash.clone());
     let matches = state.passwords.verify(body.password, stored).await?;
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.store.write_conn().await?;
     let user = match found {
         Some(user) if matches => user,
         other => {
@@ -319,7 +319,7 @@ pub async fn update_me(
     if let Some(language) = body.language.as_deref() {
         validate_language(language)?;
     }
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.store.write_conn().await?;
     let user = users::update_profile(
         &mut conn,
         &identity.user.id,

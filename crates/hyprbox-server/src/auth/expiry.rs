@@ -29,8 +29,12 @@ pub async fn prune_loop(state: AppState, shutdown: CancellationToken) {
 pub async fn prune_once(state: &AppState) -> Result<(), StoreError> {
     let now = now_ms();
     state.sessions.prune_revoked(now / 1000);
-    let mut conn = state.store.conn().await?;
-    while sessions::prune(&mut conn, now, PRUNE_BATCH).await? == PRUNE_BATCH as u64 {}
-    while resets::prune(&mut conn, now, PRUNE_BATCH).await? == PRUNE_BATCH as u64 {}
+    // Through the writer, one batch per acquisition, so heartbeat batches interleave.
+    while sessions::prune(&mut *state.store.write_conn().await?, now, PRUNE_BATCH).await?
+        == PRUNE_BATCH as u64
+    {}
+    while resets::prune(&mut *state.store.write_conn().await?, now, PRUNE_BATCH).await? == PRUNE_BATCH as u64
+    {
+    }
     Ok(())
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::memory::{self, NodeState};
-use super::writer::Pending;
+use super::writer::{PER_HEARTBEAT, Pending};
 use crate::auth::{CurrentUser, Identity, MaybeNode, NodeAuth, Operator};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json, Query};
@@ -132,6 +132,21 @@ fn config_value(config: &str) -> Value {
     serde_json::from_str(config).unwrap_or_else(|_| Value::Object(Map::new()))
 }
 
+/// Waits for the heartbeats and events already acknowledged to reach the database, so history and
+/// activity show them; 503 when the database cannot take them now.
+async fn settled(state: &AppState) -> Result<(), ApiError> {
+    if state.writer.settled(SETTLE_LIMIT).await {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(
+            "the database is not taking writes; try again shortly".into(),
+        ))
+    }
+}
+
+/// How long a read waits for the writer before answering 503.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A `nodeId` from the path: 400 when malformed, 404 when unknown.
 fn known_node(state: &AppState, node_id: &str) -> Result<NodeState, ApiError> {
     validate_node_id("nodeId", node_id).map_err(ApiError::BadRequest)?;
@@ -165,6 +180,11 @@ pub async fn heartbeat(
 }
 
 async fn accept(state: &AppState, body: &Heartbeat) -> Response {
+    // Room in the writer's queue first: a heartbeat refused here changed nothing.
+    let Ok(mut room) = state.writer.reserve(PER_HEARTBEAT) else {
+        return ApiError::Unavailable("the database is not keeping up with heartbeats; retry shortly".into())
+            .into_response();
+    };
     let now = now_ms();
     let applied = state.fleet.apply(body, now, offline_ms(state));
     // The payloads are built only when a live stream is open: most heartbeats have no audience.
@@ -185,16 +205,17 @@ async fn accept(state: &AppState, body: &Heartbeat) -> Response {
         }
     }
     let inventory_wanted = applied.inventory_wanted;
-    let mut queued = true;
-    if let Some(node) = applied.upsert {
-        queued &= state.writer.queue(Pending::Node(node)).await;
-    }
-    queued &= state.writer.queue(Pending::Heartbeat(applied.row)).await;
-    for event in applied.events {
-        state.writer.queue(Pending::Event(event)).await;
-    }
-    if !queued {
-        return ApiError::Unavailable("the server is shutting down".into()).into_response();
+    let items = applied
+        .upsert
+        .map(Pending::Node)
+        .into_iter()
+        .chain([Pending::Heartbeat(applied.row)])
+        .chain(applied.events.into_iter().map(Pending::Event));
+    for item in items {
+        // At most PER_HEARTBEAT items, and as many permits: each has its place.
+        if let Some(permit) = room.next() {
+            permit.send(item);
+        }
     }
     let ack = HeartbeatAck {
         received: true,
@@ -320,6 +341,7 @@ pub async fn history(
 ) -> ApiResult<Json<HistoryBody>> {
     known_node(&state, &node_id)?;
     let limit = parse_limit(query.limit.as_deref(), 50, 1000)?;
+    settled(&state).await?;
     let mut conn = state.store.conn().await?;
     let rows = nodes::history(&mut conn, &node_id, limit).await?;
     let history = rows
@@ -349,6 +371,7 @@ pub async fn activity(
     Path(node_id): Path<String>,
 ) -> ApiResult<Json<ActivityBody>> {
     known_node(&state, &node_id)?;
+    settled(&state).await?;
     let mut conn = state.store.conn().await?;
     let events = nodes::events(&mut conn, &node_id, 8)
         .await?
@@ -486,11 +509,18 @@ pub async fn patch_config(
     }
     let mut tx = state.store.begin().await?;
     // Read under the row lock, so two concurrent patches apply one after the other.
-    let Some(stored) = nodes::lock_config(&mut tx, &node_id).await? else {
-        // Known in memory but its first heartbeat is still on its way to the disk.
-        return Err(ApiError::Conflict(
-            "the node is being registered; try again in a moment".into(),
-        ));
+    let stored = match nodes::lock_config(&mut tx, &node_id).await? {
+        Some(stored) => stored,
+        None => {
+            // The node's first heartbeat is acknowledged but its row is still in the writer's
+            // queue: write it here (the writer's later upsert of the same row changes nothing),
+            // so what the list showed can be configured at once.
+            let node = known_node(&state, &node_id)?.node.clone();
+            nodes::write_batch(&mut tx, &[node], &[], &[]).await?;
+            nodes::lock_config(&mut tx, &node_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("node"))?
+        }
     };
     let mut config = config_value(&stored);
     merge_patch(&mut config, &patch);

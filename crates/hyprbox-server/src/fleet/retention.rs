@@ -45,9 +45,14 @@ pub async fn prune_history(state: &AppState) -> Result<u64, StoreError> {
                 break;
             }
             let to = oldest.saturating_add(HISTORY_WINDOW_MS).min(cutoff);
-            total += nodes::prune_history(&mut conn, &node_id, oldest, to).await?;
+            // Deletes go through the writer, one short statement at a time, so the heartbeat
+            // batches queue behind at most one of them.
+            let mut writer = state.store.write_conn().await?;
+            total += nodes::prune_history(&mut writer, &node_id, oldest, to).await?;
         }
-        total += nodes::prune_events(&mut conn, &node_id, cutoff, EVENTS_KEPT).await?;
+        let mut writer = state.store.write_conn().await?;
+        total += nodes::prune_events(&mut writer, &node_id, cutoff, EVENTS_KEPT).await?;
+        drop(writer);
         // Let heartbeats and reads through between nodes.
         tokio::task::yield_now().await;
     }

@@ -101,16 +101,25 @@ pub fn error_response(status: StatusCode, message: impl Into<String>) -> Respons
     (status, axum::Json(body)).into_response()
 }
 
+/// `Retry-After` of a 503.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 2;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = %format!("{cause:#}"), "internal error");
         }
         let mut response = error_response(self.status(), self.message());
-        if let ApiError::TooManyRequests { retry_after_secs } = self {
+        let retry_after = match self {
+            ApiError::TooManyRequests { retry_after_secs } => Some(retry_after_secs),
+            // A dependency that is down (or a queue that is full) is worth another try soon.
+            ApiError::Unavailable(_) => Some(UNAVAILABLE_RETRY_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

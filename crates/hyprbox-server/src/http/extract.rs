@@ -3,10 +3,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -49,9 +50,103 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        let bytes = json_body(req, state).await?;
+        // Postgres refuses NUL in text and SQLite would keep it: refused alike, before any write.
+        if has_nul_escape(&bytes) {
+            // The rare refusal path names the field, as every validation message does.
+            let field = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|value| nul_path(&value, String::new()))
+                .unwrap_or_else(|| "text".into());
+            return Err(ApiError::bad_request(format!(
+                "{field} must not contain NUL characters (\\u0000)"
+            )));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(Json(value))
     }
+}
+
+/// A JSON body whose strings may hold NUL: job output, stored as bytes, not text.
+pub struct BinaryJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for BinaryJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = json_body(req, state).await?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(BinaryJson(value))
+    }
+}
+
+/// The body of a request that says it is JSON (`application/json`, or a `+json` type).
+async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .is_some_and(|mime| {
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        });
+    if !is_json {
+        return Err(ApiError::bad_request("Content-Type must be application/json"));
+    }
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("request body must be at most 1 MiB".into())
+        } else {
+            ApiError::bad_request(rejection.body_text())
+        }
+    })
+}
+
+/// The path (`variables.note`, `findings[0].title`) of the first string or key holding a NUL.
+fn nul_path(value: &serde_json::Value, at: String) -> Option<String> {
+    let join = |key: &str| {
+        if at.is_empty() {
+            key.to_string()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match value {
+        serde_json::Value::String(text) if text.contains('\0') => {
+            Some(if at.is_empty() { "text".into() } else { at })
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, format!("{at}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(join(&key.replace('\0', "")))
+            } else {
+                nul_path(item, join(key))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Whether a JSON text holds the escape `\u0000` inside a string (an escaped backslash followed by
+/// `u0000` is not one). Raw control bytes cannot appear in a JSON string, so this is the only way.
+fn has_nul_escape(body: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(at) = body[from..].iter().position(|&b| b == b'\\') {
+        let at = from + at;
+        match body.get(at + 1) {
+            Some(b'u') if body.get(at + 2..at + 6) == Some(b"0000".as_slice()) => return true,
+            Some(_) => from = at + 2,
+            None => return false,
+        }
+    }
+    false
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {
@@ -80,6 +175,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(ApiError::bad_request(
+                "the query string must not contain NUL characters (%00)",
+            ));
+        }
         let axum::extract::Query(value) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
         Ok(Query(value))
     }
@@ -123,5 +223,39 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             .get::<ClientIp>()
             .copied()
             .unwrap_or(ClientIp(IpAddr::from([127, 0, 0, 1]))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{has_nul_escape, nul_path};
+
+    #[test]
+    fn a_nul_escape_is_found_only_where_it_is_one() {
+        assert!(has_nul_escape(br#"{"title":"a\u0000b"}"#));
+        assert!(
+            has_nul_escape(br#"{"k":"\\\u0000"}"#),
+            "an escaped backslash, then a NUL"
+        );
+        assert!(
+            !has_nul_escape(br#"{"k":"\\u0000"}"#),
+            "a backslash, then the text u0000"
+        );
+        assert!(!has_nul_escape(br#"{"k":"\u0001 and \n"}"#));
+        assert!(!has_nul_escape(br#"{"k":"ends with \"#));
+    }
+
+    #[test]
+    fn the_refusal_names_the_field_holding_the_nul() {
+        let body = serde_json::json!({"nodeId": "n", "findings": [{"key": "/", "title": "a\u{0}"}]});
+        assert_eq!(
+            nul_path(&body, String::new()).as_deref(),
+            Some("findings[0].title")
+        );
+        assert_eq!(
+            nul_path(&serde_json::json!("x\u{0}"), String::new()).as_deref(),
+            Some("text")
+        );
+        assert_eq!(nul_path(&serde_json::json!({"a": [1, "b"]}), String::new()), None);
     }
 }

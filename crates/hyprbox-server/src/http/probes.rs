@@ -18,14 +18,20 @@ pub struct RootBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct ProbeBody {
+    /// `ok`, or `degraded` while the heartbeat writer cannot commit.
     pub status: &'static str,
     pub version: &'static str,
+    /// `failing` while the heartbeat writer cannot commit (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_writer: Option<&'static str>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Components {
     pub api: &'static str,
     pub database: &'static str,
+    /// `up`, or `down` while the heartbeat writer cannot commit its batch.
+    pub heartbeat_writer: &'static str,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -52,10 +58,12 @@ pub async fn root() -> Json<RootBody> {
 
 #[utoipa::path(get, path = "/health", tag = "health",
     responses((status = 200, description = "Process is up (does not touch the database)", body = ProbeBody)))]
-pub async fn probe() -> Json<ProbeBody> {
+pub async fn probe(State(state): State<AppState>) -> Json<ProbeBody> {
+    let failing = state.writer.health.failing_since().is_some();
     Json(ProbeBody {
-        status: "ok",
+        status: if failing { "degraded" } else { "ok" },
         version: env!("CARGO_PKG_VERSION"),
+        heartbeat_writer: failing.then_some("failing"),
     })
 }
 
@@ -66,7 +74,23 @@ pub async fn probe() -> Json<ProbeBody> {
 pub async fn api_health(State(state): State<AppState>) -> (StatusCode, Json<HealthBody>) {
     let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let ping = tokio::time::timeout(Duration::from_secs(3), state.store.ping()).await;
+    let writer_failing = state.writer.health.failing_since().is_some();
     match ping {
+        Ok(Ok(latency)) if writer_failing => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(HealthBody {
+                status: "unhealthy",
+                timestamp,
+                components: Components {
+                    api: "up",
+                    database: "up",
+                    heartbeat_writer: "down",
+                },
+                database_latency_ms: Some((latency.as_secs_f64() * 1000.0 * 100.0).round() / 100.0),
+                error: Some("unavailable"),
+                message: Some("the heartbeat writer cannot commit its batch".into()),
+            }),
+        ),
         Ok(Ok(latency)) => (
             StatusCode::OK,
             Json(HealthBody {
@@ -75,6 +99,7 @@ pub async fn api_health(State(state): State<AppState>) -> (StatusCode, Json<Heal
                 components: Components {
                     api: "up",
                     database: "up",
+                    heartbeat_writer: "up",
                 },
                 database_latency_ms: Some((latency.as_secs_f64() * 1000.0 * 100.0).round() / 100.0),
                 error: None,
@@ -95,6 +120,7 @@ pub async fn api_health(State(state): State<AppState>) -> (StatusCode, Json<Heal
                     components: Components {
                         api: "up",
                         database: "down",
+                        heartbeat_writer: if writer_failing { "down" } else { "up" },
                     },
                     database_latency_ms: None,
                     error: Some("unavailable"),

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, header};
 use hyprbox_store::ai_tasks::{self, Task};
-use hyprbox_store::{audit, new_id, now_ms};
+use hyprbox_store::{audit, now_ms};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -199,7 +199,7 @@ pub async fn dispatch(
     let action = resolve_action(query.action.as_deref(), body.action.as_deref())?;
     let now = now_ms();
     let mut tx = state.store.begin().await?;
-    let task = ai_tasks::enqueue(&mut tx, &new_id(), &action, &actor.user.id, now).await?;
+    let task = ai_tasks::enqueue(&mut tx, &task_id(), &action, &actor.user.id, now).await?;
     let queue_size = ai_tasks::queue_depth(&mut tx).await?;
     audit::record(
         &mut tx,
@@ -240,6 +240,14 @@ pub async fn tasks(
     Ok(Json(TasksBody {
         tasks: tasks.iter().map(TaskBody::from).collect(),
     }))
+}
+
+/// A random (version 4) UUID: the Hyperion client shows a task's first 8 characters, which a
+/// time-ordered id would share with every task dispatched in the same minute.
+fn task_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 #[cfg(test)]

@@ -227,9 +227,12 @@ async fn record(state: &AppState, before: &Reading, after: &Reading) -> Result<(
         cpu_percent: round2(cpu_percent(before, after)),
         memory_percent: round2(memory_percent(after)),
     };
+    {
+        let mut writer = state.store.write_conn().await?;
+        metrics::insert_sample(&mut writer, &sample).await?;
+        metrics::prune_samples(&mut writer, now - 8 * DAY_MS, 1000).await?;
+    }
     let mut conn = state.store.conn().await?;
-    metrics::insert_sample(&mut conn, &sample).await?;
-    metrics::prune_samples(&mut conn, now - 8 * DAY_MS, 1000).await?;
     let history = metrics::samples_since(&mut conn, (now.div_euclid(DAY_MS) - 6) * DAY_MS).await?;
     let first = metrics::first_sample_at(&mut conn).await?;
     drop(conn);

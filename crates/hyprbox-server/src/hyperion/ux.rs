@@ -162,18 +162,36 @@ impl Ux {
 
     pub fn snapshot(&self, now: i64) -> UserExperience {
         let (avg, p95) = averages(self.durations());
+        let active = self.active_users(now);
+        let today = now.div_euclid(DAY_MS);
+        let mut daily = *self.daily.lock().unwrap_or_else(|e| e.into_inner());
+        // Users seen today whom the minute's tick has not written yet count at once, so today's
+        // activity never trails what `active_now` shows.
+        let unwritten = {
+            let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            active
+                .iter()
+                .filter(|(user, last)| {
+                    last.div_euclid(DAY_MS) == today && !written.contains(&(today, user.clone()))
+                })
+                .count()
+        };
+        daily[6] += i64::try_from(unwritten).unwrap_or(i64::MAX);
         UserExperience {
-            active_now: self.active_now(now),
+            active_now: active.len(),
             active_trend: {
-                // Always seven points, oldest first: zeros before the first samples after a start.
+                // Seven points, oldest first: the last six minute samples (zeros before the first
+                // ones after a start), then now.
                 let trend = self.trend.lock().unwrap_or_else(|e| e.into_inner());
-                let mut points = vec![0; 7usize.saturating_sub(trend.len())];
-                points.extend(trend.iter().copied());
+                let sampled = &trend[trend.len().saturating_sub(6)..];
+                let mut points = vec![0; 6 - sampled.len()];
+                points.extend(sampled.iter().copied());
+                points.push(active.len());
                 points
             },
             avg_response_time: avg,
             p95_response_time: p95,
-            daily_activity: *self.daily.lock().unwrap_or_else(|e| e.into_inner()),
+            daily_activity: daily,
             last_updated: rfc3339(now),
         }
     }
@@ -202,7 +220,7 @@ pub async fn tick(state: &AppState, now: i64) -> Result<(), StoreError> {
             .filter(|pair| written.insert(pair.clone()))
             .collect()
     };
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.store.write_conn().await?;
     for (day, user) in &new_pairs {
         if let Err(err) = metrics::record_daily_users(&mut conn, *day, std::slice::from_ref(user)).await {
             // Written again at the next tick.
@@ -273,10 +291,31 @@ mod tests {
     }
 
     #[test]
-    fn the_trend_always_has_seven_points_oldest_first() {
+    fn the_trend_always_has_seven_points_oldest_first_ending_with_now() {
         let ux = Ux::default();
         ux.trend.lock().unwrap().extend([3, 4]);
-        assert_eq!(ux.snapshot(0).active_trend, vec![0, 0, 0, 0, 0, 3, 4]);
+        assert_eq!(ux.snapshot(0).active_trend, vec![0, 0, 0, 0, 3, 4, 0]);
+        ux.trend.lock().unwrap().extend([5, 6, 7, 8, 9, 10]);
+        ux.record(Duration::from_millis(1), Some("u1"), 0);
+        assert_eq!(ux.snapshot(0).active_trend, vec![5, 6, 7, 8, 9, 10, 1]);
+    }
+
+    #[test]
+    fn a_user_active_now_counts_in_today_at_once_and_only_once() {
+        let ux = Ux::default();
+        let now = 10 * DAY_MS + 5_000;
+        ux.record(Duration::from_millis(1), Some("u1"), now);
+        let first = ux.snapshot(now);
+        assert_eq!(first.active_now, 1);
+        assert_eq!(
+            first.active_trend[6], 1,
+            "the first answer already shows who is active"
+        );
+        assert_eq!(first.daily_activity[6], 1);
+        // Once the tick wrote the pair, the database's count includes it: not counted twice.
+        ux.written.lock().unwrap().insert((10, "u1".into()));
+        ux.daily.lock().unwrap()[6] = 1;
+        assert_eq!(ux.snapshot(now).daily_activity[6], 1);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::operator::job_body;
 use crate::auth::NodeAuth;
 use crate::auth::node_tokens::NodeIdentity;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::{Json, Query};
+use crate::http::extract::{BinaryJson, Json, Query};
 use crate::jobs::feeds::{publish_output, publish_status};
 use crate::state::AppState;
 use hyprbox_proto::jobs::{ClaimedJob, CompleteJob, JobEnvelope, OutputPiece, PendingBody};
@@ -85,7 +85,7 @@ async fn claimed_job(state: &AppState, node: &NodeIdentity, id: &str) -> Result<
     if !node.may_act_for(&job.node_id) {
         return Err(ApiError::Forbidden("this token is pinned to another node".into()));
     }
-    if job.status != jobs::RUNNING {
+    if !job.open_to_its_agent() {
         return Err(ApiError::Conflict(format!(
             "the job is {}, not RUNNING",
             job.status
@@ -125,7 +125,7 @@ pub async fn output(
     State(state): State<AppState>,
     NodeAuth(node): NodeAuth,
     Path(id): Path<String>,
-    Json(body): Json<OutputPiece>,
+    BinaryJson(body): BinaryJson<OutputPiece>,
 ) -> ApiResult<StatusCode> {
     let job = claimed_job(&state, &node, &id).await?;
     let pieces = pieces(body.stdout.as_deref(), body.stderr.as_deref());
@@ -142,6 +142,13 @@ pub async fn output(
     {
         Appended::Stored(chunks) => {
             publish_output(&state, &job.id, chunks);
+            if job.status != jobs::RUNNING {
+                // A job presumed lost is RUNNING again: say so wherever it is watched.
+                let mut conn = state.store.conn().await?;
+                if let Some(revived) = jobs::get(&mut conn, &job.id).await? {
+                    publish_status(&state, &revived).await;
+                }
+            }
             Ok(StatusCode::NO_CONTENT)
         }
         Appended::NotRunning => Err(ApiError::Conflict("the job is no longer RUNNING".into())),
@@ -162,7 +169,7 @@ pub async fn complete(
     State(state): State<AppState>,
     NodeAuth(node): NodeAuth,
     Path(id): Path<String>,
-    Json(body): Json<CompleteJob>,
+    BinaryJson(body): BinaryJson<CompleteJob>,
 ) -> ApiResult<Json<JobEnvelope>> {
     let job = claimed_job(&state, &node, &id).await?;
     let pieces = pieces(body.output.stdout.as_deref(), body.output.stderr.as_deref());

@@ -6,3 +6,4 @@ pub mod feeds;
 pub mod operator;
 pub mod presets;
 pub mod reaper;
+pub mod retention;

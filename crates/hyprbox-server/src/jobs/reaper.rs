@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hyprbox_store::jobs;
+use hyprbox_store::jobs::{self, Ending};
 use hyprbox_store::{StoreError, now_ms};
 use tokio_util::sync::CancellationToken;
 
@@ -41,25 +41,34 @@ pub async fn reap(state: &AppState, now: i64) -> Result<usize, StoreError> {
         }
         let started = job.started_at.unwrap_or(job.created_at);
         let timed_out = now - started > job.timeout_seconds.saturating_mul(1000);
-        let reason = if timed_out {
-            Some(format!(
-                "the job did not finish within its timeout of {}",
-                humanize(job.timeout_seconds)
+        let ending = if timed_out {
+            Some((
+                format!(
+                    "the job did not finish within its timeout of {}",
+                    humanize(job.timeout_seconds)
+                ),
+                Ending::Failed,
             ))
         } else {
             match node {
-                None => Some("the node was deleted while the job ran".to_string()),
+                None => Some((
+                    "the node was deleted while the job ran".to_string(),
+                    Ending::Failed,
+                )),
+                // Presumed lost, not killed: should the agent come back, its real outcome wins.
                 Some(node) if judge_offline && node_status(&node.node, now, offline_after) == "OFFLINE" => {
-                    Some(
-                        "the node went OFFLINE (no heartbeat) while the job ran; its outcome is unknown"
+                    Some((
+                        "the node went OFFLINE (no heartbeat) while the job ran; its outcome is unknown \
+                     unless its agent reports again"
                             .to_string(),
-                    )
+                        Ending::PresumedLost,
+                    ))
                 }
                 Some(_) => None,
             }
         };
-        if let Some(reason) = reason
-            && let Some((job, chunks)) = jobs::fail(&state.store, &job.id, &reason, cap, now).await?
+        if let Some((reason, ending)) = ending
+            && let Some((job, chunks)) = jobs::fail(&state.store, &job.id, &reason, ending, cap, now).await?
         {
             if timed_out {
                 // The agent may still be running it: ask it to stop.

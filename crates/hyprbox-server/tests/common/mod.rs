@@ -99,6 +99,11 @@ impl TestApp {
         }
     }
 
+    /// The database this server runs on (for tests that open a second connection to it).
+    pub fn database_url(&self) -> String {
+        self.db.as_ref().expect("a running test app").url.clone()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
