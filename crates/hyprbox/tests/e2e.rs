@@ -90,6 +90,15 @@ impl Server {
         });
     }
 
+    /// Kills the server without warning (SIGKILL: no flush, no shutdown) and starts it again.
+    fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+
     /// Stops the server gracefully (SIGTERM) and starts it again.
     fn restart(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -496,4 +505,245 @@ async fn a_job_outlives_a_partition_that_makes_the_server_presume_it_lost() {
         .collect();
     let expected: Vec<String> = (1..=3000).map(|i| format!("line {i}")).collect();
     assert_eq!(lines, expected, "the full output, each line once");
+}
+
+/// What the mixed load saw acknowledged before the crash.
+#[derive(Default)]
+struct Acknowledged {
+    /// Per node: when each heartbeat was answered 202.
+    heartbeats: std::collections::HashMap<String, Vec<Instant>>,
+    /// Job id → output lines answered 204, and the exit code when its completion was answered 200.
+    jobs: Vec<(String, Vec<String>, Option<i64>)>,
+    findings: Vec<String>,
+    users: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_9_loses_nothing_acknowledged_but_heartbeats_inside_the_commit_window() {
+    use hyprbox_client::{Client, FindingQuery, JobQuery};
+    use hyprbox_proto::auth::{CreateUserRequest, LoginRequest, RegisterRequest};
+    use hyprbox_proto::findings::{ReportBody, ReportedFinding};
+    use hyprbox_proto::jobs::{CompleteJob, CreateJob, OutputPiece};
+    use hyprbox_proto::tokens::CreateTokenRequest;
+    use std::sync::{Arc, Mutex};
+
+    let db = TestDatabase::new().await;
+    let work = temp_dir("crash");
+    let mut server = tokio::task::block_in_place(|| Server::start(&db, &work, &[]));
+    let anonymous = Client::new(&server.url, None).unwrap();
+    let session = anonymous
+        .register(&RegisterRequest {
+            email: "ops@example.com".into(),
+            password: PASSWORD.into(),
+            name: None,
+        })
+        .await
+        .unwrap();
+    let admin = Client::new(&server.url, Some(&session.token)).unwrap();
+    let mint = |node: Option<&str>| CreateTokenRequest {
+        name: "crash".into(),
+        node_id: node.map(str::to_string),
+    };
+    let fleet_token = admin.create_token(&mint(None)).await.unwrap().token;
+    let agent_token = admin.create_token(&mint(Some("crash-0"))).await.unwrap().token;
+    let fleet = Client::new(&server.url, Some(&fleet_token)).unwrap();
+    let agent = Client::new(&server.url, Some(&agent_token)).unwrap();
+    agent
+        .heartbeat(&hyprbox_proto::Heartbeat {
+            node_id: "crash-0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let acked = Arc::new(Mutex::new(Acknowledged::default()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut load = tokio::task::JoinSet::new();
+    // Heartbeats of ten nodes, as fast as they are answered.
+    for n in 0..10 {
+        let (fleet, acked, stop) = (fleet.clone(), Arc::clone(&acked), stop.clone());
+        load.spawn(async move {
+            let node_id = format!("crash-{n}");
+            while !stop.is_cancelled() {
+                let beat = hyprbox_proto::Heartbeat {
+                    node_id: node_id.clone(),
+                    cpu_percent: Some(10.0),
+                    ..Default::default()
+                };
+                if fleet.heartbeat(&beat).await.is_ok() {
+                    let mut acked = acked.lock().unwrap();
+                    acked
+                        .heartbeats
+                        .entry(node_id.clone())
+                        .or_default()
+                        .push(Instant::now());
+                }
+                // Under the history's 1,000-row read limit over the run.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    }
+    // Jobs: created, claimed, three output lines, completed — each step recorded once answered.
+    {
+        let (admin, agent, acked, stop) = (admin.clone(), agent.clone(), Arc::clone(&acked), stop.clone());
+        load.spawn(async move {
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                n += 1;
+                let create = CreateJob {
+                    node_id: "crash-0".into(),
+                    preset_name: "e2e-fail".into(),
+                    variables: Default::default(),
+                };
+                let Ok(created) = admin.create_job(&create).await else {
+                    continue;
+                };
+                let index = {
+                    let mut acked = acked.lock().unwrap();
+                    acked.jobs.push((created.job.id.clone(), Vec::new(), None));
+                    acked.jobs.len() - 1
+                };
+                let Ok(Some(job)) = agent.pending(Some("crash-0")).await else {
+                    continue;
+                };
+                for line in 0..3 {
+                    let text = format!("job {n} line {line}\n");
+                    let piece = OutputPiece {
+                        stdout: Some(text.clone()),
+                        stderr: None,
+                    };
+                    if agent.output(&job.id, &piece).await.is_ok() {
+                        acked.lock().unwrap().jobs[index].1.push(text);
+                    }
+                }
+                let done = CompleteJob {
+                    exit_code: n % 3,
+                    output: OutputPiece::default(),
+                };
+                if agent.complete(&job.id, &done).await.is_ok() {
+                    acked.lock().unwrap().jobs[index].2 = Some(n % 3);
+                }
+            }
+        });
+    }
+    // Findings and users.
+    {
+        let (admin, agent, acked, stop) = (admin.clone(), agent.clone(), Arc::clone(&acked), stop.clone());
+        load.spawn(async move {
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                n += 1;
+                let key = format!("/mnt/{n}");
+                let report = ReportBody {
+                    node_id: "crash-0".into(),
+                    findings: vec![ReportedFinding {
+                        kind: "disk.full".into(),
+                        key: key.clone(),
+                        severity: "WARN".into(),
+                        title: format!("{key} is full"),
+                        message: String::new(),
+                        related_entities: None,
+                        metadata: None,
+                    }],
+                    complete: Vec::new(),
+                };
+                if agent.report_findings(&report).await.is_ok() {
+                    acked.lock().unwrap().findings.push(key);
+                }
+                let email = format!("user{n}@example.com");
+                let user = CreateUserRequest {
+                    email: email.clone(),
+                    name: None,
+                    role: "VIEWER".into(),
+                    password: PASSWORD.into(),
+                };
+                if admin.create_user(&user).await.is_ok() {
+                    acked.lock().unwrap().users.push(email);
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed_at = Instant::now();
+    tokio::task::block_in_place(|| server.crash());
+    stop.cancel();
+    while load.join_next().await.is_some() {}
+    let acked = Arc::try_unwrap(acked).ok().unwrap().into_inner().unwrap();
+
+    // After the restart (the same database), everything acknowledged is there.
+    let signed_in = Client::new(&server.url, None)
+        .unwrap()
+        .login(&LoginRequest {
+            email: "ops@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap();
+    let admin = Client::new(&server.url, Some(&signed_in.token)).unwrap();
+    let get = |path: String| {
+        let admin = admin.clone();
+        async move {
+            let request = admin.authed(reqwest::Method::GET, &path).unwrap();
+            admin.send(request).await.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    assert!(
+        acked.jobs.len() > 3 && acked.findings.len() > 3 && acked.users.len() > 3,
+        "the load ran"
+    );
+    let window = Duration::from_millis(250);
+    for (node, answered) in &acked.heartbeats {
+        let durable = answered.iter().filter(|at| **at + window < killed_at).count();
+        let history = get(format!("/api/nodes/{node}/history?limit=1000")).await;
+        let stored = history["history"].as_array().map_or(0, Vec::len);
+        assert!(
+            stored >= durable.min(1000),
+            "{node}: {stored} heartbeats stored, {durable} answered more than 250 ms before the kill"
+        );
+    }
+    let listed = admin
+        .jobs(&JobQuery {
+            limit: Some(200),
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap()
+        .jobs;
+    for (id, lines, exit) in &acked.jobs {
+        assert!(listed.iter().any(|j| &j.id == id), "job {id} was acknowledged");
+        let raw = admin
+            .raw_output(id, "stdout")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in lines {
+            assert_eq!(raw.matches(line.as_str()).count(), 1, "{line:?} once in {raw:?}");
+        }
+        if let Some(code) = exit {
+            let job = admin.job(id).await.unwrap().job.job;
+            assert_eq!(job.exit_code, Some(*code), "{id}");
+        }
+    }
+    let findings = admin
+        .findings(&FindingQuery {
+            include: Some("all"),
+            ..FindingQuery::default()
+        })
+        .await
+        .unwrap()
+        .findings;
+    for key in &acked.findings {
+        assert!(findings.iter().any(|f| &f.key == key), "finding {key}");
+    }
+    let users = admin.users().await.unwrap().users;
+    for email in &acked.users {
+        assert!(users.iter().any(|u| &u.email == email), "user {email}");
+    }
+    let audit = get("/api/audit?action=user.create".to_string()).await;
+    assert!(
+        audit["total"].as_i64().unwrap() >= i64::try_from(acked.users.len()).unwrap(),
+        "every acknowledged user's creation is audited: {audit}"
+    );
 }
