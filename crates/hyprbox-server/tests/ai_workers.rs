@@ -449,3 +449,21 @@ async fn the_openapi_document_lists_the_ai_worker_endpoints_under_dashboard() {
         assert_eq!(operation["tags"], json!(["dashboard"]), "{path}");
     }
 }
+
+#[tokio::test]
+async fn task_ids_differ_in_their_first_eight_characters_as_the_client_shows_them() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let mut prefixes = std::collections::HashSet::new();
+    for i in 0..20 {
+        let body = dispatch(&app, &admin, &format!("task {i}")).await;
+        let id = body["task_id"].as_str().unwrap().to_string();
+        assert_eq!(id.len(), 36, "a UUID: {id}");
+        prefixes.insert(id[..8].to_string());
+    }
+    assert_eq!(
+        prefixes.len(),
+        20,
+        "tasks dispatched together are told apart by their prefix"
+    );
+}

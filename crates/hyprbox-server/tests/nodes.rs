@@ -882,39 +882,125 @@ async fn text_with_a_nul_character_is_a_400_before_anything_is_written() {
 }
 
 #[tokio::test]
-async fn heartbeats_acknowledged_during_a_database_stall_are_all_written_once_it_ends() {
+async fn a_database_stall_under_heartbeats_and_output_loses_nothing_acknowledged_and_ends_in_5_s() {
     use hyprbox_store::{Dialect, Store};
     use sqlx::Executor;
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;
-    app.heartbeat(None, beat("stall-1", 1.0)).await;
-    let blocker = Store::connect(&app.database_url(), &Default::default())
-        .await
-        .unwrap();
-    let mut conn = blocker.conn().await.unwrap();
-    // SQLite: another connection holds the write lock past the writer's busy timeout (5 s), so its
-    // commit fails and must be retried. Postgres: the history table is locked, so it waits.
-    let held = match blocker.dialect() {
-        Dialect::Sqlite => {
-            conn.execute("BEGIN EXCLUSIVE").await.unwrap();
-            Duration::from_secs(6)
-        }
+    let (token, _) = app.mint_token(&admin, Some("stall-1")).await;
+    app.heartbeat(Some(&token), beat("stall-1", 1.0)).await;
+    let queued = app
+        .post(
+            "/api/jobs",
+            Some(&admin.token),
+            json!({"nodeId": "stall-1", "presetName": "disk-cleanup"}),
+        )
+        .await;
+    assert_eq!(queued.status, StatusCode::CREATED, "{}", queued.text);
+    let job_id = queued.body["job"]["id"].as_str().unwrap().to_string();
+    let claimed = app.get("/api/jobs/pending?nodeId=stall-1", Some(&token)).await;
+    assert_eq!(claimed.body["job"]["id"], job_id.as_str());
+    let path = format!("/api/jobs/{job_id}/output");
+    let output = |text: &'static str| app.post(&path, Some(&token), json!({"stdout": text}));
+    assert_eq!(output("before\n").await.status, StatusCode::NO_CONTENT);
+
+    // The stall, 6 s. SQLite: another connection holds the write lock past the busy timeout.
+    // Postgres: the database refuses new connections and the server's are terminated.
+    let url = app.database_url();
+    let blocker = Store::connect(&url, &Default::default()).await.unwrap();
+    let (stall, end): (Vec<String>, Vec<String>) = match blocker.dialect() {
+        Dialect::Sqlite => (vec!["BEGIN EXCLUSIVE".into()], vec!["COMMIT".into()]),
         Dialect::Postgres => {
-            conn.execute("BEGIN").await.unwrap();
-            conn.execute("LOCK TABLE heartbeats IN ACCESS EXCLUSIVE MODE")
-                .await
-                .unwrap();
-            Duration::from_secs(3)
+            let name = url
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .split('?')
+                .next()
+                .unwrap()
+                .to_string();
+            (
+                vec![
+                    format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+                    format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                    ),
+                ],
+                vec![format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")],
+            )
         }
     };
+    let maintenance = match blocker.dialect() {
+        Dialect::Sqlite => blocker,
+        // The blocker must not be one of the connections the stall terminates.
+        Dialect::Postgres => {
+            let base = url.rsplit_once('/').unwrap().0;
+            Store::connect(&format!("{base}/postgres"), &Default::default())
+                .await
+                .unwrap()
+        }
+    };
+    let mut conn = maintenance.conn().await.unwrap();
+    for statement in &stall {
+        conn.execute(sqlx::AssertSqlSafe(statement.clone()))
+            .await
+            .unwrap();
+    }
     let stalled_at = std::time::Instant::now();
     for i in 0..40 {
-        let answer = app.heartbeat(None, beat("stall-1", f64::from(i))).await;
+        let answer = app.heartbeat(Some(&token), beat("stall-1", f64::from(i))).await;
         assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
     }
-    tokio::time::sleep(held.saturating_sub(stalled_at.elapsed())).await;
-    conn.execute("COMMIT").await.unwrap();
+    // Output during the stall waits or is refused as unavailable (the agent keeps it and
+    // retries), never a 500; meanwhile the liveness probe says the writer cannot commit (its first
+    // attempt fails after SQLite's 5-s busy timeout, at once on Postgres); the stall ends at 6 s.
+    let watch = async {
+        let mut degraded = false;
+        while stalled_at.elapsed() < Duration::from_secs(6) {
+            let probe = app.get("/health", None).await;
+            if probe.body["status"] == "degraded" {
+                assert_eq!(probe.body["heartbeat_writer"], "failing");
+                degraded = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        degraded
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_secs(6).saturating_sub(stalled_at.elapsed())).await;
+        for statement in &end {
+            conn.execute(sqlx::AssertSqlSafe(statement.clone()))
+                .await
+                .unwrap();
+        }
+        std::time::Instant::now()
+    };
+    let (during, degraded, recovered) = tokio::join!(output("during\n"), watch, release);
+    assert!(degraded, "/health never said the writer was failing");
+    assert!(
+        during.status == StatusCode::NO_CONTENT || during.status == StatusCode::SERVICE_UNAVAILABLE,
+        "{} {}",
+        during.status,
+        during.text
+    );
+    if during.status == StatusCode::SERVICE_UNAVAILABLE {
+        assert!(during.headers.contains_key("retry-after"));
+    }
     drop(conn);
+    // New writes are taken within 5 s of the recovery.
+    loop {
+        let after = output("after\n").await;
+        if after.status == StatusCode::NO_CONTENT {
+            break;
+        }
+        assert_eq!(after.status, StatusCode::SERVICE_UNAVAILABLE, "{}", after.text);
+        assert!(
+            recovered.elapsed() < Duration::from_secs(5),
+            "no write taken 5 s after the recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     app.eventually("every acknowledged heartbeat in the history", || async {
         let history = app
             .get("/api/nodes/stall-1/history?limit=1000", Some(&admin.token))
@@ -922,6 +1008,15 @@ async fn heartbeats_acknowledged_during_a_database_stall_are_all_written_once_it
         history.body["history"].as_array().is_some_and(|h| h.len() == 41)
     })
     .await;
+    let raw = app
+        .get(&format!("/api/jobs/{job_id}/output/raw"), Some(&admin.token))
+        .await;
+    let expected = if during.status == StatusCode::NO_CONTENT {
+        "before\nduring\nafter\n"
+    } else {
+        "before\nafter\n"
+    };
+    assert_eq!(raw.text, expected, "each acknowledged piece once");
     let health = app.get("/api/health", None).await;
     assert_eq!(
         health.status,

@@ -48,15 +48,16 @@ impl From<sqlx::Error> for StoreError {
 
 /// Database errors that say "not now" rather than "not this": SQLite busy or locked (another
 /// connection holds the write lock past `busy_timeout`), and Postgres connection exceptions
-/// (class 08), a server shutting down or starting (57P01–57P03), too many connections (53300) and
-/// a lock or statement timeout (55P03, 57014). The request may succeed when retried: 503.
+/// (class 08), a server shutting down or starting (57P01–57P03), too many connections (53300), a
+/// lock or statement timeout (55P03, 57014) and a database not accepting connections (55000). The
+/// request may succeed when retried: 503.
 fn busy_or_gone(code: Option<&str>, message: &str) -> bool {
     match code {
         // SQLite's primary codes 5 and 6, and their extended forms (517, 261, 262, …); a
         // Postgres SQLSTATE always has five characters, a SQLite code at most four digits.
         Some(code) if code.len() < 5 && code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)) => true,
         Some(code) if code.starts_with("08") => true,
-        Some("57P01" | "57P02" | "57P03" | "53300" | "55P03" | "57014") => true,
+        Some("57P01" | "57P02" | "57P03" | "53300" | "55P03" | "57014" | "55000") => true,
         _ => message.contains("database is locked") || message.contains("database table is locked"),
     }
 }

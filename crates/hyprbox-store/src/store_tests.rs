@@ -852,3 +852,33 @@ mod jobs {
         );
     }
 }
+
+#[tokio::test]
+async fn commits_through_the_writer_are_durable_against_a_power_loss() {
+    let db = TestDatabase::new().await;
+    let store = db.store().await;
+    let mut writer = store.write_conn().await.unwrap();
+    match store.dialect() {
+        crate::Dialect::Sqlite => {
+            // 2 is FULL: the WAL is synced at every commit; the read pool may stay NORMAL (1).
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut *writer)
+                .await
+                .unwrap();
+            assert_eq!(level, 2);
+            let mut reader = store.conn().await.unwrap();
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut *reader)
+                .await
+                .unwrap();
+            assert_eq!(level, 1);
+        }
+        crate::Dialect::Postgres => {
+            let commit: String = sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(&mut *writer)
+                .await
+                .unwrap();
+            assert_eq!(commit, "on");
+        }
+    }
+}
