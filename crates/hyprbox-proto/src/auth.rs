@@ -59,11 +59,19 @@ pub struct OneUserBody {
 /// `POST /api/users`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreateUserRequest {
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+$"
+    )]
     pub email: String,
+    /// At most 200 characters, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub name: Option<String>,
     /// `ADMIN`, `OPERATOR` or `VIEWER`.
+    #[schema(pattern = "^(ADMIN|OPERATOR|VIEWER)$")]
     pub role: String,
+    #[schema(min_length = 8, max_length = 128, pattern = "^[^\\u0000]*$")]
     pub password: String,
 }
 
@@ -71,5 +79,6 @@ pub struct CreateUserRequest {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RoleRequest {
     /// `ADMIN`, `OPERATOR` or `VIEWER`.
+    #[schema(pattern = "^(ADMIN|OPERATOR|VIEWER)$")]
     pub role: String,
 }

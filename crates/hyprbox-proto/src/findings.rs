@@ -108,6 +108,7 @@ pub struct ReportAccepted {
 pub struct SnoozeBody {
     /// 1–720; 24 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 720)]
     pub hours: Option<i64>,
 }
 

@@ -20,6 +20,7 @@ pub const CANCELLED: &str = "CANCELLED";
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateJob {
+    #[schema(pattern = "^(?!(heartbeat|inventory|me|sparks)$)[A-Za-z0-9._-]{1,64}$")]
     pub node_id: String,
     pub preset_name: String,
     #[serde(default)]

@@ -168,20 +168,29 @@ pub struct NodesBody {
 /// A node's configuration: the keys the agent acts on, typed, and any other key kept as given.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct NodeConfig {
-    /// Seconds between heartbeats (1–86,400).
+    /// Seconds between heartbeats (10–86,400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 10, maximum = 86400)]
     pub heartbeat_interval: Option<u64>,
     /// Seconds between scans (10–86,400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 10, maximum = 86400)]
     pub scan_interval: Option<u64>,
-    /// Absolute paths of PEM certificates (or directories of them) the TLS scanner reads.
+    /// Absolute paths of PEM certificates (or directories of them) the TLS scanner reads; at most
+    /// 256, each at most 4,096 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 256, inline, value_type = Option<Vec<TlsPath>>)]
     pub tls_paths: Option<Vec<String>>,
     /// Keys this version does not act on, kept as given.
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub other: Map<String, Value>,
 }
+
+/// An absolute path, as the TLS scanner reads it.
+#[derive(ToSchema)]
+#[schema(pattern = "^/[^\\u0000]{0,1023}$")]
+pub struct TlsPath(#[allow(dead_code)] String);
 
 /// `GET /api/nodes/me/config` and `PATCH /api/nodes/{nodeId}/config`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, ToSchema)]

@@ -287,7 +287,7 @@ pub async fn sparks(
 }
 
 #[utoipa::path(get, path = "/api/nodes/{nodeId}/status", tag = "nodes",
-    params(("nodeId" = String, Path, description = "Node id")),
+    params(("nodeId" = String, Path, description = "Node id", pattern = "^(?!(heartbeat|inventory|me|sparks)$)[A-Za-z0-9._-]{1,64}$")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "The node, its last heartbeat and its config", body = StatusBody),
@@ -326,7 +326,7 @@ pub async fn status(
 }
 
 #[utoipa::path(get, path = "/api/nodes/{nodeId}/history", tag = "nodes",
-    params(("nodeId" = String, Path, description = "Node id"), LimitQuery),
+    params(("nodeId" = String, Path, description = "Node id", pattern = "^(?!(heartbeat|inventory|me|sparks)$)[A-Za-z0-9._-]{1,64}$"), LimitQuery),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "The last `limit` (default 50, at most 1000) heartbeats, oldest first", body = HistoryBody),
@@ -358,7 +358,7 @@ pub async fn history(
 }
 
 #[utoipa::path(get, path = "/api/nodes/{nodeId}/activity", tag = "nodes",
-    params(("nodeId" = String, Path, description = "Node id")),
+    params(("nodeId" = String, Path, description = "Node id", pattern = "^(?!(heartbeat|inventory|me|sparks)$)[A-Za-z0-9._-]{1,64}$")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "The node's 8 most recent events, newest first", body = ActivityBody),
@@ -485,8 +485,8 @@ fn node_event(actor: &Identity, action: &str, node_id: &str, ip: ClientIp, metad
 }
 
 #[utoipa::path(patch, path = "/api/nodes/{nodeId}/config", tag = "nodes",
-    params(("nodeId" = String, Path, description = "Node id")),
-    request_body(content = Object, description = "A JSON merge patch (RFC 7386) of the agent config"),
+    params(("nodeId" = String, Path, description = "Node id", pattern = "^(?!(heartbeat|inventory|me|sparks)$)[A-Za-z0-9._-]{1,64}$")),
+    request_body(content = hyprbox_proto::nodes::NodeConfig, description = "A JSON merge patch (RFC 7386) of the agent config: `null` clears a key, other keys are kept as given"),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "The config after the patch", body = NodeConfigBody),
@@ -547,7 +547,7 @@ pub async fn patch_config(
 }
 
 #[utoipa::path(delete, path = "/api/nodes/{nodeId}", tag = "nodes",
-    params(("nodeId" = String, Path, description = "Node id")),
+    params(("nodeId" = String, Path, description = "Node id", pattern = "^(?!(heartbeat|inventory|me|sparks)$)[A-Za-z0-9._-]{1,64}$")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 204, description = "The node and its history are gone"),
