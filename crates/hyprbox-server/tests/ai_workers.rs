@@ -467,3 +467,22 @@ async fn task_ids_differ_in_their_first_eight_characters_as_the_client_shows_the
         "tasks dispatched together are told apart by their prefix"
     );
 }
+
+#[tokio::test]
+async fn a_dispatch_with_a_nul_in_its_action_is_a_400_on_every_backend() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let answer = app
+        .post(
+            DISPATCH,
+            Some(&admin.token),
+            json!({ "action": "bad\u{0}action" }),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+    assert!(
+        answer.body["message"].as_str().unwrap().contains("action"),
+        "{}",
+        answer.text
+    );
+}

@@ -51,17 +51,7 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = json_body(req, state).await?;
-        // Postgres refuses NUL in text and SQLite would keep it: refused alike, before any write.
-        if has_nul_escape(&bytes) {
-            // The rare refusal path names the field, as every validation message does.
-            let field = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|value| nul_path(&value, String::new()))
-                .unwrap_or_else(|| "text".into());
-            return Err(ApiError::bad_request(format!(
-                "{field} must not contain NUL characters (\\u0000)"
-            )));
-        }
+        refuse_nul(&bytes)?;
         let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(Json(value))
     }
@@ -104,6 +94,22 @@ async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
             ApiError::bad_request(rejection.body_text())
         }
     })
+}
+
+/// Refuses a JSON body holding a NUL character in a string, with a 400 naming the field: Postgres
+/// refuses NUL in text and SQLite would keep it, so it is refused alike, before any write.
+pub fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    if !has_nul_escape(bytes) {
+        return Ok(());
+    }
+    // The rare refusal path names the field, as every validation message does.
+    let field = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|value| nul_path(&value, String::new()))
+        .unwrap_or_else(|| "text".into());
+    Err(ApiError::bad_request(format!(
+        "{field} must not contain NUL characters (\\u0000)"
+    )))
 }
 
 /// The path (`variables.note`, `findings[0].title`) of the first string or key holding a NUL.

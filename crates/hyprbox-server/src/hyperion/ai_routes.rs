@@ -155,6 +155,7 @@ where
         if !is_json {
             return Err(ApiError::bad_request("Content-Type must be application/json"));
         }
+        crate::http::extract::refuse_nul(&bytes)?;
         // `null` (what `JSON.stringify(undefined ?? null)` sends) is no body.
         // Through axum's JSON reader, so an error names the field it is about.
         axum::Json::<Option<T>>::from_bytes(&bytes)
