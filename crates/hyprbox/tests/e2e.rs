@@ -595,15 +595,24 @@ async fn a_kill_9_loses_nothing_acknowledged_but_heartbeats_inside_the_commit_wi
                     preset_name: "e2e-fail".into(),
                     variables: Default::default(),
                 };
-                let Ok(created) = admin.create_job(&create).await else {
+                if let Ok(created) = admin.create_job(&create).await {
+                    acked
+                        .lock()
+                        .unwrap()
+                        .jobs
+                        .push((created.job.id, Vec::new(), None));
+                }
+                // The claim takes the oldest queued job, which is not always the one just created
+                // (a claim refused with 503 leaves one behind): what follows is recorded against
+                // the job actually claimed.
+                let Ok(Some(job)) = agent.pending(Some("crash-0")).await else {
                     continue;
                 };
                 let index = {
-                    let mut acked = acked.lock().unwrap();
-                    acked.jobs.push((created.job.id.clone(), Vec::new(), None));
-                    acked.jobs.len() - 1
+                    let acked = acked.lock().unwrap();
+                    acked.jobs.iter().position(|(id, _, _)| *id == job.id)
                 };
-                let Ok(Some(job)) = agent.pending(Some("crash-0")).await else {
+                let Some(index) = index else {
                     continue;
                 };
                 for line in 0..3 {
