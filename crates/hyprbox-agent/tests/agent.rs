@@ -1,13 +1,15 @@
 //! The whole agent against a mock server: heartbeats with the inventory on first contact only, a
 //! job pulled and completed, and the WebSocket's wakeups and cancels.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use hyprbox_agent::Config;
 use hyprbox_agent::jobs::Event;
-use hyprbox_proto::jobs::{ClaimedJob, JobBody, JobEnvelope, PendingBody};
+use hyprbox_proto::jobs::{ClaimedJob, PendingBody};
 use hyprbox_proto::nodes::{NodeConfig, NodeConfigBody};
 use hyprbox_proto::{HeartbeatAck, headers};
 use serde_json::{Value, json};
@@ -78,27 +80,6 @@ fn every_5_s() -> NodeConfigBody {
     }
 }
 
-fn completed(id: &str) -> JobEnvelope {
-    JobEnvelope {
-        job: JobBody {
-            id: id.into(),
-            node_id: "agent-1".into(),
-            preset_name: "hello".into(),
-            preset_version: "1".into(),
-            variables: json!({}),
-            status: "SUCCEEDED".into(),
-            exit_code: Some(0),
-            created_by: "user".into(),
-            created_at: "2026-01-01T00:00:00.000Z".into(),
-            started_at: None,
-            finished_at: None,
-            cancel_requested_at: None,
-            error: None,
-            timeout_seconds: 60,
-        },
-    }
-}
-
 async fn bodies(server: &MockServer, route: &str) -> Vec<Value> {
     server
         .received_requests()
@@ -158,7 +139,7 @@ async fn the_agent_beats_pulls_a_job_and_sends_its_inventory_only_on_first_conta
         .await;
     Mock::given(method("POST"))
         .and(path("/api/jobs/job-1/complete"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completed("job-1")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(common::completed("job-1", "agent-1")))
         .mount(&server)
         .await;
 

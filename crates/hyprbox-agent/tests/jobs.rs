@@ -1,6 +1,8 @@
 //! The job runner against a mock server: output delivery while the server fails, cancels,
 //! timeouts, exit codes and resuming after an agent restart.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 use hyprbox_agent::client::{self, ClaimedJob};
 use hyprbox_agent::jobs::{Event, Jobs, group_alive};
 use hyprbox_agent::spool::{Flushed, JobDir, JobState};
-use hyprbox_proto::jobs::{JobBody, JobEnvelope, PendingBody};
+use hyprbox_proto::jobs::PendingBody;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -77,29 +79,6 @@ impl Respond for Recorder {
     }
 }
 
-/// The answer to a completion, as the server sends it (`hyprbox-proto`'s `JobEnvelope`).
-fn completed_job() -> Value {
-    serde_json::to_value(JobEnvelope {
-        job: JobBody {
-            id: "job".into(),
-            node_id: "test-node".into(),
-            preset_name: "test".into(),
-            preset_version: "1".into(),
-            variables: json!({}),
-            status: "SUCCEEDED".into(),
-            exit_code: Some(0),
-            created_by: "user".into(),
-            created_at: "2026-01-01T00:00:00.000Z".into(),
-            started_at: None,
-            finished_at: None,
-            cancel_requested_at: None,
-            error: None,
-            timeout_seconds: 3600,
-        },
-    })
-    .unwrap()
-}
-
 /// A mock server with the output and complete routes of any job.
 struct Server {
     mock: MockServer,
@@ -113,7 +92,8 @@ impl Server {
         let mock = MockServer::start().await;
         let down = Arc::new(AtomicBool::new(false));
         let output = Recorder::new(204, &down);
-        let complete = Recorder::new(200, &down).answering(completed_job());
+        let complete = Recorder::new(200, &down)
+            .answering(serde_json::to_value(common::completed("job", "test-node")).unwrap());
         Mock::given(method("POST"))
             .and(path_regex(r"^/api/jobs/[^/]+/output$"))
             .respond_with(output.clone())

@@ -1,41 +1,20 @@
 //! The operator CLI as a user runs it: the real `hyprbox` binary against a real server (in this
 //! process, on a free port, over a fresh database), with its session in a temporary config dir.
 
-use std::collections::HashMap;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use hyprbox_store::testing::TestDatabase;
+use common::Server;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 const PASSWORD: &str = "correct horse battery";
 
-struct Server {
-    url: String,
-    shutdown: CancellationToken,
-    _db: TestDatabase,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
+/// A server with its first account (ADMIN) registered.
 async fn server() -> Server {
-    let db = TestDatabase::new().await;
-    let vars = HashMap::from([
-        ("SECRET_KEY", "test-secret-key-for-the-cli-tests".to_string()),
-        ("DATABASE_URL", db.url.clone()),
-        ("HYPRBOX_DB_MAX_CONNECTIONS", "4".to_string()),
-    ]);
-    let settings = hyprbox_server::Settings::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    let app = hyprbox_server::Application::build(settings).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.serve(listener, shutdown.clone()));
+    let server = common::launch().await;
+    let url = &server.url;
     let client = reqwest::Client::new();
     let registered = client
         .post(format!("{url}/api/auth/register"))
@@ -44,11 +23,7 @@ async fn server() -> Server {
         .await
         .unwrap();
     assert_eq!(registered.status(), 201);
-    Server {
-        url,
-        shutdown,
-        _db: db,
-    }
+    server
 }
 
 fn config_dir(name: &str) -> PathBuf {

@@ -3,9 +3,11 @@
 //! decodes its answers into `hyprbox-proto`'s types, so a field renamed on either side fails here.
 //! The agent's WebSocket messages are read with the same enum the agent uses.
 
-use std::collections::HashMap;
+mod common;
+
 use std::time::Duration;
 
+use common::Server;
 use futures_util::StreamExt;
 use hyprbox_client::{Client, Error, FindingQuery, JobQuery};
 use hyprbox_proto::agent::AgentMessage;
@@ -15,44 +17,10 @@ use hyprbox_proto::jobs::events::{self, DoneEvent, StatusEvent};
 use hyprbox_proto::jobs::{CompleteJob, CreateJob, OutputPiece};
 use hyprbox_proto::tokens::CreateTokenRequest;
 use hyprbox_proto::{ErrorBody, Heartbeat, headers};
-use hyprbox_store::testing::TestDatabase;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
-use tokio_util::sync::CancellationToken;
 
 const PASSWORD: &str = "correct horse battery";
-
-struct Server {
-    url: String,
-    shutdown: CancellationToken,
-    _db: TestDatabase,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn server() -> Server {
-    let db = TestDatabase::new().await;
-    let vars = HashMap::from([
-        ("SECRET_KEY", "test-secret-key-for-the-protocol-tests".to_string()),
-        ("DATABASE_URL", db.url.clone()),
-        ("HYPRBOX_DB_MAX_CONNECTIONS", "4".to_string()),
-    ]);
-    let settings = hyprbox_server::Settings::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    let app = hyprbox_server::Application::build(settings).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.serve(listener, shutdown.clone()));
-    Server {
-        url,
-        shutdown,
-        _db: db,
-    }
-}
 
 /// An admin's client and a node token pinned to `node_id`.
 async fn signed_in(server: &Server, node_id: &str) -> (Client, String) {
@@ -106,7 +74,7 @@ async fn next_message(
 
 #[tokio::test]
 async fn accounts_tokens_heartbeats_and_node_config_round_trip_through_the_routes() {
-    let server = server().await;
+    let server = common::launch().await;
     let (admin, node_token) = signed_in(&server, "proto-1").await;
 
     let viewer = admin
@@ -210,7 +178,7 @@ async fn accounts_tokens_heartbeats_and_node_config_round_trip_through_the_route
 
 #[tokio::test]
 async fn a_job_round_trips_from_dispatch_through_the_socket_claim_output_cancel_and_completion() {
-    let server = server().await;
+    let server = common::launch().await;
     let (admin, node_token) = signed_in(&server, "proto-2").await;
     let agent = Client::new(&server.url, Some(&node_token)).unwrap();
     agent
@@ -346,7 +314,7 @@ async fn a_job_round_trips_from_dispatch_through_the_socket_claim_output_cancel_
 
 #[tokio::test]
 async fn findings_round_trip_from_the_agent_report_to_snooze_resolve_and_the_summary() {
-    let server = server().await;
+    let server = common::launch().await;
     let (admin, node_token) = signed_in(&server, "proto-3").await;
     let agent = Client::new(&server.url, Some(&node_token)).unwrap();
     let accepted = agent
@@ -403,7 +371,7 @@ async fn findings_round_trip_from_the_agent_report_to_snooze_resolve_and_the_sum
 
 #[tokio::test]
 async fn refusals_carry_the_error_body_and_the_rate_limit_headers() {
-    let server = server().await;
+    let server = common::launch().await;
     let (admin, _) = signed_in(&server, "proto-4").await;
     let missing = admin.job("0190c6a2-0000-7000-8000-000000000000").await;
     match missing {

@@ -163,7 +163,8 @@ fn known_node(state: &AppState, node_id: &str) -> Result<NodeState, ApiError> {
         (status = 400, description = "A field breaks its rule; the message names it", body = ErrorBody),
         (status = 401, description = "No valid node token (when one is required)", body = ErrorBody),
         (status = 403, description = "The token is pinned to another node", body = ErrorBody),
-        (status = 429, description = "Rate-limited per (token, node)", body = ErrorBody)))]
+        (status = 429, description = "Rate-limited per (token, node)", body = ErrorBody),
+        (status = 503, description = "The database is not keeping up: nothing was taken; retry after `Retry-After`", body = ErrorBody)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     MaybeNode(node): MaybeNode,
@@ -332,7 +333,8 @@ pub async fn status(
         (status = 200, description = "The last `limit` (default 50, at most 1000) heartbeats, oldest first", body = HistoryBody),
         (status = 400, description = "Malformed nodeId or limit", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 404, description = "Unknown node", body = ErrorBody)))]
+        (status = 404, description = "Unknown node", body = ErrorBody),
+        (status = 503, description = "Acknowledged heartbeats could not reach the database within 5 s", body = ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
     _: CurrentUser,
@@ -364,7 +366,8 @@ pub async fn history(
         (status = 200, description = "The node's 8 most recent events, newest first", body = ActivityBody),
         (status = 400, description = "Malformed nodeId", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 404, description = "Unknown node", body = ErrorBody)))]
+        (status = 404, description = "Unknown node", body = ErrorBody),
+        (status = 503, description = "Acknowledged heartbeats could not reach the database within 5 s", body = ErrorBody)))]
 pub async fn activity(
     State(state): State<AppState>,
     _: CurrentUser,

@@ -70,7 +70,7 @@ pub async fn probe(State(state): State<AppState>) -> Json<ProbeBody> {
 #[utoipa::path(get, path = "/api/health", tag = "health",
     responses(
         (status = 200, description = "API and database up", body = HealthBody),
-        (status = 503, description = "Database unreachable", body = HealthBody)))]
+        (status = 503, description = "Database unreachable, or the heartbeat writer cannot commit", body = HealthBody)))]
 pub async fn api_health(State(state): State<AppState>) -> (StatusCode, Json<HealthBody>) {
     let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let ping = tokio::time::timeout(Duration::from_secs(3), state.store.ping()).await;

@@ -120,7 +120,8 @@ fn pieces<'a>(stdout: Option<&'a str>, stderr: Option<&'a str>) -> Vec<(Stream, 
         (status = 403, description = "Pinned to another node, or not the token that claimed the job", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job is not RUNNING", body = ErrorBody),
-        (status = 413, description = "Body over 1 MiB: send output in pieces", body = ErrorBody)))]
+        (status = 413, description = "Body over 1 MiB: send output in pieces", body = ErrorBody),
+        (status = 503, description = "The database is unavailable: nothing was stored; retry after `Retry-After`", body = ErrorBody)))]
 pub async fn output(
     State(state): State<AppState>,
     NodeAuth(node): NodeAuth,
