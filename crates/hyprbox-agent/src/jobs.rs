@@ -19,7 +19,10 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
+use hyprbox_proto::backups::StartRun;
+
 use crate::backoff::Backoff;
+use crate::backup;
 use crate::client::{ApiError, ClaimedJob, Client, CompleteJob, OutputPiece};
 use crate::spool::{FlushError, Flushed, JobDir, JobState, read_boot_id};
 
@@ -236,7 +239,14 @@ impl Jobs {
             return;
         }
         let running = match self.start(&job) {
-            Ok(running) => running,
+            Ok(mut running) => {
+                // Reported now so the run shows RUNNING while it lasts; if the server cannot be
+                // reached, `finish` records it before completing it.
+                if let Err(e) = self.report_backup_start(&mut running.dir).await {
+                    tracing::warn!(job_id = %job.id, error = %crate::client::describe(&e), "cannot report the backup run's start yet");
+                }
+                running
+            }
             Err((dir, e)) => {
                 tracing::warn!(job_id = %job.id, error = %e, "cannot start the job");
                 match dir {
@@ -285,8 +295,28 @@ impl Jobs {
             ..JobState::default()
         };
         let mut dir = JobDir::create(&self.jobs_root, state).map_err(|e| (None, e))?;
+        // A backup gets its repository password in its environment, read here on the node.
+        let password = if job.preset_name == backup::PRESET {
+            dir.state.backup_policy = backup::policy_id(&job.variables);
+            let reference = job.variables["password_ref"]
+                .as_str()
+                .unwrap_or(backup::DEFAULT_PASSWORD_REF);
+            match backup::resolve_password(reference, |name| std::env::var(name).ok()) {
+                Ok(secret) => Some(secret),
+                Err(reason) => return Err((Some(dir), std::io::Error::other(reason))),
+            }
+        } else {
+            None
+        };
         let spawned = write_script(dir.path(), &job.script).and_then(|()| {
-            Command::new("bash")
+            let mut command = Command::new("bash");
+            if let Some(secret) = &password {
+                command
+                    .env("RESTIC_PASSWORD", secret.expose())
+                    .env_remove("RESTIC_PASSWORD_FILE")
+                    .env_remove("RESTIC_PASSWORD_COMMAND");
+            }
+            command
                 .arg("-c")
                 .arg(WRAPPER)
                 .current_dir(dir.path())
@@ -466,10 +496,65 @@ impl Jobs {
         Some(Signal::SIGKILL)
     }
 
+    /// Records the backup run of a `hypervault-restic` job for its policy (once: the server answers
+    /// a retried start with the same run).
+    async fn report_backup_start(&self, dir: &mut JobDir) -> Result<(), ApiError> {
+        let Some(policy) = dir.state.backup_policy.clone() else {
+            return Ok(());
+        };
+        if dir.state.backup_run.is_some() {
+            return Ok(());
+        }
+        let body = StartRun {
+            job_id: Some(dir.state.job_id.clone()),
+        };
+        let run = self.client.start_backup_run(&policy, &body).await?.run;
+        dir.state.backup_run = Some(run.id);
+        if let Err(e) = dir.save() {
+            tracing::warn!(job_id = %dir.state.job_id, error = %e, "cannot record the backup run");
+        }
+        Ok(())
+    }
+
+    /// Completes the backup run of a finished `hypervault-restic` job from restic's summary.
+    async fn report_backup_end(&self, dir: &mut JobDir, exit_code: i64) -> Result<(), ApiError> {
+        if dir.state.backup_policy.is_none() || dir.state.backup_reported {
+            return Ok(());
+        }
+        self.report_backup_start(dir).await?;
+        let Some(run) = dir.state.backup_run.clone() else {
+            return Ok(());
+        };
+        let stdout = read_tail(&dir.path().join("stdout"));
+        let mut stderr = read_tail(&dir.path().join("stderr"));
+        for note in &dir.state.notes {
+            stderr.push_str(note);
+        }
+        let body = backup::outcome(exit_code, &stdout, &stderr);
+        match self.client.complete_backup_run(&run, &body).await {
+            // 409: an earlier attempt was recorded and its answer lost.
+            Ok(_) | Err(ApiError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        tracing::info!(job_id = %dir.state.job_id, run_id = %run, status = %body.status, "backup run reported");
+        dir.state.backup_reported = true;
+        if let Err(e) = dir.save() {
+            tracing::warn!(job_id = %dir.state.job_id, error = %e, "cannot record the backup run's report");
+        }
+        Ok(())
+    }
+
     /// Ships the rest of the output and completes the job, retrying until the server has it.
     async fn finish(&self, mut dir: JobDir, exit_code: i64, shutdown: &CancellationToken) {
         let mut backoff = Backoff::new();
         loop {
+            if let Err(e) = self.report_backup_end(&mut dir, exit_code).await {
+                let delay = retry_delay(&mut backoff, &e, "reporting the backup run");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = sleep(delay) => continue,
+                }
+            }
             let delay = match dir.flush(&self.client, Some(exit_code)).await {
                 Ok(Flushed::Completed) => {
                     tracing::info!(job_id = %dir.state.job_id, exit_code, "job finished");
@@ -550,6 +635,21 @@ impl Jobs {
         tracing::info!(%job_id, pgid = ?dir.state.pgid, "resuming a job started before the agent restarted");
         self.drive(Running { dir, child: None }, events, shutdown).await;
     }
+}
+
+/// The last 256 KiB of a job's output file, as text (empty when it cannot be read): enough for
+/// restic's summary, which the backup script prints last.
+fn read_tail(path: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 256 * 1024;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn write_script(dir: &Path, script: &str) -> std::io::Result<()> {

@@ -9,6 +9,7 @@
 //! caller's shutdown token, for tests) and [`once`] (one heartbeat, for `--once`).
 
 pub mod backoff;
+pub mod backup;
 pub mod client;
 pub mod config;
 pub mod heartbeat;

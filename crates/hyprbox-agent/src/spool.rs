@@ -126,6 +126,16 @@ pub struct JobState {
     /// The agent's own lines about the job, sent at the end of its stderr with the completion.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The backup policy a `hypervault-restic` job runs for: its run is reported before the job
+    /// completes.
+    #[serde(default)]
+    pub backup_policy: Option<String>,
+    /// The run the server recorded for it.
+    #[serde(default)]
+    pub backup_run: Option<String>,
+    /// The run's completion was accepted.
+    #[serde(default)]
+    pub backup_reported: bool,
 }
 
 /// Where a flush stopped.

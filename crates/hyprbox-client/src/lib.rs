@@ -13,13 +13,17 @@ use std::time::Duration;
 use hyprbox_proto::auth::{
     CreateUserRequest, LoginRequest, OneUserBody, RegisterRequest, RoleRequest, SessionBody, UsersBody,
 };
+use hyprbox_proto::backups::{
+    CompleteRun, CreatePolicy, PoliciesBody, PolicyDetail, PolicyEnvelope, RunEnvelope, StartRun,
+    TriggerAccepted, UpdatePolicy,
+};
 use hyprbox_proto::findings::{
     FindingDetail, FindingEnvelope, FindingsBody, ReportAccepted, ReportBody, SnoozeBody, SummaryBody,
 };
 use hyprbox_proto::jobs::{
     ClaimedJob, CompleteJob, CreateJob, JobDetailEnvelope, JobEnvelope, JobsBody, OutputPiece, PendingBody,
 };
-use hyprbox_proto::nodes::{NodeConfigBody, NodesBody};
+use hyprbox_proto::nodes::{Inventory, InventoryAccepted, NodeConfigBody, NodesBody};
 use hyprbox_proto::tokens::{CreateTokenRequest, CreatedToken, TokensBody};
 use hyprbox_proto::{Heartbeat, HeartbeatAck, headers};
 use reqwest::Method;
@@ -407,6 +411,67 @@ impl Client {
     /// `POST /api/findings` (node token) → 202.
     pub async fn report_findings(&self, body: &ReportBody) -> Result<ReportAccepted, Error> {
         self.call(Method::POST, "/api/findings", body).await
+    }
+
+    /// `POST /api/nodes/inventory` (node token) → 202.
+    pub async fn report_inventory(&self, body: &Inventory) -> Result<InventoryAccepted, Error> {
+        self.call(Method::POST, "/api/nodes/inventory", body).await
+    }
+
+    // Backups.
+
+    /// `GET /api/backups`.
+    pub async fn backup_policies(&self, node_id: Option<&str>) -> Result<PoliciesBody, Error> {
+        let path = format!("/api/backups{}", query(&[("nodeId", node_id.map(str::to_owned))]));
+        self.get(&path).await
+    }
+
+    /// `GET /api/backups/{id}`: the policy and its 20 newest runs.
+    pub async fn backup_policy(&self, id: &str) -> Result<PolicyDetail, Error> {
+        self.get(&format!("/api/backups/{}", enc(id))).await
+    }
+
+    /// `POST /api/backups` (OPERATOR) → 201.
+    pub async fn create_backup_policy(&self, body: &CreatePolicy) -> Result<PolicyEnvelope, Error> {
+        self.call(Method::POST, "/api/backups", body).await
+    }
+
+    /// `PATCH /api/backups/{id}` (OPERATOR).
+    pub async fn update_backup_policy(&self, id: &str, body: &UpdatePolicy) -> Result<PolicyEnvelope, Error> {
+        self.call(Method::PATCH, &format!("/api/backups/{}", enc(id)), body)
+            .await
+    }
+
+    /// `DELETE /api/backups/{id}` (OPERATOR) → 204.
+    pub async fn delete_backup_policy(&self, id: &str) -> Result<(), Error> {
+        self.call_empty::<()>(Method::DELETE, &format!("/api/backups/{}", enc(id)), None)
+            .await
+    }
+
+    /// `POST /api/backups/{id}/trigger` (OPERATOR) → 202.
+    pub async fn trigger_backup(&self, id: &str) -> Result<TriggerAccepted, Error> {
+        self.read(self.authed(Method::POST, &format!("/api/backups/{}/trigger", enc(id)))?)
+            .await
+    }
+
+    /// `POST /api/backups/{id}/runs` (node token): a run starts.
+    pub async fn start_backup_run(&self, policy_id: &str, body: &StartRun) -> Result<RunEnvelope, Error> {
+        self.call(
+            Method::POST,
+            &format!("/api/backups/{}/runs", enc(policy_id)),
+            body,
+        )
+        .await
+    }
+
+    /// `POST /api/backups/runs/{runId}/complete` (node token).
+    pub async fn complete_backup_run(&self, run_id: &str, body: &CompleteRun) -> Result<RunEnvelope, Error> {
+        self.call(
+            Method::POST,
+            &format!("/api/backups/runs/{}/complete", enc(run_id)),
+            body,
+        )
+        .await
     }
 }
 

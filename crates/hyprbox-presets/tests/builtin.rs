@@ -289,7 +289,8 @@ fn hypervault_restic_backs_up_to_a_local_repository_for_real() {
         let out = Command::new("bash")
             .arg("-c")
             .arg(&script)
-            .env("TEST_RESTIC_SECRET", "correct horse battery staple")
+            // What hyprbox-agent does with the password it read from password_ref.
+            .env("RESTIC_PASSWORD", "correct horse battery staple")
             .env("RESTIC_CACHE_DIR", dir.0.join("cache"))
             .output()
             .expect("run bash");

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod backups;
 pub mod error;
 pub mod findings;
 pub mod headers;

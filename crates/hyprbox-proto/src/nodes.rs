@@ -280,3 +280,105 @@ mod tests {
         );
     }
 }
+
+/// `POST /api/nodes/inventory`: what the agent found running on its node (Docker containers), the
+/// whole list each time.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    #[schema(pattern = "^(?!(heartbeat|inventory|me|sparks)$)[A-Za-z0-9._-]{1,64}$")]
+    pub node_id: String,
+    #[schema(max_items = 1000)]
+    pub containers: Vec<Container>,
+}
+
+/// One container, as the Docker Engine API lists it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Container {
+    #[schema(min_length = 1, max_length = 128)]
+    pub id: String,
+    #[schema(min_length = 1, max_length = 256)]
+    pub name: String,
+    #[schema(min_length = 1, max_length = 512)]
+    pub image: String,
+    /// `running`, `exited`, `paused`…
+    #[schema(min_length = 1, max_length = 64)]
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `202` answer to an inventory report.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryAccepted {
+    pub received: bool,
+    /// Containers stored.
+    pub containers: usize,
+}
+
+/// Whether a container image runs PostgreSQL: the official image and the common distributions of
+/// it (PostGIS, TimescaleDB, Bitnami, pgvector, Supabase, Crunchy, CloudNativePG), from any
+/// registry, at any tag or digest.
+pub fn is_postgres_image(image: &str) -> bool {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    // A tag follows the last ':' only after the last '/' (a registry may have a port).
+    let repo = match without_digest.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => without_digest,
+    };
+    let mut parts: Vec<&str> = repo.split('/').collect();
+    // A first component with a dot or a port, or "localhost", is a registry host.
+    if parts.len() > 1 && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost") {
+        parts.remove(0);
+    }
+    let path = parts.join("/").to_ascii_lowercase();
+    let last = parts.last().map(|p| p.to_ascii_lowercase()).unwrap_or_default();
+    matches!(
+        path.as_str(),
+        "postgres"
+            | "library/postgres"
+            | "postgis/postgis"
+            | "bitnami/postgresql"
+            | "bitnami/postgresql-repmgr"
+            | "supabase/postgres"
+            | "pgvector/pgvector"
+            | "cloudnative-pg/postgresql"
+    ) || path.starts_with("timescale/timescaledb")
+        || path.starts_with("crunchydata/crunchy-postgres")
+        || matches!(last.as_str(), "postgres" | "postgresql" | "postgis")
+}
+
+#[cfg(test)]
+mod inventory_tests {
+    use super::is_postgres_image;
+
+    #[test]
+    fn postgres_images_are_recognised_from_any_registry_and_tag() {
+        for image in [
+            "postgres",
+            "postgres:16",
+            "postgres:16-alpine",
+            "docker.io/library/postgres:15",
+            "postgis/postgis:16-3.4",
+            "timescale/timescaledb:latest-pg16",
+            "timescale/timescaledb-ha:pg16",
+            "bitnami/postgresql:16",
+            "registry.example.com:5000/team/postgres:14",
+            "ghcr.io/cloudnative-pg/postgresql:16.2",
+            "postgres@sha256:0123abcd",
+        ] {
+            assert!(is_postgres_image(image), "{image}");
+        }
+        for image in [
+            "redis:7",
+            "nginx",
+            "mysql:8",
+            "bitnami/redis",
+            "postgres-exporter:1",
+            "prom/postgres-exporter",
+        ] {
+            assert!(!is_postgres_image(image), "{image}");
+        }
+    }
+}

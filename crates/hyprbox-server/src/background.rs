@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
-use crate::{auth, findings, fleet, hyperion, jobs};
+use crate::{auth, backups, findings, fleet, hyperion, jobs};
 
 pub struct Workers(JoinSet<()>);
 
@@ -32,6 +32,11 @@ pub fn spawn(state: &AppState, shutdown: CancellationToken) -> Workers {
     start("job reaper", |s, t| Box::pin(jobs::reaper::reap_loop(s, t)));
     start("job retention", |s, t| {
         Box::pin(jobs::retention::prune_loop(s, t))
+    });
+    // Like the AI fleet, the scheduler would run on one leader with several replicas; its ticks
+    // are taken by compare-and-set, so a second scheduler queues nothing twice.
+    start("backup scheduler", |s, t| {
+        Box::pin(backups::scheduler::run_loop(s, t))
     });
     start("finding retention", |s, t| Box::pin(findings::prune_loop(s, t)));
     // The AI worker fleet must run in exactly one place: with several replicas, a leader lock

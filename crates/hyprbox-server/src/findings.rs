@@ -172,6 +172,42 @@ async fn publish_resolved(state: &AppState, finding: &Finding) {
     publish(state, finding, "finding.resolved", findings::INFO, message).await;
 }
 
+/// Findings the server raises itself (backups, inventory), stored as an agent's report would be:
+/// `complete` types absent from `batch` resolve. Openings and resolutions are announced.
+pub(crate) async fn report_own(
+    state: &AppState,
+    node_id: &str,
+    batch: Vec<Reported>,
+    complete: &[String],
+) -> Result<(), ApiError> {
+    let done = findings::upsert_batch(&state.store, node_id, &batch, complete, now_ms()).await?;
+    for finding in &done.opened {
+        publish_opened(state, finding).await;
+    }
+    for finding in &done.resolved {
+        publish_resolved(state, finding).await;
+    }
+    Ok(())
+}
+
+/// One finding the server raises itself; see [`report_own`].
+pub(crate) async fn raise(state: &AppState, node_id: &str, finding: Reported) -> Result<(), ApiError> {
+    report_own(state, node_id, vec![finding], &[]).await
+}
+
+/// Resolves a finding the server raised once its cause is gone; announced when it was open.
+pub(crate) async fn clear(state: &AppState, node_id: &str, kind: &str, key: &str) -> Result<(), ApiError> {
+    let (node_id, kind, key) = (node_id.to_owned(), kind.to_owned(), key.to_owned());
+    let cleared = state
+        .store
+        .write(move |tx| Box::pin(async move { findings::clear(tx, &node_id, &kind, &key, now_ms()).await }))
+        .await?;
+    if let Some(finding) = cleared {
+        publish_resolved(state, &finding).await;
+    }
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/api/findings", tag = "findings", request_body = ReportBody,
     security(("nodeToken" = [])),
     responses(

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod background;
+pub mod backups;
 pub mod config;
 pub mod events;
 pub mod findings;

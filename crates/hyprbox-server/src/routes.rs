@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{account, audit, node_token_routes, users};
+use crate::backups::{inventory, policies, runs};
 use crate::findings;
 use crate::fleet::{agent_socket, nodes, stream};
 use crate::http::error::{ApiError, ErrorBody};
@@ -43,6 +44,7 @@ fn api() -> OpenApiRouter<AppState> {
         // The fleet
         .routes(routes!(nodes::list))
         .routes(routes!(nodes::heartbeat))
+        .routes(routes!(inventory::report))
         .routes(routes!(nodes::sparks))
         .routes(routes!(nodes::my_config))
         .routes(routes!(nodes::delete))
@@ -70,6 +72,12 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(findings::get))
         .routes(routes!(findings::snooze))
         .routes(routes!(findings::resolve))
+        // Backups
+        .routes(routes!(policies::list, policies::create))
+        .routes(routes!(policies::get, policies::update, policies::delete))
+        .routes(routes!(policies::trigger))
+        .routes(routes!(runs::start))
+        .routes(routes!(runs::complete))
         // The Hyperion dashboard
         .routes(routes!(ai_routes::fleet))
         .routes(routes!(ai_routes::dispatch))
@@ -108,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         (name = "nodes", description = "Heartbeats and the fleet"),
         (name = "presets", description = "Parameterised bash procedures and their safe rendering"),
         (name = "jobs", description = "Presets run on nodes: dispatch, live output, cancel; the agents' side"),
+        (name = "backups", description = "HyprVault: restic backup policies, their schedules and runs"),
         (name = "findings", description = "Problems the agents' scanners found, their fixes, and each node's health bucket"),
         (name = "dashboard", description = "The Hyperion dashboard: AI worker fleet, system health, user experience"),
     )

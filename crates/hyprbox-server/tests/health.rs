@@ -125,6 +125,7 @@ async fn the_openapi_document_lists_exactly_the_methods_each_route_serves() {
         let path = template
             .replace("{nodeId}", "web-1")
             .replace("{id}", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+            .replace("{runId}", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c")
             .replace("{name}", "no-such-preset");
         assert!(!path.contains('{'), "{template}");
         for method in [

@@ -1,7 +1,7 @@
 use thiserror::Error;
 
 /// Everything the store can fail with. sqlx errors never leave this crate.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum StoreError {
     /// A unique constraint refused the write; `constraint` names it as well as the backend can
     /// (Postgres gives the constraint name, SQLite the `table.column` list).

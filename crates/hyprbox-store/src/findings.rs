@@ -100,6 +100,19 @@ pub async fn upsert_batch(
     complete: &[String],
     now: i64,
 ) -> Result<Upserted, StoreError> {
+    let (node_id, batch, complete) = (node_id.to_owned(), batch.to_vec(), complete.to_vec());
+    store
+        .write(move |tx| Box::pin(async move { upsert_in(tx, &node_id, &batch, &complete, now).await }))
+        .await
+}
+
+async fn upsert_in(
+    tx: &mut AnyConnection,
+    node_id: &str,
+    batch: &[Reported],
+    complete: &[String],
+    now: i64,
+) -> Result<Upserted, StoreError> {
     // The last report of a (type, key) wins.
     let mut latest: HashMap<(&str, &str), &Reported> = HashMap::new();
     let mut order: Vec<(&str, &str)> = Vec::new();
@@ -109,7 +122,6 @@ pub async fn upsert_batch(
             order.push(key);
         }
     }
-    let mut tx = store.begin().await?;
     // What the node has now: (type, key) → (id, status).
     let rows = sqlx::query("SELECT id, type, key, status FROM findings WHERE node_id = $1")
         .bind(node_id)
@@ -175,7 +187,6 @@ pub async fn upsert_batch(
             out.resolved.push(from_row(&row)?);
         }
     }
-    tx.commit().await?;
     Ok(out)
 }
 
@@ -267,6 +278,44 @@ pub async fn resolve(
         .fetch_optional(&mut *conn)
         .await?;
     row.as_ref().map(from_row).transpose()
+}
+
+/// Resolves the OPEN or SNOOZED finding `(node_id, kind, key)` as fixed by itself (no user);
+/// `None` when there is none to resolve.
+pub async fn clear(
+    conn: &mut AnyConnection,
+    node_id: &str,
+    kind: &str,
+    key: &str,
+    now: i64,
+) -> Result<Option<Finding>, StoreError> {
+    let sql = format!(
+        "UPDATE findings SET status = 'RESOLVED', resolved_at = $4, resolved_by_user_id = NULL, \
+         snoozed_until = NULL WHERE node_id = $1 AND type = $2 AND key = $3 AND status <> 'RESOLVED' \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(node_id)
+        .bind(kind)
+        .bind(key)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// The `(node_id, key)` of every finding of `kind` that is not RESOLVED.
+pub async fn unresolved_of_type(
+    conn: &mut AnyConnection,
+    kind: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = sqlx::query("SELECT node_id, key FROM findings WHERE type = $1 AND status <> 'RESOLVED'")
+        .bind(kind)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("node_id")?, row.try_get("key")?)))
+        .collect()
 }
 
 /// Active findings per node and severity.

@@ -41,6 +41,8 @@ pub struct Job {
     pub stderr_bytes: i64,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// The backup policy a `hypervault-restic` job runs for.
+    pub policy_id: Option<String>,
 }
 
 /// The two output streams of a job.
@@ -77,7 +79,7 @@ pub struct Chunk {
 
 const COLUMNS: &str = "id, node_id, preset_name, preset_version, variables, script, status, exit_code, \
      created_by, created_at, started_at, finished_at, cancel_requested_at, error, timeout_seconds, \
-     claimed_by, stdout_bytes, stderr_bytes, stdout_truncated, stderr_truncated";
+     claimed_by, stdout_bytes, stderr_bytes, stdout_truncated, stderr_truncated, policy_id";
 
 fn from_row(row: &AnyRow) -> Result<Job, StoreError> {
     Ok(Job {
@@ -101,6 +103,7 @@ fn from_row(row: &AnyRow) -> Result<Job, StoreError> {
         stderr_bytes: row.try_get("stderr_bytes")?,
         stdout_truncated: row.try_get::<i64, _>("stdout_truncated")? != 0,
         stderr_truncated: row.try_get::<i64, _>("stderr_truncated")? != 0,
+        policy_id: row.try_get("policy_id")?,
     })
 }
 
@@ -115,13 +118,15 @@ pub struct NewJob<'a> {
     pub created_by: &'a str,
     pub created_at: i64,
     pub timeout_seconds: i64,
+    /// The backup policy a `hypervault-restic` job runs for.
+    pub policy_id: Option<&'a str>,
 }
 
 pub async fn insert(conn: &mut AnyConnection, job: &NewJob<'_>) -> Result<Job, StoreError> {
     let sql = format!(
         "INSERT INTO jobs (id, node_id, preset_name, preset_version, variables, script, status, \
-         created_by, created_at, timeout_seconds) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         RETURNING {COLUMNS}"
+         created_by, created_at, timeout_seconds, policy_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(job.id)
@@ -134,6 +139,7 @@ pub async fn insert(conn: &mut AnyConnection, job: &NewJob<'_>) -> Result<Job, S
         .bind(job.created_by)
         .bind(job.created_at)
         .bind(job.timeout_seconds)
+        .bind(job.policy_id)
         .fetch_one(&mut *conn)
         .await?;
     from_row(&row)
@@ -248,14 +254,20 @@ pub async fn claim(
          WHERE id = ({pick}) AND status = 'QUEUED' RETURNING {COLUMNS}"
     );
     // One statement is atomic on its own: no BEGIN/COMMIT round trips on the hottest agent call.
-    let mut conn = store.write_conn().await?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(now)
-        .bind(token_id)
-        .bind(node_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(from_row).transpose()
+    let (node_id, token_id) = (node_id.to_owned(), token_id.to_owned());
+    store
+        .write_statement(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(now)
+                    .bind(token_id)
+                    .bind(node_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                row.as_ref().map(from_row).transpose()
+            })
+        })
+        .await
 }
 
 /// What an append did.
@@ -365,10 +377,25 @@ pub async fn append_output(
     pieces: &[(Stream, &[u8])],
     cap: i64,
 ) -> Result<Appended, StoreError> {
-    let mut tx = store.begin().await?;
-    let appended = append_in(&mut tx, job_id, pieces, cap).await?;
-    tx.commit().await?;
-    Ok(appended)
+    let (job_id, pieces) = (job_id.to_owned(), owned(pieces));
+    store
+        .write(move |tx| Box::pin(async move { append_in(tx, &job_id, &borrowed(&pieces), cap).await }))
+        .await
+}
+
+/// Output pieces a write can take with it (see [`Store::write`]).
+fn owned(pieces: &[(Stream, &[u8])]) -> Vec<(Stream, Vec<u8>)> {
+    pieces
+        .iter()
+        .map(|(stream, data)| (*stream, data.to_vec()))
+        .collect()
+}
+
+fn borrowed(pieces: &[(Stream, Vec<u8>)]) -> Vec<(Stream, &[u8])> {
+    pieces
+        .iter()
+        .map(|(stream, data)| (*stream, data.as_slice()))
+        .collect()
 }
 
 /// The final flush and status flip of a RUNNING (or presumed lost) job, in one transaction: exit 0
@@ -382,23 +409,28 @@ pub async fn complete(
     cap: i64,
     now: i64,
 ) -> Result<Option<(Job, Vec<Chunk>)>, StoreError> {
-    let mut tx = store.begin().await?;
-    let Appended::Stored(chunks) = append_in(&mut tx, job_id, pieces, cap).await? else {
-        return Ok(None);
-    };
-    let sql = format!(
-        "UPDATE jobs SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELLED' \
-         WHEN $2 = 0 THEN 'SUCCEEDED' ELSE 'FAILED' END, exit_code = $2, finished_at = $3, lost_at = NULL \
-         WHERE id = $1 AND status = 'RUNNING' RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(job_id)
-        .bind(exit_code)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(row.as_ref().map(from_row).transpose()?.map(|job| (job, chunks)))
+    let (job_id, pieces) = (job_id.to_owned(), owned(pieces));
+    store
+        .write(move |tx| {
+            Box::pin(async move {
+                let Appended::Stored(chunks) = append_in(tx, &job_id, &borrowed(&pieces), cap).await? else {
+                    return Ok(None);
+                };
+                let sql = format!(
+                    "UPDATE jobs SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'CANCELLED' \
+                     WHEN $2 = 0 THEN 'SUCCEEDED' ELSE 'FAILED' END, exit_code = $2, finished_at = $3, \
+                     lost_at = NULL WHERE id = $1 AND status = 'RUNNING' RETURNING {COLUMNS}"
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&job_id)
+                    .bind(exit_code)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                Ok(row.as_ref().map(from_row).transpose()?.map(|job| (job, chunks)))
+            })
+        })
+        .await
 }
 
 /// The `error` of a job that was presumed lost and whose agent then reported again.

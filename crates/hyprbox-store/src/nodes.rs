@@ -294,6 +294,10 @@ pub async fn delete(conn: &mut AnyConnection, node_id: &str) -> Result<bool, Sto
         .bind(node_id)
         .execute(&mut *conn)
         .await?;
+    sqlx::query("DELETE FROM node_containers WHERE node_id = $1")
+        .bind(node_id)
+        .execute(&mut *conn)
+        .await?;
     let done = sqlx::query("DELETE FROM nodes WHERE node_id = $1")
         .bind(node_id)
         .execute(&mut *conn)

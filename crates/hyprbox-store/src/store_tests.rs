@@ -613,6 +613,7 @@ mod jobs {
                 created_by: "u",
                 created_at,
                 timeout_seconds: 3600,
+                policy_id: None,
             },
         )
         .await
@@ -880,5 +881,102 @@ async fn commits_through_the_writer_are_durable_against_a_power_loss() {
                 .unwrap();
             assert_eq!(commit, "on");
         }
+    }
+}
+
+mod writes {
+    use sqlx::Row;
+
+    use super::store;
+    use crate::audit::{self, NewAuditEvent};
+    use crate::testing::TestDatabase;
+    use crate::{Store, StoreError};
+
+    fn event(action: &str) -> NewAuditEvent {
+        NewAuditEvent {
+            user_id: None,
+            user_email: None,
+            action: action.into(),
+            resource_type: None,
+            resource_id: None,
+            ip: None,
+            metadata: None,
+        }
+    }
+
+    async fn count(store: &Store, action: &str) -> i64 {
+        let mut conn = store.conn().await.unwrap();
+        sqlx::query("SELECT COUNT(*) AS n FROM audit_events WHERE action = $1")
+            .bind(action)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap()
+    }
+
+    /// Records `action`, then fails when told to: what it wrote must vanish with it.
+    async fn record(store: &Store, action: &'static str, fail: bool) -> Result<(), StoreError> {
+        store
+            .write(move |tx| {
+                Box::pin(async move {
+                    audit::record(tx, &event(action)).await?;
+                    if fail {
+                        sqlx::query("SELECT * FROM no_such_table")
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_all_commit_and_a_failing_one_undoes_only_itself() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        let mut writers = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                let fail = i % 10 == 3;
+                let action = if fail { "test.failed" } else { "test.kept" };
+                (fail, record(&store, action, fail).await)
+            }));
+        }
+        for writer in writers {
+            let (fail, outcome) = writer.await.unwrap();
+            assert_eq!(outcome.is_err(), fail, "{outcome:?}");
+        }
+        assert_eq!(count(&store, "test.kept").await, 180);
+        assert_eq!(
+            count(&store, "test.failed").await,
+            0,
+            "a failed write left rows behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_keeps_going() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        let panicking = store.write(|tx| {
+            Box::pin(async move {
+                audit::record(tx, &event("test.panicked")).await?;
+                if std::hint::black_box(true) {
+                    panic!("a bug in a write");
+                }
+                Ok(())
+            })
+        });
+        let beside = record(&store, "test.beside", false);
+        let (panicked, beside) = tokio::join!(panicking, beside);
+        assert!(panicked.is_err(), "the panic was answered as a success");
+        beside.unwrap();
+        record(&store, "test.after", false).await.unwrap();
+        assert_eq!(count(&store, "test.panicked").await, 0);
+        assert_eq!(count(&store, "test.beside").await, 1);
+        assert_eq!(count(&store, "test.after").await, 1);
     }
 }
