@@ -35,6 +35,8 @@ pub struct Config {
     pub kill_grace: Duration,
     /// Output of each of a job's streams kept on the node and shipped (`HYPRBOX_JOB_OUTPUT_MAX_BYTES`).
     pub output_max: u64,
+    /// The Docker Engine's socket (`HYPRBOX_DOCKER_SOCKET`); no inventory when it does not exist.
+    pub docker_socket: PathBuf,
 }
 
 impl fmt::Debug for Config {
@@ -49,6 +51,7 @@ impl fmt::Debug for Config {
             .field("state_dir", &self.state_dir)
             .field("kill_grace", &self.kill_grace)
             .field("output_max", &self.output_max)
+            .field("docker_socket", &self.docker_socket)
             .finish()
     }
 }
@@ -182,6 +185,9 @@ impl Config {
                         format!("HYPRBOX_JOB_OUTPUT_MAX_BYTES must be a number of bytes of at least {MIN_OUTPUT_MAX}, got {raw:?}")
                     })?,
             },
+            docker_socket: PathBuf::from(
+                get("HYPRBOX_DOCKER_SOCKET").unwrap_or_else(|| crate::inventory::DEFAULT_SOCKET.to_string()),
+            ),
         })
     }
 }

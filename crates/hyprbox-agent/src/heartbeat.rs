@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use hyprbox_proto::nodes::NodeConfig;
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -77,7 +79,12 @@ pub async fn once(config: &Config) -> Result<String, ApiError> {
     })
 }
 
-pub async fn run(config: Config, client: Client, shutdown: CancellationToken) {
+pub async fn run(
+    config: Config,
+    client: Client,
+    node_config: watch::Sender<NodeConfig>,
+    shutdown: CancellationToken,
+) {
     let mut collector = Collector::new(Cgroup::default());
     let mut last_sent: Option<Inventory> = None;
     let mut interval = config.interval;
@@ -87,20 +94,26 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) {
         if config_fetched.is_none_or(|at| at.elapsed() >= CONFIG_EVERY) {
             match client.my_config().await {
                 Ok(body) => {
-                    let node_config = body.config;
                     config_fetched = Some(Instant::now());
-                    let wanted = node_config
-                        .heartbeat_interval
-                        .map_or(config.interval, |s| Duration::from_secs(s).max(MIN_INTERVAL));
-                    if wanted != interval {
-                        tracing::info!(interval = ?wanted, "heartbeat interval set by the server");
-                        interval = wanted;
-                    }
+                    node_config.send_if_modified(|current| {
+                        let changed = *current != body.config;
+                        *current = body.config;
+                        changed
+                    });
                 }
                 // A fleet-wide token has no node config: keep HYPRBOX_INTERVAL.
                 Err(ApiError::Status { status: 400, .. }) => config_fetched = Some(Instant::now()),
                 Err(e) => tracing::debug!(error = %e, "cannot fetch the node config (retried next beat)"),
             }
+        }
+        // A config pushed over the socket counts at once, as a pulled one does.
+        let wanted = node_config
+            .borrow()
+            .heartbeat_interval
+            .map_or(config.interval, |s| Duration::from_secs(s).max(MIN_INTERVAL));
+        if wanted != interval {
+            tracing::info!(interval = ?wanted, "heartbeat interval set by the server");
+            interval = wanted;
         }
         let (hb, sent_inventory) = next_heartbeat(&config, &mut collector, last_sent.as_ref()).await;
         let delay = match client.heartbeat(&hb).await {

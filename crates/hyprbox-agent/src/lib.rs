@@ -13,8 +13,10 @@ pub mod backup;
 pub mod client;
 pub mod config;
 pub mod heartbeat;
+pub mod inventory;
 pub mod jobs;
 pub mod metrics;
+pub mod scan;
 pub mod spool;
 pub mod ws;
 
@@ -24,7 +26,8 @@ mod testutil;
 use std::os::unix::fs::DirBuilderExt;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use hyprbox_proto::nodes::NodeConfig;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -78,9 +81,13 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     let client = client::connect(&config.server, &config.token)?;
     let (events_tx, events_rx) = mpsc::channel(64);
 
+    // The node's config as the server last gave it: pulled by the heartbeat loop, pushed over the
+    // socket when an operator changes it; the heartbeat and scan loops follow it.
+    let (node_config, node_config_rx) = watch::channel(NodeConfig::default());
     let heartbeats = tokio::spawn(heartbeat::run(
         config.clone(),
         client.clone(),
+        node_config.clone(),
         shutdown.child_token(),
     ));
     let socket = tokio::spawn(ws::run(
@@ -88,6 +95,14 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         config.token.clone(),
         config.node_id.clone(),
         events_tx,
+        node_config,
+        shutdown.child_token(),
+    ));
+    let scanner = tokio::spawn(scan::run(
+        client.clone(),
+        config.node_id.clone(),
+        node_config_rx,
+        config.docker_socket.clone(),
         shutdown.child_token(),
     ));
     let jobs = jobs::Jobs {
@@ -102,7 +117,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     shutdown.cancel();
     // Both loops watch the token; an HTTP request in flight may still take its time, and a stop
     // (systemctl restart) should not wait for it.
-    for task in [heartbeats, socket] {
+    for task in [heartbeats, socket, scanner] {
         let abort = task.abort_handle();
         if tokio::time::timeout(std::time::Duration::from_secs(2), task)
             .await

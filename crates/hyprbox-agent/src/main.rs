@@ -17,7 +17,12 @@ Settings (environment, then the config file):
   HYPRBOX_POLL_INTERVAL         seconds between job polls when no wake-up comes [default: 10]
   HYPRBOX_STATE_DIR             job work dirs and output spool [default: /var/lib/hyprbox-agent]
   HYPRBOX_KILL_GRACE            seconds from SIGTERM to SIGKILL on cancel or timeout [default: 10]
-  HYPRBOX_JOB_OUTPUT_MAX_BYTES  output kept and sent per job stream [default: 67108864]";
+  HYPRBOX_JOB_OUTPUT_MAX_BYTES  output kept and sent per job stream [default: 67108864]
+  HYPRBOX_DOCKER_SOCKET         the Docker engine's socket, for the container inventory
+                                [default: /var/run/docker.sock; none there: no inventory]
+
+Backups (hypervault-restic jobs) read the repository password where the policy's passwordRef
+says: file:/path (mode 0600 or stricter) or env:NAME (this agent's environment).";
 
 #[derive(Parser, Debug)]
 #[command(name = "hyprbox-agent", version, about = "The HyprBox node agent", after_help = SETTINGS)]

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use hyprbox_proto::agent::AgentMessage;
-use tokio::sync::mpsc;
+use hyprbox_proto::nodes::NodeConfig;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
@@ -54,12 +55,13 @@ pub async fn run(
     token: String,
     node_id: String,
     events: mpsc::Sender<Event>,
+    node_config: watch::Sender<NodeConfig>,
     shutdown: CancellationToken,
 ) {
     let url = ws_url(&server, &node_id);
     let mut backoff = Backoff::new();
     loop {
-        let delay = match connect_once(&url, &token, &events, &shutdown).await {
+        let delay = match connect_once(&url, &token, &events, &node_config, &shutdown).await {
             Connect::Shutdown => return,
             Connect::Forbidden => {
                 tracing::info!(
@@ -101,6 +103,7 @@ async fn connect_once(
     url: &str,
     token: &str,
     events: &mpsc::Sender<Event>,
+    node_config: &watch::Sender<NodeConfig>,
     shutdown: &CancellationToken,
 ) -> Connect {
     let mut request = match url.into_client_request() {
@@ -163,6 +166,10 @@ async fn connect_once(
                     if events.send(Event::Cancel(job_id)).await.is_err() {
                         return Connect::Shutdown;
                     }
+                }
+                Ok(AgentMessage::Config { config }) => {
+                    tracing::info!("node config changed by the server");
+                    node_config.send_replace(config);
                 }
                 Ok(AgentMessage::Unknown) | Err(_) => {
                     tracing::debug!(message = %text.as_str(), "unknown WebSocket message: ignored");

@@ -47,6 +47,7 @@ impl Agent {
             state_dir,
             kill_grace: Duration::from_secs(2),
             output_max: hyprbox_agent::spool::DEFAULT_OUTPUT_MAX,
+            docker_socket: "/nonexistent/hyprbox-test/docker.sock".into(),
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(hyprbox_agent::run_until(config, shutdown.clone()));
@@ -255,17 +256,25 @@ async fn the_websocket_delivers_wakeups_and_cancels_with_the_token_in_the_header
                 .send(Message::text(r#"{"type":"later-feature"}"#))
                 .await
                 .unwrap();
+            socket
+                .send(Message::text(
+                    r#"{"type":"config","config":{"tls_paths":["/etc/ssl/a.pem"],"scan_interval":60}}"#,
+                ))
+                .await
+                .unwrap();
             // Keep the socket open until the agent goes.
             while futures_util::StreamExt::next(&mut socket).await.is_some() {}
         }
     });
     let (tx, mut rx) = mpsc::channel(8);
+    let (node_config, mut node_config_rx) = tokio::sync::watch::channel(NodeConfig::default());
     let shutdown = CancellationToken::new();
     let ws = tokio::spawn(hyprbox_agent::ws::run(
         format!("http://{address}"),
         "hbnt_pinned".into(),
         "n-1".into(),
         tx,
+        node_config,
         shutdown.clone(),
     ));
     let mut events = Vec::new();
@@ -281,6 +290,13 @@ async fn the_websocket_delivers_wakeups_and_cancels_with_the_token_in_the_header
         [Event::Wakeup, Event::Cancel("j9".into()), Event::Wakeup],
         "a wakeup on connect (jobs queued while away), then what the server sent"
     );
+    tokio::time::timeout(Duration::from_secs(10), node_config_rx.changed())
+        .await
+        .expect("the pushed config")
+        .unwrap();
+    let pushed = node_config_rx.borrow().clone();
+    assert_eq!(pushed.tls_paths, Some(vec!["/etc/ssl/a.pem".to_string()]));
+    assert_eq!(pushed.scan_interval, Some(60));
     let (auth, uri) = seen.lock().unwrap().clone().unwrap();
     assert_eq!(auth, "Bearer hbnt_pinned");
     assert_eq!(uri, "/api/agent/ws?nodeId=n-1");
@@ -302,11 +318,13 @@ async fn a_fleet_wide_token_refused_the_websocket_leaves_the_agent_polling() {
         .mount(&server)
         .await;
     let (tx, _rx) = mpsc::channel(8);
+    let (node_config, _) = tokio::sync::watch::channel(NodeConfig::default());
     let ws = hyprbox_agent::ws::run(
         server.uri(),
         "hbnt_fleet".into(),
         "n".into(),
         tx,
+        node_config,
         CancellationToken::new(),
     );
     tokio::time::timeout(Duration::from_secs(5), ws)

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// A text frame from the server, `{"type": …}`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum AgentMessage {
     /// A job was queued for this node: claim it now instead of at the next poll.
@@ -14,6 +14,8 @@ pub enum AgentMessage {
         #[serde(rename = "jobId")]
         job_id: String,
     },
+    /// The node's agent config changed (an operator's PATCH): act on it now, not at the next pull.
+    Config { config: crate::nodes::NodeConfig },
     /// A message a newer server sends that this version does not know: ignored.
     #[serde(other)]
     Unknown,

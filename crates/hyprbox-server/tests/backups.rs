@@ -512,6 +512,32 @@ async fn the_agent_reports_runs_and_a_failure_raises_backup_failed_until_a_succe
     assert_eq!(open[0]["status"], "OPEN");
     assert_eq!(open[0]["key"], format!("policy:{policy_id}"));
     assert!(open[0]["message"].as_str().unwrap().contains("wrong password"));
+    let detail = s
+        .app
+        .get(
+            &format!("/api/findings/{}", open[0]["id"].as_str().unwrap()),
+            Some(&s.ops.token),
+        )
+        .await;
+    let recommendation = &detail.body["recommendation"];
+    assert_eq!(
+        recommendation["presetName"], "hypervault-restic",
+        "{}",
+        detail.text
+    );
+    assert_eq!(
+        recommendation["variables"]["policy_id"],
+        policy_id.as_str(),
+        "the fix reruns this policy"
+    );
+    assert_eq!(
+        recommendation["variables"]["repository"],
+        "sftp:backup@vault.example:/srv/restic/db-1"
+    );
+    assert_eq!(
+        recommendation["variables"]["paths"],
+        json!(["/var/lib/app", "/etc"])
+    );
 
     let second = start_run(&s, &s.db_token, &policy_id, None).await;
     assert_eq!(second.status, StatusCode::CREATED);
@@ -710,6 +736,19 @@ async fn an_uncovered_postgres_container_raises_postgres_no_backup_until_a_polic
     assert_eq!(open[0]["key"], "container:db");
     assert_eq!(open[0]["severity"], "WARN");
     assert_eq!(open[0]["metadata"]["container"], "db");
+    let detail = s
+        .app
+        .get(
+            &format!("/api/findings/{}", open[0]["id"].as_str().unwrap()),
+            Some(&s.ops.token),
+        )
+        .await;
+    assert_eq!(detail.body["recommendation"]["presetName"], "postgres-backup");
+    assert_eq!(
+        detail.body["recommendation"]["variables"]["container"], "db",
+        "{}",
+        detail.text
+    );
 
     // A policy that backs up the dumps covers it.
     let body = json!({"name": "dumps", "nodeId": "db-1", "paths": ["/var/backups/postgres"], "repoUrl": "/mnt/restic"});

@@ -42,6 +42,8 @@ enum Command {
     Jobs(cli::jobs::JobsArgs),
     /// Problems the agents found, worst first: list, show, snooze, resolve, summary.
     Findings(cli::findings::FindingsArgs),
+    /// HyprVault backup policies and their runs: list, show, create, trigger, runs.
+    Backups(cli::backups::BackupsArgs),
     /// Node tokens for agents: create, list, revoke.
     Tokens(cli::tokens::TokensArgs),
     /// Accounts (ADMIN): list, create, role, delete.
@@ -85,6 +87,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(args) => cli::jobs::run(args).await,
         Command::Tokens(args) => cli::tokens::run(args).await,
         Command::Findings(args) => cli::findings::run(args).await,
+        Command::Backups(args) => cli::backups::run(args).await,
         Command::Users(args) => cli::users::run(args).await,
     }
 }

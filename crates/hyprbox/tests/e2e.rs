@@ -756,3 +756,254 @@ async fn a_kill_9_loses_nothing_acknowledged_but_heartbeats_inside_the_commit_wi
         "every acknowledged user's creation is audited: {audit}"
     );
 }
+
+/// Whether restic can run here; without it the backup test only skips when it is not required.
+fn restic_available() -> bool {
+    if Command::new("restic").arg("version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("HYPRBOX_REQUIRE_RESTIC").is_none_or(|v| v != "1"),
+        "restic is required (HYPRBOX_REQUIRE_RESTIC=1) but not installed"
+    );
+    eprintln!("note: restic is not installed; skipping the real backup test");
+    false
+}
+
+fn cli_json(fleet: &Fleet, args: &[&str]) -> Value {
+    let out = fleet.cli(args);
+    assert!(out.status.success(), "hyprbox {args:?}: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Triggers the policy's backup and waits for its job to end with `status` and its run to be
+/// reported; returns the job and the policy's detail.
+async fn backup(fleet: &Fleet, policy_id: &str, status: &str) -> (Value, Value) {
+    let queued =
+        tokio::task::block_in_place(|| cli_json(fleet, &["backups", "trigger", policy_id, "--json"]));
+    let job_id = queued["jobId"].as_str().unwrap().to_string();
+    let job = wait_for_status(fleet, &job_id, status, Duration::from_secs(120)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let detail =
+            tokio::task::block_in_place(|| cli_json(fleet, &["backups", "show", policy_id, "--json"]));
+        if detail["runs"][0]["jobId"] == job_id.as_str() && detail["runs"][0]["status"] != "RUNNING" {
+            return (job, detail);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run of job {job_id} was never reported: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn backup_failed_status(fleet: &Fleet, policy_id: &str) -> Option<String> {
+    let findings = cli_json(fleet, &["findings", "--node", "e2e-1", "--all", "--json"]);
+    findings["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["type"] == "backup.failed" && f["key"] == format!("policy:{policy_id}"))
+        .map(|f| f["status"].as_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_runs_restic_for_real_and_its_password_shows_nowhere() {
+    use std::os::unix::fs::PermissionsExt;
+    if !restic_available() {
+        return;
+    }
+    let fleet = Fleet::start("backup").await;
+    wait_for_node(&fleet).await;
+    let data = fleet.work.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("orders.csv"), "id,total\n1,42\n").unwrap();
+    let secret = "e2e-restic-secret-5d81c07a";
+    let pass_file = fleet.work.join("restic.pass");
+    let write_password = |password: &str| {
+        std::fs::write(&pass_file, format!("{password}\n")).unwrap();
+        std::fs::set_permissions(&pass_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write_password(secret);
+    let repo = fleet.work.join("repo");
+    let created = tokio::task::block_in_place(|| {
+        cli_json(
+            &fleet,
+            &[
+                "backups",
+                "create",
+                "--name",
+                "e2e files",
+                "--node",
+                "e2e-1",
+                "--path",
+                data.to_str().unwrap(),
+                "--repo",
+                repo.to_str().unwrap(),
+                "--password-ref",
+                &format!("file:{}", pass_file.display()),
+                "--keep-daily",
+                "3",
+                "--json",
+            ],
+        )
+    });
+    let policy_id = created["policy"]["id"].as_str().unwrap().to_string();
+
+    // A real snapshot, confirmed by restic itself.
+    let (first_job, detail) = backup(&fleet, &policy_id, "SUCCEEDED").await;
+    let run = &detail["runs"][0];
+    assert_eq!(run["status"], "SUCCEEDED", "{detail}");
+    assert_eq!(run["filesCount"], 1, "{run}");
+    assert!(
+        run["durationMs"].is_number() && run["sizeBytes"].is_number(),
+        "{run}"
+    );
+    let snapshot = run["snapshotId"].as_str().unwrap().to_string();
+    let listed = Command::new("restic")
+        .args(["-r", repo.to_str().unwrap(), "snapshots", "--json", "--no-cache"])
+        .env("RESTIC_PASSWORD", secret)
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let snapshots: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(
+        snapshots
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"].as_str().unwrap().starts_with(&snapshot)
+                && s["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.contains(&json!(format!("hyprbox-policy-{policy_id}"))))),
+        "restic does not know snapshot {snapshot}: {snapshots}"
+    );
+
+    // A wrong password: the run fails and backup.failed opens; a good run resolves it.
+    write_password("not-the-repository-password");
+    let (failed_job, detail) = backup(&fleet, &policy_id, "FAILED").await;
+    assert_eq!(detail["runs"][0]["status"], "FAILED");
+    assert!(
+        detail["runs"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("wrong password"),
+        "{detail}"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| backup_failed_status(&fleet, &policy_id)).as_deref(),
+        Some("OPEN")
+    );
+    write_password(secret);
+    let (last_job, _) = backup(&fleet, &policy_id, "SUCCEEDED").await;
+    assert_eq!(
+        tokio::task::block_in_place(|| backup_failed_status(&fleet, &policy_id)).as_deref(),
+        Some("RESOLVED")
+    );
+
+    // The password is nowhere the server or the logs can show it.
+    let mut seen = Vec::new();
+    for job in [&first_job, &failed_job, &last_job] {
+        let id = job["id"].as_str().unwrap();
+        seen.push(fleet.cli(&["jobs", "show", id, "--json"]).stdout);
+        seen.push(fleet.cli(&["jobs", "logs", id]).stdout);
+    }
+    seen.push(fleet.cli(&["backups", "show", &policy_id, "--json"]).stdout);
+    seen.push(fleet.cli(&["findings", "--all", "--json"]).stdout);
+    seen.push(fleet.cli(&["jobs", "list", "--json"]).stdout);
+    for (i, bytes) in seen.iter().enumerate() {
+        assert!(!bytes.is_empty(), "answer {i} is empty");
+    }
+    seen.push(std::fs::read(fleet.work.join("server.log")).unwrap());
+    let agent_log = std::fs::read(fleet.work.join("agent.log")).unwrap();
+    assert!(
+        text(&agent_log).contains("backup run reported"),
+        "the agent's log is read"
+    );
+    seen.push(agent_log);
+    for (i, bytes) in seen.iter().enumerate() {
+        assert!(
+            !text(bytes).contains(secret),
+            "the repository password leaked in answer {i}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_path_an_operator_adds_is_scanned_at_once_and_its_fix_is_prefilled() {
+    let fleet = Fleet::start("tls").await;
+    wait_for_node(&fleet).await;
+    let cert = fleet.work.join("soon.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "5",
+            "-subj",
+            "/CN=soon.example.com",
+        ])
+        .arg("-keyout")
+        .arg(fleet.work.join("soon.key"))
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("{}/api/auth/login", fleet.server.url))
+        .json(&json!({"email": "ops@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap();
+    // The agent scans every 5 minutes by default: only the pushed config can make this quick.
+    let patched = http
+        .patch(format!("{}/api/nodes/e2e-1/config", fleet.server.url))
+        .bearer_auth(token)
+        .json(&json!({"tls_paths": [cert.display().to_string()]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let finding = loop {
+        let findings =
+            tokio::task::block_in_place(|| cli_json(&fleet, &["findings", "--node", "e2e-1", "--json"]));
+        if let Some(found) = findings["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["type"] == "tls.expiring")
+        {
+            break found.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no tls.expiring finding after the config change: {findings}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(finding["severity"], "CRITICAL", "{finding}");
+    assert_eq!(finding["key"], cert.display().to_string());
+    assert_eq!(finding["metadata"]["domains"], json!(["soon.example.com"]));
+    let detail = tokio::task::block_in_place(|| {
+        cli_json(
+            &fleet,
+            &["findings", "show", finding["id"].as_str().unwrap(), "--json"],
+        )
+    });
+    assert_eq!(detail["recommendation"]["presetName"], "tls-renew");
+    assert_eq!(
+        detail["recommendation"]["variables"]["domain"], "soon.example.com",
+        "{detail}"
+    );
+}

@@ -94,6 +94,16 @@ pub fn variables(policy: &Policy) -> Map<String, Value> {
     vars
 }
 
+/// A backup finding's metadata: `extra` plus the policy's `hypervault-restic` variables, so the
+/// finding's recommendation (that preset) comes pre-filled with the policy's own run.
+pub fn finding_metadata(policy: &Policy, extra: Value) -> String {
+    let mut metadata = variables(policy);
+    if let Value::Object(extra) = extra {
+        metadata.extend(extra);
+    }
+    Value::Object(metadata).to_string()
+}
+
 /// A policy's job, rendered and ready to insert.
 pub struct BackupJob {
     pub id: String,

@@ -11,7 +11,7 @@ use hyprbox_store::nodes::NodeEvent;
 use hyprbox_store::{jobs, new_id, now_ms};
 use serde_json::json;
 
-use super::{FAILED_FINDING, STALE_FINDING, finding_key, run_body};
+use super::{FAILED_FINDING, STALE_FINDING, finding_key, finding_metadata, run_body};
 use crate::auth::NodeAuth;
 use crate::auth::node_tokens::NodeIdentity;
 use crate::fleet::writer::Pending;
@@ -178,7 +178,7 @@ async fn announce(state: &AppState, run: &Run) -> Result<(), ApiError> {
         for kind in [FAILED_FINDING, STALE_FINDING] {
             crate::findings::clear(state, &run.node_id, kind, &key).await?;
         }
-    } else if policy.is_some() {
+    } else if let Some(policy) = &policy {
         let reason = run.error.as_deref().unwrap_or("the run ended without a snapshot");
         let finding = Reported {
             kind: FAILED_FINDING.into(),
@@ -187,14 +187,16 @@ async fn announce(state: &AppState, run: &Run) -> Result<(), ApiError> {
             title: format!("Backup \"{name}\" failed"),
             message: format!("The last run of the backup policy \"{name}\" failed: {reason}"),
             related_entities: json!([{ "type": "backup", "id": run.policy_id }]).to_string(),
-            metadata: json!({
-                "policyId": run.policy_id,
-                "policyName": name,
-                "runId": run.id,
-                "jobId": run.job_id,
-                "error": run.error,
-            })
-            .to_string(),
+            metadata: finding_metadata(
+                policy,
+                json!({
+                    "policyId": run.policy_id,
+                    "policyName": name,
+                    "runId": run.id,
+                    "jobId": run.job_id,
+                    "error": run.error,
+                }),
+            ),
         };
         crate::findings::raise(state, &run.node_id, finding).await?;
     }

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::schedule::Schedule;
-use super::{PRESET, STALE_FINDING, announce, finding_key, render};
+use super::{PRESET, STALE_FINDING, announce, finding_key, finding_metadata, render};
 use crate::http::error::ApiError;
 use crate::state::AppState;
 
@@ -147,13 +147,15 @@ async fn raise_stale(state: &AppState, now: i64) -> Result<usize, ApiError> {
                 policy.name
             ),
             related_entities: json!([{ "type": "backup", "id": policy.id }]).to_string(),
-            metadata: json!({
-                "policyId": policy.id,
-                "policyName": policy.name,
-                "lastSuccessAt": policy.last_success_at.map(crate::http::time::rfc3339),
-                "staleAfterHours": hours,
-            })
-            .to_string(),
+            metadata: finding_metadata(
+                &policy,
+                json!({
+                    "policyId": policy.id,
+                    "policyName": policy.name,
+                    "lastSuccessAt": policy.last_success_at.map(crate::http::time::rfc3339),
+                    "staleAfterHours": hours,
+                }),
+            ),
         };
         crate::findings::raise(state, &policy.node_id, finding).await?;
         raised += 1;

@@ -546,7 +546,15 @@ pub async fn patch_config(
     tx.commit().await?;
     state.fleet.set_config(&node_id, text);
     state.render_cache.invalidate();
-    Ok(Json(config_body(config)?))
+    let body = config_body(config)?;
+    // A connected agent acts on it at once (say, scans a new tls_paths entry).
+    state.agents.send(
+        &node_id,
+        &crate::fleet::agent_links::AgentMessage::Config {
+            config: body.config.clone(),
+        },
+    );
+    Ok(Json(body))
 }
 
 #[utoipa::path(delete, path = "/api/nodes/{nodeId}", tag = "nodes",

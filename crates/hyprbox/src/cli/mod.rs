@@ -1,6 +1,7 @@
 //! The operator CLI: a typed HTTP client of the API with a saved session, tables for people and
 //! `--json` for scripts, and exit codes scripts can trust (see [`EXIT_CODES`]).
 
+pub mod backups;
 pub mod findings;
 pub mod jobs;
 pub mod login;
