@@ -71,6 +71,8 @@ pub struct Settings {
     pub jobs_kept_per_node: i64,
     /// RESOLVED findings resolved longer ago than this are pruned.
     pub finding_retention: Duration,
+    /// Distinct findings a node may have that are not RESOLVED; a report past it is refused (400).
+    pub max_findings_per_node: usize,
     /// Preset files overriding or adding to the built-ins; `None` when there is no such directory.
     pub presets_dir: Option<PathBuf>,
     /// The most output a job keeps (both streams together); more is dropped and flagged.
@@ -193,6 +195,16 @@ impl Settings {
                 ))
             })
         })?;
+        let max_findings_per_node: usize = get("HYPRBOX_MAX_FINDINGS_PER_NODE").map_or(Ok(2000), |v| {
+            v.parse()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "HYPRBOX_MAX_FINDINGS_PER_NODE must be a whole number from 1 to 1000000 (got {v:?})"
+                    ))
+                })
+        })?;
         let jobs_kept_per_node: i64 = get("HYPRBOX_JOBS_KEPT_PER_NODE").map_or(Ok(100), |v| {
             v.parse()
                 .ok()
@@ -305,6 +317,7 @@ impl Settings {
                 "HYPRBOX_FINDING_RETENTION",
                 &get("HYPRBOX_FINDING_RETENTION").unwrap_or_else(|| "90d".into()),
             )?,
+            max_findings_per_node,
             presets_dir,
             job_output_max_bytes,
             ai_workers,
@@ -327,7 +340,7 @@ impl Settings {
             "env={:?} bind={} database={} data_dir={} frontend_urls={:?} trust_proxy={} enable_docs={} \
              rate_limit={}/min session_ttl={}s cookie_secure={} allow_public_registration={} public_url={} \
              smtp={} mail_from={:?} require_node_token={} node_offline_after={}s history_retention={}s \
-             job_retention={}s jobs_kept_per_node={} finding_retention={}s \
+             job_retention={}s jobs_kept_per_node={} finding_retention={}s max_findings_per_node={} \
              presets_dir={:?} job_output_max_bytes={} ai_workers={:?} ai_task_seconds={} \
              secret_key=[redacted]",
             self.env,
@@ -352,6 +365,7 @@ impl Settings {
             self.job_retention.as_secs(),
             self.jobs_kept_per_node,
             self.finding_retention.as_secs(),
+            self.max_findings_per_node,
             self.presets_dir,
             self.job_output_max_bytes,
             self.ai_workers,
@@ -550,6 +564,7 @@ mod tests {
         assert_eq!(s.job_retention, Duration::from_secs(90 * 86_400));
         assert_eq!(s.jobs_kept_per_node, 100);
         assert_eq!(s.finding_retention, Duration::from_secs(90 * 86_400));
+        assert_eq!(s.max_findings_per_node, 2000);
         assert!(settings(&[("SECRET_KEY", "k"), ("HYPRBOX_JOBS_KEPT_PER_NODE", "-1")]).is_err());
         assert!(settings(&[("SECRET_KEY", "k"), ("HYPRBOX_HISTORY_RETENTION", "0")]).is_err());
     }

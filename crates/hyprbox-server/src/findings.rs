@@ -247,7 +247,15 @@ async fn store_report(state: &AppState, body: ReportBody) -> ApiResult<(StatusCo
         .enumerate()
         .map(|(i, f)| reported(i, f))
         .collect::<Result<Vec<_>, _>>()?;
-    let done = findings::upsert_batch(&state.store, &body.node_id, &batch, &body.complete, now_ms()).await?;
+    let done = findings::upsert_batch_capped(
+        &state.store,
+        &body.node_id,
+        &batch,
+        &body.complete,
+        now_ms(),
+        Some(state.settings.max_findings_per_node),
+    )
+    .await?;
     for finding in &done.opened {
         publish_opened(state, finding).await;
     }

@@ -16,6 +16,9 @@ pub enum StoreError {
     Migration(String),
     #[error("database error: {0}")]
     Database(String),
+    /// The write breaks a limit the caller set; nothing was written. The message says which.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl StoreError {

@@ -100,11 +100,29 @@ pub async fn upsert_batch(
     complete: &[String],
     now: i64,
 ) -> Result<Upserted, StoreError> {
+    upsert_batch_capped(store, node_id, batch, complete, now, None).await
+}
+
+/// [`upsert_batch`], refused with [`StoreError::Refused`] (nothing written) when it would leave the
+/// node more than `max_unresolved` findings that are not RESOLVED.
+pub async fn upsert_batch_capped(
+    store: &Store,
+    node_id: &str,
+    batch: &[Reported],
+    complete: &[String],
+    now: i64,
+    max_unresolved: Option<usize>,
+) -> Result<Upserted, StoreError> {
     let (node_id, batch, complete) = (node_id.to_owned(), batch.to_vec(), complete.to_vec());
     store
-        .write(move |tx| Box::pin(async move { upsert_in(tx, &node_id, &batch, &complete, now).await }))
+        .write(move |tx| {
+            Box::pin(async move { upsert_in(tx, &node_id, &batch, &complete, now, max_unresolved).await })
+        })
         .await
 }
+
+/// Rows per upsert statement: 8 placeholders each, well under the backends' limits.
+const UPSERT_ROWS: usize = 100;
 
 async fn upsert_in(
     tx: &mut AnyConnection,
@@ -112,6 +130,7 @@ async fn upsert_in(
     batch: &[Reported],
     complete: &[String],
     now: i64,
+    max_unresolved: Option<usize>,
 ) -> Result<Upserted, StoreError> {
     // The last report of a (type, key) wins.
     let mut latest: HashMap<(&str, &str), &Reported> = HashMap::new();
@@ -134,41 +153,96 @@ async fn upsert_in(
             (row.try_get("id")?, row.try_get("status")?),
         );
     }
-    let upsert = format!(
-        "INSERT INTO findings (id, node_id, type, key, severity, status, title, message, related_entities, \
-         metadata, detected_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, 'OPEN', $6, $7, $8, $9, $10, $10) \
-         ON CONFLICT (node_id, type, key) DO UPDATE SET severity = excluded.severity, title = excluded.title, \
-         message = excluded.message, related_entities = excluded.related_entities, \
-         metadata = excluded.metadata, last_seen_at = excluded.last_seen_at, \
-         status = CASE WHEN findings.status = 'RESOLVED' THEN 'OPEN' ELSE findings.status END, \
-         snoozed_until = CASE WHEN findings.status = 'RESOLVED' THEN NULL ELSE findings.snoozed_until END, \
-         resolved_at = NULL, resolved_by_user_id = NULL \
-         RETURNING {COLUMNS}"
-    );
-    let mut out = Upserted::default();
-    for key in &order {
-        let reported = latest[key];
-        let row = sqlx::query(sqlx::AssertSqlSafe(upsert.clone()))
-            .bind(new_id())
-            .bind(node_id)
-            .bind(&reported.kind)
-            .bind(&reported.key)
-            .bind(&reported.severity)
-            .bind(&reported.title)
-            .bind(&reported.message)
-            .bind(&reported.related_entities)
-            .bind(&reported.metadata)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-        let finding = from_row(&row)?;
-        let before = known.get(&(reported.kind.clone(), reported.key.clone()));
-        if before.is_none_or(|(_, status)| status == RESOLVED) {
-            out.opened.push(finding);
-        }
-        out.upserted += 1;
-    }
     let complete: HashSet<&str> = complete.iter().map(String::as_str).collect();
+    if let Some(max) = max_unresolved {
+        let unresolved = known.values().filter(|(_, status)| status != RESOLVED).count();
+        let opening = order
+            .iter()
+            .filter(|(kind, key)| {
+                known
+                    .get(&((*kind).to_owned(), (*key).to_owned()))
+                    .is_none_or(|(_, status)| status == RESOLVED)
+            })
+            .count();
+        let clearing = known
+            .iter()
+            .filter(|((kind, key), (_, status))| {
+                status != RESOLVED
+                    && complete.contains(kind.as_str())
+                    && !latest.contains_key(&(kind.as_str(), key.as_str()))
+            })
+            .count();
+        let after = unresolved + opening - clearing;
+        if opening > 0 && after > max {
+            return Err(StoreError::Refused(format!(
+                "the node would have {after} findings that are not RESOLVED, more than the {max} allowed \
+                 (HYPRBOX_MAX_FINDINGS_PER_NODE): resolve some, or report fewer distinct keys"
+            )));
+        }
+    }
+    let mut out = Upserted::default();
+    // Many rows per statement: a scan of hundreds of findings is a few round trips, not hundreds.
+    for chunk in order.chunks(UPSERT_ROWS) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = i * 8;
+                format!(
+                    "(${}, $1, ${}, ${}, ${}, 'OPEN', ${}, ${}, ${}, ${}, $2, $2)",
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8,
+                    p + 9,
+                    p + 10
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO findings (id, node_id, type, key, severity, status, title, message, related_entities, \
+             metadata, detected_at, last_seen_at) VALUES {} \
+             ON CONFLICT (node_id, type, key) DO UPDATE SET severity = excluded.severity, title = excluded.title, \
+             message = excluded.message, related_entities = excluded.related_entities, \
+             metadata = excluded.metadata, last_seen_at = excluded.last_seen_at, \
+             status = CASE WHEN findings.status = 'RESOLVED' THEN 'OPEN' ELSE findings.status END, \
+             snoozed_until = CASE WHEN findings.status = 'RESOLVED' THEN NULL ELSE findings.snoozed_until END, \
+             resolved_at = NULL, resolved_by_user_id = NULL \
+             RETURNING {COLUMNS}",
+            values.join(", ")
+        );
+        // Only numbered placeholders are spliced in.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(node_id).bind(now);
+        for key in chunk {
+            let reported = latest[key];
+            query = query
+                .bind(new_id())
+                .bind(&reported.kind)
+                .bind(&reported.key)
+                .bind(&reported.severity)
+                .bind(&reported.title)
+                .bind(&reported.message)
+                .bind(&reported.related_entities)
+                .bind(&reported.metadata);
+        }
+        let rows = query.fetch_all(&mut *tx).await?;
+        // RETURNING promises no order: each row is matched to what was known by its (type, key).
+        let mut stored = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let finding = from_row(row)?;
+            stored.insert((finding.kind.clone(), finding.key.clone()), finding);
+        }
+        for (kind, key) in chunk {
+            let id = ((*kind).to_owned(), (*key).to_owned());
+            let Some(finding) = stored.remove(&id) else {
+                return Err(StoreError::Database(format!("the upsert of {kind} {key} returned no row")));
+            };
+            if known.get(&id).is_none_or(|(_, status)| status == RESOLVED) {
+                out.opened.push(finding);
+            }
+            out.upserted += 1;
+        }
+    }
     let resolve = format!(
         "UPDATE findings SET status = 'RESOLVED', resolved_at = $2, resolved_by_user_id = NULL, \
          snoozed_until = NULL WHERE id = $1 AND status IN ('OPEN', 'SNOOZED') RETURNING {COLUMNS}"

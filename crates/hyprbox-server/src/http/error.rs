@@ -135,6 +135,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { constraint } => {
                 ApiError::Internal(anyhow::anyhow!("unexpected conflict on {constraint}"))
             }
+            StoreError::Refused(message) => ApiError::BadRequest(message),
             other => ApiError::Internal(other.into()),
         }
     }
