@@ -195,23 +195,6 @@ pub async fn due(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<P
     rows.iter().map(policy_from_row).collect()
 }
 
-/// Moves a policy's next tick from `expected` to `next`; `false` when it no longer is `expected`
-/// (a PATCH, or another scheduler, got there first), so each tick is taken once.
-pub async fn take_tick(
-    conn: &mut AnyConnection,
-    id: &str,
-    expected: i64,
-    next: Option<i64>,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE backup_policies SET next_run_at = $3 WHERE id = $1 AND next_run_at = $2")
-        .bind(id)
-        .bind(expected)
-        .bind(next)
-        .execute(&mut *conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 /// The id of the policy's QUEUED or RUNNING job, if any.
 pub async fn active_job(conn: &mut AnyConnection, policy_id: &str) -> Result<Option<String>, StoreError> {
     let row = sqlx::query(
@@ -237,6 +220,83 @@ pub async fn queue_unless_active(
         return Ok((active, false));
     }
     Ok((jobs::insert(conn, job).await?, true))
+}
+
+/// A due policy's tick, as the scheduler takes it.
+pub struct Tick<'a> {
+    pub policy_id: &'a str,
+    /// The `next_run_at` the scheduler read; the tick is taken only if it is still this.
+    pub expected: i64,
+    /// The tick after it (`None`: the schedule never fires again).
+    pub next: Option<i64>,
+    /// The job to queue, unless the policy has one QUEUED or RUNNING (`None`: its node is gone).
+    pub job: Option<NewJob<'a>>,
+}
+
+/// Takes many due ticks at once, in a few multi-row statements: moves each policy's next tick
+/// (compare-and-set on `expected`, so a tick another scheduler took is skipped) and queues the jobs
+/// of the ticks taken whose policy has none QUEUED or RUNNING. Returns the jobs queued and how many
+/// policies still had one.
+pub async fn take_ticks(conn: &mut AnyConnection, ticks: &[Tick<'_>]) -> Result<(Vec<Job>, usize), StoreError> {
+    const ROWS: usize = 300;
+    let mut queued = Vec::new();
+    let mut already_active = 0;
+    for chunk in ticks.chunks(ROWS) {
+        // `CASE id WHEN …` rather than a join on a VALUES list: SQLite would scan the whole table
+        // for each row of the list; this way both backends go through the primary key.
+        let (mut next, mut expected, mut ids) = (String::new(), String::new(), Vec::new());
+        for i in 0..chunk.len() {
+            let p = i * 3;
+            next.push_str(&format!(" WHEN ${} THEN CAST(${} AS BIGINT)", p + 1, p + 3));
+            expected.push_str(&format!(" WHEN ${} THEN CAST(${} AS BIGINT)", p + 1, p + 2));
+            ids.push(format!("${}", p + 1));
+        }
+        let sql = format!(
+            "UPDATE backup_policies SET next_run_at = CASE id{next} END \
+             WHERE id IN ({}) AND next_run_at = CASE id{expected} END RETURNING id",
+            ids.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for tick in chunk {
+            query = query.bind(tick.policy_id).bind(tick.expected).bind(tick.next);
+        }
+        let taken: std::collections::HashSet<String> = query
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        let wanted: Vec<&Tick<'_>> = chunk
+            .iter()
+            .filter(|t| t.job.is_some() && taken.contains(t.policy_id))
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let placeholders: Vec<String> = (1..=wanted.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT DISTINCT policy_id FROM jobs WHERE policy_id IN ({}) AND status IN ('QUEUED', 'RUNNING')",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for tick in &wanted {
+            query = query.bind(tick.policy_id);
+        }
+        let active: std::collections::HashSet<String> = query
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| row.try_get("policy_id"))
+            .collect::<Result<_, _>>()?;
+        already_active += wanted.iter().filter(|t| active.contains(t.policy_id)).count();
+        let jobs: Vec<NewJob<'_>> = wanted
+            .iter()
+            .filter(|t| !active.contains(t.policy_id))
+            .filter_map(|t| t.job.as_ref().map(NewJob::clone))
+            .collect();
+        queued.extend(jobs::insert_many(conn, &jobs).await?);
+    }
+    Ok((queued, already_active))
 }
 
 /// Policies with no successful run within their `stale_after_ms` (counted from creation until the

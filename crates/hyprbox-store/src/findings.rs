@@ -289,6 +289,56 @@ pub async fn list(
     now: i64,
     limit: i64,
 ) -> Result<Vec<Finding>, StoreError> {
+    if filter.include_all || filter.node_id.is_some() {
+        // One node's findings are few (its unique index finds them); sorting them is cheap.
+        return list_sorted(conn, filter, now, limit).await;
+    }
+    // The fleet's active findings may be hundreds of thousands: walk the (status, severity,
+    // detected_at, id) index one severity at a time, OPEN ones and snoozed ones whose deadline
+    // passed, instead of sorting them all.
+    let severities: Vec<&str> = match filter.severity {
+        Some(severity) => vec![severity],
+        None => SEVERITIES.to_vec(),
+    };
+    let open = format!(
+        "SELECT {COLUMNS} FROM findings WHERE status = 'OPEN' AND severity = $1 \
+         ORDER BY detected_at DESC, id DESC LIMIT $2"
+    );
+    let woken = format!(
+        "SELECT {COLUMNS} FROM findings WHERE status = 'SNOOZED' AND severity = $1 AND snoozed_until <= $3 \
+         ORDER BY detected_at DESC, id DESC LIMIT $2"
+    );
+    let mut out: Vec<Finding> = Vec::new();
+    for severity in severities {
+        let remaining = limit - i64::try_from(out.len()).unwrap_or(i64::MAX);
+        if remaining <= 0 {
+            break;
+        }
+        let mut found = Vec::new();
+        for sql in [&open, &woken] {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(severity)
+                .bind(remaining);
+            if sql == &woken {
+                query = query.bind(now);
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                found.push(from_row(&row)?);
+            }
+        }
+        found.sort_by(|a, b| (b.detected_at, &b.id).cmp(&(a.detected_at, &a.id)));
+        found.truncate(usize::try_from(remaining).unwrap_or(usize::MAX));
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+async fn list_sorted(
+    conn: &mut AnyConnection,
+    filter: &FindingFilter<'_>,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<Finding>, StoreError> {
     let mut sql = format!("SELECT {COLUMNS} FROM findings WHERE 1 = 1");
     let mut values: Vec<&str> = Vec::new();
     for (column, value) in [("node_id", filter.node_id), ("severity", filter.severity)] {
@@ -411,15 +461,23 @@ pub async fn delete_for_node(conn: &mut AnyConnection, node_id: &str) -> Result<
 }
 
 pub async fn counts(conn: &mut AnyConnection, now: i64) -> Result<HashMap<String, Counts>, StoreError> {
-    let sql = format!(
-        "SELECT node_id, severity, CAST(COUNT(*) AS BIGINT) AS n FROM findings WHERE {} \
+    // Two queries rather than one with OR: each is answered from the (status, node_id, severity)
+    // index alone, already grouped, without reading the table.
+    let mut rows = sqlx::query(
+        "SELECT node_id, severity, CAST(COUNT(*) AS BIGINT) AS n FROM findings WHERE status = 'OPEN' \
          GROUP BY node_id, severity",
-        active("$1")
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.extend(
+        sqlx::query(
+            "SELECT node_id, severity, CAST(COUNT(*) AS BIGINT) AS n FROM findings \
+             WHERE status = 'SNOOZED' AND snoozed_until <= $1 GROUP BY node_id, severity",
+        )
         .bind(now)
         .fetch_all(&mut *conn)
-        .await?;
+        .await?,
+    );
     let mut out: HashMap<String, Counts> = HashMap::new();
     for row in &rows {
         let counts = out.entry(row.try_get("node_id")?).or_default();

@@ -108,6 +108,7 @@ fn from_row(row: &AnyRow) -> Result<Job, StoreError> {
 }
 
 /// What a new job needs; the rest starts empty.
+#[derive(Clone)]
 pub struct NewJob<'a> {
     pub id: &'a str,
     pub node_id: &'a str,
@@ -143,6 +144,65 @@ pub async fn insert(conn: &mut AnyConnection, job: &NewJob<'_>) -> Result<Job, S
         .fetch_one(&mut *conn)
         .await?;
     from_row(&row)
+}
+
+/// Inserts many jobs in multi-row statements (the scheduler's ticks); returns them in order.
+pub async fn insert_many(conn: &mut AnyConnection, jobs: &[NewJob<'_>]) -> Result<Vec<Job>, StoreError> {
+    const ROWS: usize = 200;
+    let mut out = Vec::with_capacity(jobs.len());
+    for chunk in jobs.chunks(ROWS) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = i * 10;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, 'QUEUED', ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8,
+                    p + 9,
+                    p + 10
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO jobs (id, node_id, preset_name, preset_version, variables, script, status, \
+             created_by, created_at, timeout_seconds, policy_id) VALUES {} RETURNING {COLUMNS}",
+            values.join(", ")
+        );
+        // Only numbered placeholders are spliced in.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for job in chunk {
+            query = query
+                .bind(job.id)
+                .bind(job.node_id)
+                .bind(job.preset_name)
+                .bind(job.preset_version)
+                .bind(job.variables)
+                .bind(job.script)
+                .bind(job.created_by)
+                .bind(job.created_at)
+                .bind(job.timeout_seconds)
+                .bind(job.policy_id);
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
+        let mut by_id: std::collections::HashMap<String, Job> = rows
+            .iter()
+            .map(|row| from_row(row).map(|job| (job.id.clone(), job)))
+            .collect::<Result<_, _>>()?;
+        for job in chunk {
+            out.push(
+                by_id
+                    .remove(job.id)
+                    .ok_or_else(|| StoreError::Database(format!("the insert of job {} returned no row", job.id)))?,
+            );
+        }
+    }
+    Ok(out)
 }
 
 pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Job>, StoreError> {

@@ -82,19 +82,16 @@ pub async fn tick(state: &AppState, now: i64) -> Result<Ticked, ApiError> {
             .store
             .write(move |tx| {
                 Box::pin(async move {
-                    let (mut queued, mut already_active) = (Vec::new(), 0);
-                    for (id, expected, next, job) in &work {
-                        if !backups::take_tick(tx, id, *expected, *next).await? {
-                            continue;
-                        }
-                        if let Some(job) = job {
-                            match backups::queue_unless_active(tx, &job.new_job()).await? {
-                                (job, true) => queued.push(job),
-                                (_, false) => already_active += 1,
-                            }
-                        }
-                    }
-                    Ok((queued, already_active))
+                    let ticks: Vec<backups::Tick<'_>> = work
+                        .iter()
+                        .map(|(id, expected, next, job)| backups::Tick {
+                            policy_id: id,
+                            expected: *expected,
+                            next: *next,
+                            job: job.as_ref().map(super::BackupJob::new_job),
+                        })
+                        .collect();
+                    backups::take_ticks(tx, &ticks).await
                 })
             })
             .await?;
