@@ -22,10 +22,13 @@ const PER_NODE: usize = 100;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("hyprbox-scheduler-bench-{}", std::process::id()));
-    let database_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| format!("sqlite://{}/bench.db", dir.display()));
+    let database_url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| format!("sqlite://{}/bench.db", dir.display()));
     let vars = HashMap::from([
-        ("SECRET_KEY", "scheduler-bench-secret-key-of-32-bytes!".to_string()),
+        (
+            "SECRET_KEY",
+            "scheduler-bench-secret-key-of-32-bytes!".to_string(),
+        ),
         ("DATABASE_URL", database_url.clone()),
         ("HYPRBOX_RATE_LIMIT", "100000000".to_string()),
     ]);
@@ -87,12 +90,19 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
     }
-    println!("{} policies on {NODES} nodes, database {}", NODES * PER_NODE, state.store.dialect().as_str());
+    println!(
+        "{} policies on {NODES} nodes, database {}",
+        NODES * PER_NODE,
+        state.store.dialect().as_str()
+    );
 
     for round in 1..=3 {
         let started = Instant::now();
         let ticked = scheduler::tick(&state, now + round).await?;
-        println!("tick with nothing due: {:.2} ms ({ticked:?})", started.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "tick with nothing due: {:.2} ms ({ticked:?})",
+            started.elapsed().as_secs_f64() * 1e3
+        );
     }
     let started = Instant::now();
     let ticked = scheduler::tick(&state, next).await?;
@@ -104,7 +114,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let ticked = scheduler::tick(&state, next + 1).await?;
-    println!("the tick after: {:.2} ms ({ticked:?})", started.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "the tick after: {:.2} ms ({ticked:?})",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -838,3 +838,74 @@ async fn the_inventory_route_answers_each_status_the_contract_names() {
         .await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_trigger_whose_policy_no_longer_renders_is_a_400_and_queues_nothing() {
+    let s = setup().await;
+    let policy_id = id(&create(&s.app, &s.ops, policy(None)).await);
+    // The server comes back with a presets directory whose hypervault-restic only takes s3:
+    // repositories: the stored policy (sftp:) no longer renders.
+    let presets = std::env::temp_dir().join(format!("hyprbox-test-restic-override-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&presets);
+    std::fs::create_dir_all(&presets).unwrap();
+    let builtin = include_str!("../../hyprbox-presets/presets/hypervault-restic.yaml");
+    let stricter = builtin.replacen(
+        "  repository:\n    type: string\n    required: true\n",
+        "  repository:\n    type: string\n    required: true\n    pattern: \"^s3:\"\n",
+        1,
+    );
+    assert_ne!(stricter, builtin, "the override changes the preset");
+    std::fs::write(presets.join("hypervault-restic.yaml"), stricter).unwrap();
+    let mut settings = s.app.state.settings.clone();
+    settings.presets_dir = Some(presets);
+    let (stopped, db) = s.app.stop_keeping_database().await;
+    stopped.unwrap();
+    let again = hyprbox_server::Application::build(settings).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(again.serve(listener, shutdown.clone()));
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(format!("{url}/api/backups/{policy_id}/trigger"))
+        .bearer_auth(&s.ops.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    let body: Value = answer.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("repository"), "{body}");
+    let jobs: Value = http
+        .get(format!("{url}/api/jobs"))
+        .bearer_auth(&s.ops.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["jobs"], json!([]), "nothing was queued");
+    shutdown.cancel();
+    drop(db);
+}
+
+#[tokio::test]
+async fn a_finished_run_shows_on_the_fleet_stream() {
+    let s = setup().await;
+    let policy_id = id(&create(&s.app, &s.ops, policy(None)).await);
+    let mut stream = common::get_streaming(&s.app, "/api/stream/nodes", &s.admin.token).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let run = start_run(&s, &s.db_token, &policy_id, None).await;
+    let run_id = id(&run.body["run"]);
+    let ok = json!({"status": "SUCCEEDED", "snapshotId": "feed01"});
+    assert_eq!(
+        complete_run(&s, &s.db_token, &run_id, ok).await.status,
+        StatusCode::OK
+    );
+    let text = common::read_sse(&mut stream, |t| t.contains("backup.succeeded")).await;
+    let event = format!(
+        r#"event: backup{}data: {{"nodeId":"db-1","policyId":"{policy_id}","runId":"{run_id}","status":"SUCCEEDED"}}"#,
+        '\n'
+    );
+    assert!(text.contains(&event), "{text}");
+}

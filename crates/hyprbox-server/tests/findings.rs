@@ -799,10 +799,16 @@ async fn a_report_that_would_pass_the_nodes_finding_limit_is_refused_and_stores_
     let app = TestApp::with(&[("HYPRBOX_MAX_FINDINGS_PER_NODE", "150")]).await;
     let admin = app.register_admin().await;
     let (token, _) = app.mint_token(&admin, Some("web-1")).await;
-    let beat = app.heartbeat(Some(&token), json!({"node_id": "web-1", "cpu_percent": 5})).await;
+    let beat = app
+        .heartbeat(Some(&token), json!({"node_id": "web-1", "cpu_percent": 5}))
+        .await;
     assert_eq!(beat.status, StatusCode::ACCEPTED);
     let many = |prefix: &str, n: usize| -> Value {
-        json!((0..n).map(|i| finding("disk.full", &format!("/{prefix}{i}"), "WARN")).collect::<Vec<_>>())
+        json!(
+            (0..n)
+                .map(|i| finding("disk.full", &format!("/{prefix}{i}"), "WARN"))
+                .collect::<Vec<_>>()
+        )
     };
     // 120 in one report: more than one multi-row statement, all stored.
     let first = report(&app, &token, "web-1", many("a", 120), json!([])).await;
@@ -811,8 +817,17 @@ async fn a_report_that_would_pass_the_nodes_finding_limit_is_refused_and_stores_
     assert_eq!(list(&app, &admin, "?nodeId=web-1").await.len(), 120);
     let past = report(&app, &token, "web-1", many("b", 40), json!([])).await;
     assert_eq!(past.status, StatusCode::BAD_REQUEST, "{}", past.text);
-    assert!(past.body["message"].as_str().unwrap().contains("HYPRBOX_MAX_FINDINGS_PER_NODE"));
-    assert_eq!(list(&app, &admin, "?nodeId=web-1").await.len(), 120, "nothing of it stored");
+    assert!(
+        past.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("HYPRBOX_MAX_FINDINGS_PER_NODE")
+    );
+    assert_eq!(
+        list(&app, &admin, "?nodeId=web-1").await.len(),
+        120,
+        "nothing of it stored"
+    );
     // A complete report that replaces the old ones fits.
     let replaced = report(&app, &token, "web-1", many("b", 140), json!(["disk.full"])).await;
     assert_eq!(replaced.status, StatusCode::ACCEPTED, "{}", replaced.text);

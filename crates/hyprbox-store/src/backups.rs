@@ -237,7 +237,10 @@ pub struct Tick<'a> {
 /// (compare-and-set on `expected`, so a tick another scheduler took is skipped) and queues the jobs
 /// of the ticks taken whose policy has none QUEUED or RUNNING. Returns the jobs queued and how many
 /// policies still had one.
-pub async fn take_ticks(conn: &mut AnyConnection, ticks: &[Tick<'_>]) -> Result<(Vec<Job>, usize), StoreError> {
+pub async fn take_ticks(
+    conn: &mut AnyConnection,
+    ticks: &[Tick<'_>],
+) -> Result<(Vec<Job>, usize), StoreError> {
     const ROWS: usize = 300;
     let mut queued = Vec::new();
     let mut already_active = 0;
@@ -292,7 +295,7 @@ pub async fn take_ticks(conn: &mut AnyConnection, ticks: &[Tick<'_>]) -> Result<
         let jobs: Vec<NewJob<'_>> = wanted
             .iter()
             .filter(|t| !active.contains(t.policy_id))
-            .filter_map(|t| t.job.as_ref().map(NewJob::clone))
+            .filter_map(|t| t.job.clone())
             .collect();
         queued.extend(jobs::insert_many(conn, &jobs).await?);
     }

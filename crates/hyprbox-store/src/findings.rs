@@ -235,7 +235,9 @@ async fn upsert_in(
         for (kind, key) in chunk {
             let id = ((*kind).to_owned(), (*key).to_owned());
             let Some(finding) = stored.remove(&id) else {
-                return Err(StoreError::Database(format!("the upsert of {kind} {key} returned no row")));
+                return Err(StoreError::Database(format!(
+                    "the upsert of {kind} {key} returned no row"
+                )));
             };
             if known.get(&id).is_none_or(|(_, status)| status == RESOLVED) {
                 out.opened.push(finding);

@@ -195,11 +195,9 @@ pub async fn insert_many(conn: &mut AnyConnection, jobs: &[NewJob<'_>]) -> Resul
             .map(|row| from_row(row).map(|job| (job.id.clone(), job)))
             .collect::<Result<_, _>>()?;
         for job in chunk {
-            out.push(
-                by_id
-                    .remove(job.id)
-                    .ok_or_else(|| StoreError::Database(format!("the insert of job {} returned no row", job.id)))?,
-            );
+            out.push(by_id.remove(job.id).ok_or_else(|| {
+                StoreError::Database(format!("the insert of job {} returned no row", job.id))
+            })?);
         }
     }
     Ok(out)

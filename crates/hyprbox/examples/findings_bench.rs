@@ -21,7 +21,10 @@ use hyprbox_proto::findings::{ReportBody, ReportedFinding};
 use hyprbox_proto::tokens::CreateTokenRequest;
 
 fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -65,9 +68,16 @@ fn report(node: usize, from: usize, count: usize) -> ReportBody {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(args.len() >= 4, "usage: findings_bench <server> <email> <password>");
+    anyhow::ensure!(
+        args.len() >= 4,
+        "usage: findings_bench <server> <email> <password>"
+    );
     let (server, email, password) = (&args[1], &args[2], &args[3]);
-    let (nodes, per_node, workers) = (env_number("NODES", 1000), env_number("PER_NODE", 500), env_number("WORKERS", 8));
+    let (nodes, per_node, workers) = (
+        env_number("NODES", 1000),
+        env_number("PER_NODE", 500),
+        env_number("WORKERS", 8),
+    );
 
     let anonymous = Client::new(server, None)?;
     let session = anonymous
