@@ -92,6 +92,75 @@ fn from_row(row: &AnyRow) -> Result<Finding, StoreError> {
     })
 }
 
+/// Changes of the OPEN counts, by (node, severity).
+#[derive(Default)]
+struct Deltas(HashMap<(String, String), i64>);
+
+impl Deltas {
+    /// A finding went from `before` (status, severity) to `after`.
+    fn change(&mut self, node_id: &str, before: Option<(&str, &str)>, after: Option<(&str, &str)>) {
+        if let Some((OPEN, severity)) = before {
+            *self
+                .0
+                .entry((node_id.to_owned(), severity.to_owned()))
+                .or_default() -= 1;
+        }
+        if let Some((OPEN, severity)) = after {
+            *self
+                .0
+                .entry((node_id.to_owned(), severity.to_owned()))
+                .or_default() += 1;
+        }
+    }
+
+    async fn apply(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        for ((node_id, severity), delta) in self.0 {
+            if delta == 0 {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO finding_counts (node_id, severity, open) VALUES ($1, $2, $3) \
+                 ON CONFLICT (node_id, severity) DO UPDATE SET open = finding_counts.open + excluded.open",
+            )
+            .bind(node_id)
+            .bind(severity)
+            .bind(delta)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The (node, status, severity) of the findings `condition` picks, locked until the transaction
+/// ends on Postgres (SQLite's one writer already keeps others out), so a count moves once.
+async fn states(
+    conn: &mut AnyConnection,
+    condition: &str,
+    binds: &[&str],
+) -> Result<Vec<(String, String, String)>, StoreError> {
+    let lock = if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        ""
+    } else {
+        " FOR UPDATE"
+    };
+    let sql = format!("SELECT node_id, status, severity FROM findings WHERE {condition}{lock}");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("node_id")?,
+                row.try_get("status")?,
+                row.try_get("severity")?,
+            ))
+        })
+        .collect()
+}
+
 /// Stores one scan's findings of `node_id` in one transaction; see the module comment.
 pub async fn upsert_batch(
     store: &Store,
@@ -142,17 +211,31 @@ async fn upsert_in(
         }
     }
     // What the node has now: (type, key) → (id, status).
-    let rows = sqlx::query("SELECT id, type, key, status FROM findings WHERE node_id = $1")
+    // On Postgres, reports of one node (an agent's, the server's own) take turns, and the node's
+    // rows stay locked until the commit: the OPEN counts move from states no one else is changing.
+    // (SQLite's one writer gives the same.)
+    let postgres = !tx.backend_name().eq_ignore_ascii_case("sqlite");
+    if postgres {
+        // The function returns void, which the Any driver cannot carry: answer a number instead.
+        sqlx::query("SELECT CAST(1 AS BIGINT) AS locked FROM (SELECT pg_advisory_xact_lock(hashtext('findings:' || $1))) AS l")
+            .bind(node_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let lock = if postgres { " FOR UPDATE" } else { "" };
+    let sql = format!("SELECT id, type, key, status, severity FROM findings WHERE node_id = $1{lock}");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(node_id)
         .fetch_all(&mut *tx)
         .await?;
     let mut known: HashMap<(String, String), (String, String)> = HashMap::with_capacity(rows.len());
+    let mut severities: HashMap<(String, String), String> = HashMap::with_capacity(rows.len());
     for row in &rows {
-        known.insert(
-            (row.try_get("type")?, row.try_get("key")?),
-            (row.try_get("id")?, row.try_get("status")?),
-        );
+        let key: (String, String) = (row.try_get("type")?, row.try_get("key")?);
+        severities.insert(key.clone(), row.try_get("severity")?);
+        known.insert(key, (row.try_get("id")?, row.try_get("status")?));
     }
+    let mut deltas = Deltas::default();
     let complete: HashSet<&str> = complete.iter().map(String::as_str).collect();
     if let Some(max) = max_unresolved {
         let unresolved = known.values().filter(|(_, status)| status != RESOLVED).count();
@@ -239,7 +322,14 @@ async fn upsert_in(
                     "the upsert of {kind} {key} returned no row"
                 )));
             };
-            if known.get(&id).is_none_or(|(_, status)| status == RESOLVED) {
+            let before = known.get(&id).map(|(_, status)| status.as_str());
+            let before_severity = severities.get(&id).map(String::as_str).unwrap_or_default();
+            deltas.change(
+                node_id,
+                before.map(|status| (status, before_severity)),
+                Some((finding.status.as_str(), finding.severity.as_str())),
+            );
+            if before.is_none_or(|status| status == RESOLVED) {
                 out.opened.push(finding);
             }
             out.upserted += 1;
@@ -260,9 +350,15 @@ async fn upsert_in(
                 .fetch_optional(&mut *tx)
                 .await?
         {
+            let severity = severities
+                .get(&(kind.clone(), key.clone()))
+                .map(String::as_str)
+                .unwrap_or_default();
+            deltas.change(node_id, Some((status.as_str(), severity)), None);
             out.resolved.push(from_row(&row)?);
         }
     }
+    deltas.apply(tx).await?;
     Ok(out)
 }
 
@@ -373,6 +469,7 @@ async fn list_sorted(
 /// Snoozes the finding until `until`; `None` when it does not exist or is RESOLVED (checked in the
 /// same statement, so a concurrent resolve is never turned back into a snooze).
 pub async fn snooze(conn: &mut AnyConnection, id: &str, until: i64) -> Result<Option<Finding>, StoreError> {
+    let before = states(conn, "id = $1", &[id]).await?;
     let sql = format!(
         "UPDATE findings SET status = 'SNOOZED', snoozed_until = $2 \
          WHERE id = $1 AND status <> 'RESOLVED' RETURNING {COLUMNS}"
@@ -382,7 +479,28 @@ pub async fn snooze(conn: &mut AnyConnection, id: &str, until: i64) -> Result<Op
         .bind(until)
         .fetch_optional(&mut *conn)
         .await?;
-    row.as_ref().map(from_row).transpose()
+    let after = row.as_ref().map(from_row).transpose()?;
+    count_change(conn, &before, after.as_ref()).await?;
+    Ok(after)
+}
+
+/// Moves the OPEN counts for one finding that went from `before` (its state read under lock) to
+/// `after` (`None`: the write did not touch it).
+async fn count_change(
+    conn: &mut AnyConnection,
+    before: &[(String, String, String)],
+    after: Option<&Finding>,
+) -> Result<(), StoreError> {
+    let (Some((node_id, status, severity)), Some(after)) = (before.first(), after) else {
+        return Ok(());
+    };
+    let mut deltas = Deltas::default();
+    deltas.change(
+        node_id,
+        Some((status.as_str(), severity.as_str())),
+        Some((after.status.as_str(), after.severity.as_str())),
+    );
+    deltas.apply(conn).await
 }
 
 /// Resolves the finding by hand; `None` when it does not exist or is RESOLVED already (who resolved
@@ -393,6 +511,7 @@ pub async fn resolve(
     user_id: &str,
     now: i64,
 ) -> Result<Option<Finding>, StoreError> {
+    let before = states(conn, "id = $1", &[id]).await?;
     let sql = format!(
         "UPDATE findings SET status = 'RESOLVED', resolved_at = $2, resolved_by_user_id = $3, \
          snoozed_until = NULL WHERE id = $1 AND status <> 'RESOLVED' RETURNING {COLUMNS}"
@@ -403,7 +522,9 @@ pub async fn resolve(
         .bind(user_id)
         .fetch_optional(&mut *conn)
         .await?;
-    row.as_ref().map(from_row).transpose()
+    let after = row.as_ref().map(from_row).transpose()?;
+    count_change(conn, &before, after.as_ref()).await?;
+    Ok(after)
 }
 
 /// Resolves the OPEN or SNOOZED finding `(node_id, kind, key)` as fixed by itself (no user);
@@ -415,6 +536,12 @@ pub async fn clear(
     key: &str,
     now: i64,
 ) -> Result<Option<Finding>, StoreError> {
+    let before = states(
+        conn,
+        "node_id = $1 AND type = $2 AND key = $3",
+        &[node_id, kind, key],
+    )
+    .await?;
     let sql = format!(
         "UPDATE findings SET status = 'RESOLVED', resolved_at = $4, resolved_by_user_id = NULL, \
          snoozed_until = NULL WHERE node_id = $1 AND type = $2 AND key = $3 AND status <> 'RESOLVED' \
@@ -427,7 +554,9 @@ pub async fn clear(
         .bind(now)
         .fetch_optional(&mut *conn)
         .await?;
-    row.as_ref().map(from_row).transpose()
+    let after = row.as_ref().map(from_row).transpose()?;
+    count_change(conn, &before, after.as_ref()).await?;
+    Ok(after)
 }
 
 /// The `(node_id, key)` of every finding of `kind` that is not RESOLVED.
@@ -455,6 +584,10 @@ pub struct Counts {
 /// The active findings of every node that has any, counted by severity.
 /// Forgets every finding of a node (it was deleted).
 pub async fn delete_for_node(conn: &mut AnyConnection, node_id: &str) -> Result<u64, StoreError> {
+    sqlx::query("DELETE FROM finding_counts WHERE node_id = $1")
+        .bind(node_id)
+        .execute(&mut *conn)
+        .await?;
     let done = sqlx::query("DELETE FROM findings WHERE node_id = $1")
         .bind(node_id)
         .execute(&mut *conn)
@@ -463,14 +596,11 @@ pub async fn delete_for_node(conn: &mut AnyConnection, node_id: &str) -> Result<
 }
 
 pub async fn counts(conn: &mut AnyConnection, now: i64) -> Result<HashMap<String, Counts>, StoreError> {
-    // Two queries rather than one with OR: each is answered from the (status, node_id, severity)
-    // index alone, already grouped, without reading the table.
-    let mut rows = sqlx::query(
-        "SELECT node_id, severity, CAST(COUNT(*) AS BIGINT) AS n FROM findings WHERE status = 'OPEN' \
-         GROUP BY node_id, severity",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    // OPEN findings are counted as they change (`finding_counts`); snoozed ones whose deadline
+    // passed are few, and counted here from the (status, node_id, severity) index.
+    let mut rows = sqlx::query("SELECT node_id, severity, open AS n FROM finding_counts WHERE open > 0")
+        .fetch_all(&mut *conn)
+        .await?;
     rows.extend(
         sqlx::query(
             "SELECT node_id, severity, CAST(COUNT(*) AS BIGINT) AS n FROM findings \
@@ -526,6 +656,106 @@ mod tests {
             related_entities: "[]".into(),
             metadata: "{}".into(),
         }
+    }
+
+    /// `counts` as kept, against the same counted from the findings themselves.
+    async fn assert_counts_match(store: &Store, now: i64, step: &str) {
+        let mut conn = store.conn().await.unwrap();
+        let kept = counts(&mut conn, now).await.unwrap();
+        let rows = sqlx::query(
+            "SELECT node_id, severity, CAST(COUNT(*) AS BIGINT) AS n FROM findings \
+             WHERE status = 'OPEN' OR (status = 'SNOOZED' AND snoozed_until <= $1) GROUP BY node_id, severity",
+        )
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let mut counted: HashMap<String, Counts> = HashMap::new();
+        for row in &rows {
+            let c = counted.entry(row.try_get("node_id").unwrap()).or_default();
+            let n: i64 = row.try_get("n").unwrap();
+            match row.try_get::<String, _>("severity").unwrap().as_str() {
+                CRITICAL => c.critical += n,
+                WARN => c.warn += n,
+                _ => c.info += n,
+            }
+        }
+        let nonzero = |m: HashMap<String, Counts>| -> HashMap<String, Counts> {
+            m.into_iter().filter(|(_, c)| *c != Counts::default()).collect()
+        };
+        assert_eq!(nonzero(kept), nonzero(counted), "after {step}");
+    }
+
+    #[tokio::test]
+    async fn the_kept_counts_follow_every_change_of_status_and_severity() {
+        let db = TestDatabase::new().await;
+        let store = db.store().await;
+        let batch = [
+            reported("disk.full", "/", WARN),
+            reported("disk.full", "/var", CRITICAL),
+            reported("tls", "a", INFO),
+        ];
+        upsert_batch(&store, "n1", &batch, &[], 1_000).await.unwrap();
+        upsert_batch(&store, "n2", &batch, &[], 1_000).await.unwrap();
+        assert_counts_match(&store, 1_000, "the first reports").await;
+        // A severity change, a reopen after a resolve, and a complete type clearing one.
+        upsert_batch(
+            &store,
+            "n1",
+            &[reported("disk.full", "/", CRITICAL)],
+            &["disk.full".into()],
+            2_000,
+        )
+        .await
+        .unwrap();
+        assert_counts_match(&store, 2_000, "a severity change and a complete report").await;
+        upsert_batch(&store, "n1", &[reported("disk.full", "/var", WARN)], &[], 3_000)
+            .await
+            .unwrap();
+        assert_counts_match(&store, 3_000, "a reopen with another severity").await;
+        let mut tx = store.begin().await.unwrap();
+        let id = all(&store, "n2")
+            .await
+            .into_iter()
+            .find(|f| f.key == "/")
+            .unwrap()
+            .id;
+        snooze(&mut tx, &id, 5_000).await.unwrap().unwrap();
+        tx.commit().await.unwrap();
+        assert_counts_match(&store, 4_000, "a snooze").await;
+        assert_counts_match(&store, 6_000, "a snooze past its deadline").await;
+        upsert_batch(&store, "n2", &[reported("disk.full", "/", INFO)], &[], 4_500)
+            .await
+            .unwrap();
+        assert_counts_match(&store, 4_600, "a rescan of a snoozed finding").await;
+        let mut tx = store.begin().await.unwrap();
+        let var = all(&store, "n2")
+            .await
+            .into_iter()
+            .find(|f| f.key == "/var")
+            .unwrap()
+            .id;
+        resolve(&mut tx, &var, "u", 7_000).await.unwrap().unwrap();
+        assert!(resolve(&mut tx, &var, "u", 7_001).await.unwrap().is_none());
+        clear(&mut tx, "n2", "tls", "a", 7_000).await.unwrap().unwrap();
+        clear(&mut tx, "n2", "disk.full", "/", 7_000)
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_counts_match(&store, 7_000, "a resolve and two clears").await;
+        let mut tx = store.begin().await.unwrap();
+        delete_for_node(&mut tx, "n1").await.unwrap();
+        tx.commit().await.unwrap();
+        assert_counts_match(&store, 8_000, "a node deleted").await;
+        let mut conn = store.conn().await.unwrap();
+        assert!(
+            counts(&mut conn, 8_000)
+                .await
+                .unwrap()
+                .values()
+                .all(|c| *c == Counts::default())
+        );
     }
 
     async fn all(store: &Store, node: &str) -> Vec<Finding> {
