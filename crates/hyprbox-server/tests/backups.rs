@@ -774,6 +774,31 @@ async fn an_uncovered_postgres_container_raises_postgres_no_backup_until_a_polic
         findings(&s.app, &s.ops, "db-1", "postgres.no-backup").await[0]["status"],
         "OPEN"
     );
+    // A policy changed to cover it counts as soon as it is saved.
+    let other = id(&create(&s.app, &s.ops, policy(None)).await);
+    let no_backup =
+        || async { findings(&s.app, &s.ops, "db-1", "postgres.no-backup").await[0]["status"].clone() };
+    assert_eq!(no_backup().await, "OPEN");
+    let path = format!("/api/backups/{other}");
+    let patched = s
+        .app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&s.ops.token),
+            Some(json!({"paths": ["/srv/db/dumps"]})),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    assert_eq!(no_backup().await, "RESOLVED");
+    assert_eq!(
+        s.app
+            .call(Method::DELETE, &path, Some(&s.ops.token), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(no_backup().await, "OPEN");
     assert_eq!(
         inventory(&s, &s.db_token, "db-1", json!([])).await.status,
         StatusCode::ACCEPTED

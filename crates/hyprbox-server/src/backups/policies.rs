@@ -120,6 +120,27 @@ fn check_renders(state: &AppState, policy: &Policy) -> Result<(), ApiError> {
     render(preset, policy, &policy.created_by).map(drop)
 }
 
+/// Stores a created or changed policy with its audit event, then rechecks the node's containers
+/// (what the policy covers may have changed).
+async fn save_audited(
+    state: &AppState,
+    policy: Policy,
+    event: audit::NewAuditEvent,
+) -> Result<Policy, ApiError> {
+    let stored = state
+        .store
+        .write(move |tx| {
+            Box::pin(async move {
+                let stored = backups::save(tx, &policy).await?;
+                audit::record(tx, &event).await?;
+                Ok(stored)
+            })
+        })
+        .await?;
+    super::inventory::recheck(state, &stored.node_id).await;
+    Ok(stored)
+}
+
 #[utoipa::path(post, path = "/api/backups", tag = "backups", request_body = CreatePolicy,
     security(("bearer" = []), ("cookie" = [])),
     responses(
@@ -176,17 +197,7 @@ pub async fn create(
         ip,
         Some(metadata),
     );
-    let stored = state
-        .store
-        .write(move |tx| {
-            Box::pin(async move {
-                let stored = backups::save(tx, &policy).await?;
-                audit::record(tx, &event).await?;
-                Ok(stored)
-            })
-        })
-        .await?;
-    super::inventory::recheck(&state, &stored.node_id).await;
+    let stored = save_audited(&state, policy, event).await?;
     Ok((
         StatusCode::CREATED,
         Json(PolicyEnvelope {
@@ -306,16 +317,7 @@ pub async fn update(
         ip,
         Some(metadata),
     );
-    let stored = state
-        .store
-        .write(move |tx| {
-            Box::pin(async move {
-                let stored = backups::save(tx, &policy).await?;
-                audit::record(tx, &event).await?;
-                Ok(stored)
-            })
-        })
-        .await?;
+    let stored = save_audited(&state, policy, event).await?;
     Ok(Json(PolicyEnvelope {
         policy: policy_body(&stored),
     }))
