@@ -10,6 +10,7 @@ pub mod auth;
 pub mod background;
 pub mod backups;
 pub mod config;
+pub mod dashboard;
 pub mod events;
 pub mod findings;
 pub mod fleet;

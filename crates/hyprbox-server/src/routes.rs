@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         router = router.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi));
     }
     router
+        .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed for this route".into())

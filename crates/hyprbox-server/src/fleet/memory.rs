@@ -298,6 +298,29 @@ impl Fleet {
         all
     }
 
+    /// `view` of the nodes it keeps (`Some`), in no particular order.
+    pub fn filter_map<T>(&self, view: impl Fn(&NodeState) -> Option<T>) -> Vec<T> {
+        let mut kept = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.read().unwrap_or_else(|e| e.into_inner());
+            kept.extend(shard.values().filter_map(&view));
+        }
+        kept
+    }
+
+    /// One node's last `limit` CPU values, oldest first.
+    pub fn spark(&self, node_id: &str, limit: usize) -> Vec<f64> {
+        self.shard(node_id)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node_id)
+            .map(|state| {
+                let skip = state.sparks.len().saturating_sub(limit);
+                state.sparks.iter().skip(skip).copied().collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn len(&self) -> usize {
         self.shards
             .iter()

@@ -7,6 +7,7 @@ pub mod agent_links;
 pub mod agent_socket;
 pub mod memory;
 pub mod nodes;
+pub mod query;
 pub(crate) mod render_cache;
 pub mod retention;
 pub mod stream;

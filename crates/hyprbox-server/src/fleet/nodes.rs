@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::memory::{self, NodeState};
+use super::query;
 use super::writer::{PER_HEARTBEAT, Pending};
 use crate::auth::{CurrentUser, Identity, MaybeNode, NodeAuth, Operator};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
@@ -105,11 +106,11 @@ pub fn parse_limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, Api
     }
 }
 
-fn offline_ms(state: &AppState) -> i64 {
+pub fn offline_ms(state: &AppState) -> i64 {
     i64::try_from(state.settings.node_offline_after.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn node_body(node: &Node, now: i64, offline_after_ms: i64) -> NodeBody {
+pub fn node_body(node: &Node, now: i64, offline_after_ms: i64) -> NodeBody {
     NodeBody {
         node_id: node.node_id.clone(),
         hostname: node.hostname.clone(),
@@ -232,11 +233,89 @@ async fn accept(state: &AppState, body: &Heartbeat) -> Response {
     response
 }
 
-#[utoipa::path(get, path = "/api/nodes", tag = "nodes", security(("bearer" = []), ("cookie" = [])),
+/// `GET /api/nodes`'s filters, order and page (all optional; without them every node is answered).
+#[derive(Deserialize, IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+pub struct FleetListQuery {
+    /// `ONLINE`, `DEGRADED` or `OFFLINE`.
+    pub status: Option<String>,
+    /// Exact region (case-insensitive).
+    pub region: Option<String>,
+    /// Text matched in node id, hostname, IP and region.
+    pub q: Option<String>,
+    /// `nodeId` (default), `hostname`, `status`, `region`, `cpu`, `ram`, `disk` or `lastSeen`;
+    /// `-` in front for descending.
+    pub sort: Option<String>,
+    /// Page size, 1–1000 (default 100).
+    pub limit: Option<String>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl FleetListQuery {
+    fn raw(&self) -> query::RawQuery<'_> {
+        query::RawQuery {
+            status: self.status.as_deref(),
+            region: self.region.as_deref(),
+            q: self.q.as_deref(),
+            sort: self.sort.as_deref(),
+            limit: self.limit.as_deref(),
+            cursor: self.cursor.as_deref(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        [
+            &self.status,
+            &self.region,
+            &self.q,
+            &self.sort,
+            &self.limit,
+            &self.cursor,
+        ]
+        .iter()
+        .all(|v| v.is_none())
+    }
+}
+
+/// A page of `GET /api/nodes?…`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodesPageBody {
+    pub nodes: Vec<NodeBody>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// How many nodes match the filters.
+    pub total: usize,
+}
+
+#[utoipa::path(get, path = "/api/nodes", tag = "nodes", params(FleetListQuery),
+    security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "Every node with its computed status", body = NodesBody),
+        (status = 200, description = "Every node with its computed status; with any parameter, one page `{nodes, nextCursor, total}`", body = NodesBody),
+        (status = 400, description = "A parameter out of its rules", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>, _: CurrentUser) -> Response {
+pub async fn list(
+    State(state): State<AppState>,
+    _: CurrentUser,
+    Query(params): Query<FleetListQuery>,
+) -> ApiResult<Response> {
+    if !params.is_empty() {
+        let query = query::FleetQuery::parse(&params.raw()).map_err(ApiError::BadRequest)?;
+        let now = now_ms();
+        let page = query::page(&state.fleet, &query, now, offline_ms(&state), 0);
+        let body = NodesPageBody {
+            nodes: page
+                .nodes
+                .iter()
+                .map(|(node, _, _)| node_body(node, now, offline_ms(&state)))
+                .collect(),
+            next_cursor: page.next_offset.map(|o| o.to_string()),
+            total: page.total,
+        };
+        return Ok(Json(body).into_response());
+    }
     let count = state.fleet.len();
     let shared = state.clone();
     let render = move || {
@@ -249,7 +328,7 @@ pub async fn list(State(state): State<AppState>, _: CurrentUser) -> Response {
         };
         serde_json::to_vec(&body).unwrap_or_default()
     };
-    json_bytes(state.render_cache.get("nodes", count, render).await)
+    Ok(json_bytes(state.render_cache.get("nodes", count, render).await))
 }
 
 fn json_bytes(bytes: axum::body::Bytes) -> Response {

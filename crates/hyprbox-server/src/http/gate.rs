@@ -48,12 +48,18 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     let node_keyed = is_node_keyed(request.method(), path) && !is_exempt(path);
     // Timed for the user-experience metrics, except the streams that stay open for hours.
     let timed = !is_exempt(path);
+    let swagger = path.starts_with("/docs");
     let user = signed_in(&caller);
     let decision = charge(&state, request.method(), request.uri(), ip, &caller);
     let renewal = caller.as_ref().ok().and_then(auth::renewal);
 
+    let cross_site = is_cross_site_cookie_request(&state, request.method(), request.headers(), &caller);
     let mut response = match (refusal(decision, too_large), caller) {
         (Some(refused), _) => refused.into_response(),
+        (None, Ok(_)) if cross_site => {
+            ApiError::Forbidden("cross-site request refused: sign in on this site to change anything".into())
+                .into_response()
+        }
         (None, Err(err)) => err.into_response(),
         (None, Ok(caller)) => {
             request.extensions_mut().insert(ip);
@@ -62,6 +68,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         }
     };
     renew(&state, &mut response, renewal);
+    protect_html(&mut response, swagger);
     if let Some(decision) = settle(&state, decision, &response, node_keyed, ip) {
         set_rate_headers(&mut response, decision);
     }
@@ -79,6 +86,92 @@ fn declared_too_large(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+}
+
+/// A cookie-authenticated unsafe request that a browser sent from another site (CSRF). A browser
+/// names the page's origin in `Origin` on every unsafe request: it must be this server's own (its
+/// `Host`, or `HYPRBOX_PUBLIC_URL`) or one of `FRONTEND_URL` (the Hyperion client, which may live on
+/// another site). Without `Origin`, `Sec-Fetch-Site: cross-site` still gives a browser away. A
+/// non-browser client (curl with a cookie jar) sends neither and is left alone, and so is a
+/// request that carries its token in `Authorization`, which another site cannot make a browser send.
+fn is_cross_site_cookie_request(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    caller: &Result<Caller, ApiError>,
+) -> bool {
+    let via_cookie = matches!(caller, Ok(Caller::User(identity)) if identity.via_cookie);
+    if !via_cookie || matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    match headers.get(header::ORIGIN) {
+        Some(origin) => !origin
+            .to_str()
+            .is_ok_and(|origin| is_trusted_origin(state, headers, origin)),
+        None => headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site")),
+    }
+}
+
+/// `origin` is this server (as the browser reached it, or as configured) or a listed front end.
+fn is_trusted_origin(state: &AppState, headers: &HeaderMap, origin: &str) -> bool {
+    let origin = origin.trim_end_matches('/');
+    let own_host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let is_own_host = own_host.is_some_and(|host| {
+        origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+    });
+    is_own_host
+        || origin.eq_ignore_ascii_case(origin_of(&state.settings.public_url))
+        || state
+            .settings
+            .frontend_urls
+            .iter()
+            .any(|front| origin.eq_ignore_ascii_case(front.trim_end_matches('/')))
+}
+
+/// The policy of every HTML page the server answers: scripts, styles and everything else only from
+/// this server's own files, no inline script or style, no framing, no `<base>` games.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; font-src 'self'; manifest-src 'self'; form-action 'self'; \
+    frame-ancestors 'none'; base-uri 'none'";
+
+/// Puts the content security policy and the anti-framing headers on an HTML answer. The Swagger UI
+/// (`/docs`, off in production) is a third-party page that needs inline code; it gets the
+/// anti-framing headers only.
+fn protect_html(response: &mut Response, swagger: bool) {
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/html"));
+    if !is_html {
+        return;
+    }
+    let headers = response.headers_mut();
+    let policy = if swagger {
+        "frame-ancestors 'none'"
+    } else {
+        CONTENT_SECURITY_POLICY
+    };
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+}
+
+/// `scheme://host[:port]` of a URL: what a browser's `Origin` holds for a page under it.
+fn origin_of(url: &str) -> &str {
+    let authority_at = url.find("://").map_or(0, |i| i + 3);
+    let end = url[authority_at..]
+        .find('/')
+        .map_or(url.len(), |i| authority_at + i);
+    &url[..end]
 }
 
 /// The signed-in user, kept for the user-experience metrics after the caller moves into the request.
@@ -175,12 +268,13 @@ fn error_shape(response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_json = response
+    // JSON errors already have the shape; the dashboard's error pages are HTML on purpose.
+    let shaped = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if shaped {
         return response;
     }
     let status = if status == StatusCode::UNPROCESSABLE_ENTITY {

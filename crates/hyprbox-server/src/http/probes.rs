@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -49,11 +50,21 @@ pub struct HealthBody {
 }
 
 #[utoipa::path(get, path = "/", tag = "health",
-    responses((status = 200, description = "The API is running", body = RootBody)))]
-pub async fn root() -> Json<RootBody> {
+    responses(
+        (status = 200, description = "The API is running", body = RootBody),
+        (status = 303, description = "A browser (`Accept: text/html`) is sent to the dashboard")))]
+pub async fn root(headers: HeaderMap) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html {
+        return Redirect::to("/dashboard").into_response();
+    }
     Json(RootBody {
         message: "HyprBox API is running",
     })
+    .into_response()
 }
 
 #[utoipa::path(get, path = "/health", tag = "health",

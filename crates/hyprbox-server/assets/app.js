@@ -1,0 +1,487 @@
+// HyprBox dashboard behaviour. Pages are rendered by the server; this file only sends what the
+// user does to the JSON API and patches live data in from the SSE streams. It never builds HTML
+// from strings: every text from the server goes through textContent, so nothing can inject markup.
+'use strict';
+
+(function () {
+  const $ = (sel, root) => (root || document).querySelector(sel);
+  const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
+
+  // ---- Talking to the API -------------------------------------------------------------------
+
+  async function api(method, url, body) {
+    const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+    if (body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(url, init);
+    } catch (err) {
+      return { ok: false, status: 0, data: { message: 'The server cannot be reached. Check your connection.' } };
+    }
+    let data = null;
+    const type = response.headers.get('Content-Type') || '';
+    if (type.includes('application/json')) {
+      try { data = await response.json(); } catch (err) { data = null; }
+    }
+    return { ok: response.ok, status: response.status, data: data || {} };
+  }
+
+  function toast(text, bad) {
+    const el = $('#toast');
+    if (!el) return;
+    el.textContent = text;
+    el.className = bad ? 'bad' : '';
+    el.hidden = false;
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => { el.hidden = true; }, 4000);
+  }
+
+  // Reads `a.b` out of an answer, for `go:/dashboard/jobs/{job.id}`.
+  function pick(data, path) {
+    return path.split('.').reduce((v, k) => (v == null ? undefined : v[k]), data);
+  }
+
+  function afterSuccess(then, data, form) {
+    if (!then || then === 'reload') { location.reload(); return; }
+    if (then.startsWith('go:')) {
+      const url = then.slice(3).replace(/\{([\w.]+)\}/g, (_, p) => encodeURIComponent(pick(data, p) ?? ''));
+      location.assign(url);
+      return;
+    }
+    if (then.startsWith('message:')) { toast(then.slice(8)); if (form) form.reset(); return; }
+    if (then.startsWith('token:')) {
+      const box = $(then.slice(6));
+      $('[data-f=token]', box).textContent = data.token || '';
+      box.hidden = false;
+      if (form) form.reset();
+    }
+  }
+
+  // A refusal: its message next to the field it names (`ssh_port must be <= 65535`), else on the
+  // form. A lapsed session goes to the sign-in page.
+  function showError(form, result) {
+    if (result.status === 401 && !location.pathname.match(/^\/(login|register|reset-password|forgot-password)/)) {
+      location.assign('/login?next=' + encodeURIComponent(location.pathname + location.search));
+      return;
+    }
+    const message = result.data.message || ('The server answered ' + result.status + '.');
+    if (!form) { toast(message, true); return; }
+    $$('.field-error', form).forEach((e) => { e.hidden = true; });
+    $$('[aria-invalid]', form).forEach((e) => e.removeAttribute('aria-invalid'));
+    const field = $$('[name]', form).find((el) => {
+      const short = el.name.split('.').pop();
+      return message.startsWith(short + ' ') || message.startsWith('variables.' + short + ' ');
+    });
+    if (field) {
+      field.setAttribute('aria-invalid', 'true');
+      const slot = field.closest('.field') && $('.field-error', field.closest('.field'));
+      if (slot) { slot.textContent = message; slot.hidden = false; field.focus(); return; }
+    }
+    const slot = $('.form-error', form);
+    if (slot) { slot.textContent = message; slot.hidden = false; } else { toast(message, true); }
+  }
+
+  // The form's fields as a JSON object: `data-type` says number, bool or list (one item a line);
+  // `data-empty` says what an empty field sends (`omit`, `null`, or the empty string).
+  function collect(form) {
+    const out = {};
+    for (const el of form.elements) {
+      if (!el.name || el.disabled || el.type === 'submit' || el.type === 'button') continue;
+      let value;
+      const type = el.dataset.type;
+      if (type === 'bool' || el.type === 'checkbox') {
+        value = el.checked;
+      } else if (type === 'list') {
+        value = el.value.split('\n').map((s) => s.trim()).filter((s) => s !== '');
+        if (value.length === 0 && el.dataset.empty) value = el.dataset.empty === 'null' ? null : undefined;
+      } else {
+        value = el.value;
+        if (value === '' && el.dataset.empty === 'omit') continue;
+        if (value === '' && el.dataset.empty === 'null') value = null;
+        else if (type === 'number' && value !== '') value = Number(value);
+      }
+      if (value === undefined) continue;
+      const path = el.name.split('.');
+      let target = out;
+      for (const key of path.slice(0, -1)) target = target[key] = target[key] || {};
+      target[path[path.length - 1]] = value;
+    }
+    return out;
+  }
+
+  document.addEventListener('submit', async (event) => {
+    const form = event.target.closest('form[data-api]');
+    if (!form) return;
+    event.preventDefault();
+    const button = $('[type=submit]', form);
+    if (button) button.disabled = true;
+    const result = await api(form.dataset.method || 'POST', form.dataset.api, collect(form));
+    if (button) button.disabled = false;
+    if (result.ok) afterSuccess(form.dataset.then, result.data, form); else showError(form, result);
+  });
+
+  document.addEventListener('click', async (event) => {
+    const copy = event.target.closest('[data-copy]');
+    if (copy) {
+      const text = $(copy.dataset.copy).textContent;
+      try { await navigator.clipboard.writeText(text); toast('Copied.'); } catch (err) { toast('Select the token and copy it by hand.', true); }
+      return;
+    }
+    const preview = event.target.closest('[data-preview]');
+    if (preview) { showPreview(preview); return; }
+    const button = event.target.closest('button[data-api]');
+    if (!button) return;
+    if (button.dataset.confirm && !confirm(button.dataset.confirm)) return;
+    button.disabled = true;
+    const body = button.dataset.body ? JSON.parse(button.dataset.body) : undefined;
+    const result = await api(button.dataset.method || 'POST', button.dataset.api, body);
+    button.disabled = false;
+    if (result.ok) afterSuccess(button.dataset.then, result.data, null); else showError(null, result);
+  });
+
+  document.addEventListener('change', (event) => {
+    const el = event.target;
+    if (el.matches('[data-autosubmit]')) el.form.requestSubmit();
+  });
+
+  // `/` jumps to the page's search field, as in most consoles.
+  document.addEventListener('keydown', (event) => {
+    if (event.key !== '/' || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.target.closest('input, textarea, select, [contenteditable]')) return;
+    const field = $('[data-hotkey="/"]');
+    if (field) { event.preventDefault(); field.focus(); field.select(); }
+  });
+
+  // ---- The run form: preview of the rendered script ------------------------------------------
+
+  async function showPreview(button) {
+    const form = $('#run-form');
+    const target = $(button.dataset.target);
+    const { variables } = collect(form);
+    const result = await api('POST', button.dataset.preview, { variables: variables || {} });
+    if (!result.ok) { showError(form, result); return; }
+    $$('.field-error', form).forEach((e) => { e.hidden = true; });
+    const warnings = (result.data.warnings || []).map((w) => '# warning: ' + w + '\n').join('');
+    target.textContent = warnings + result.data.script;
+    target.hidden = false;
+  }
+
+  // ---- The backup form: the next runs of the schedule ----------------------------------------
+
+  $$('[data-cron-preview]').forEach((input) => {
+    const list = $(input.dataset.cronPreview);
+    let timer;
+    input.addEventListener('input', () => {
+      clearTimeout(timer);
+      timer = setTimeout(async () => {
+        list.replaceChildren();
+        if (input.value.trim() === '') { list.append(item('manual runs only')); return; }
+        const result = await api('GET', '/dashboard/cron?expr=' + encodeURIComponent(input.value));
+        if (!result.ok) { list.append(item(result.data.message || 'invalid schedule')); return; }
+        for (const at of result.data.nextRuns) list.append(item(new Date(at).toLocaleString() + ' (' + at + ')'));
+      }, 250);
+    });
+  });
+
+  function item(text, className) {
+    const li = document.createElement('li');
+    li.textContent = text;
+    if (className) li.className = className;
+    return li;
+  }
+
+  // ---- Times: "12 s ago", kept fresh ----------------------------------------------------------
+
+  function ago(iso) {
+    const ms = Date.now() - Date.parse(iso);
+    if (Number.isNaN(ms)) return iso;
+    const s = Math.round(ms / 1000);
+    if (s < 0) return 'in ' + (-s) + ' s';
+    if (s < 60) return s + ' s ago';
+    if (s < 3600) return Math.floor(s / 60) + ' min ago';
+    if (s < 86400) return Math.floor(s / 3600) + ' h ago';
+    return new Date(iso).toLocaleDateString();
+  }
+
+  function refreshTimes(root) {
+    for (const t of $$('time[datetime]', root)) {
+      const iso = t.getAttribute('datetime');
+      if (!iso) continue;
+      t.textContent = ago(iso);
+      t.title = iso;
+    }
+  }
+  refreshTimes();
+  setInterval(refreshTimes, 5000);
+
+  // ---- Live streams -------------------------------------------------------------------------
+
+  // One EventSource per page. A stream refused for a lapsed session closes; then we check the
+  // session and send the browser to sign in.
+  function stream(url, handlers, onState) {
+    const source = new EventSource(url);
+    for (const [name, fn] of Object.entries(handlers)) {
+      source.addEventListener(name, (e) => fn(e.data, e));
+    }
+    source.onopen = () => onState && onState('live');
+    source.onerror = async () => {
+      onState && onState('reconnecting…');
+      if (source.readyState === EventSource.CLOSED) {
+        const me = await api('GET', '/api/auth/me');
+        if (me.status === 401) location.assign('/login?next=' + encodeURIComponent(location.pathname + location.search));
+      }
+    };
+    return source;
+  }
+
+  const fmt = (v) => (v == null ? '–' : Math.round(v).toString());
+
+  // Heartbeats are coalesced: the latest per node is kept and the page is patched once per
+  // animation frame, so a busy fleet costs one DOM pass per frame, not one per heartbeat.
+  function coalesce(apply) {
+    let pending = new Map();
+    let scheduled = false;
+    return (key, value) => {
+      pending.set(key, value);
+      if (scheduled) return;
+      scheduled = true;
+      requestAnimationFrame(() => {
+        const batch = pending;
+        pending = new Map();
+        scheduled = false;
+        apply(batch);
+      });
+    };
+  }
+
+  const SPARK = 30;
+  function sparkPoints(values, width, height) {
+    if (values.length === 0) return '';
+    const step = values.length > 1 ? width / (values.length - 1) : 0;
+    return values.map((v, i) => (i * step).toFixed(1) + ',' + (height - (Math.min(Math.max(v, 0), 100) / 100) * height).toFixed(1)).join(' ');
+  }
+  function readPoints(polyline, height) {
+    const raw = (polyline.getAttribute('points') || '').trim();
+    if (!raw) return [];
+    return raw.split(/\s+/).map((p) => ((height - parseFloat(p.split(',')[1])) / height) * 100);
+  }
+
+  const fleet = $('[data-live=fleet]');
+  if (fleet) {
+    const rows = new Map();
+    for (const tr of $$('tr[data-node]', fleet)) {
+      const spark = $('[data-f=spark]', tr);
+      rows.set(tr.dataset.node, { tr, spark, values: readPoints(spark, 20), cells: Object.fromEntries($$('[data-f]', tr).map((c) => [c.dataset.f, c])) });
+    }
+    const lastPage = !$('[rel=next]');
+    const notice = $('#fleet-new');
+    const patch = coalesce((batch) => {
+      for (const [id, hb] of batch) {
+        const row = rows.get(id);
+        if (!row) { if (lastPage && notice) notice.hidden = false; continue; }
+        const c = row.cells;
+        c.status.textContent = hb.status;
+        c.status.className = 'badge s-' + hb.status;
+        c.cpu.textContent = fmt(hb.cpuPercent);
+        c.ram.textContent = fmt(hb.ramPercent);
+        c.disk.textContent = fmt(hb.diskPercent);
+        c['cpu-m'].value = hb.cpuPercent || 0;
+        c['ram-m'].value = hb.ramPercent || 0;
+        c['disk-m'].value = hb.diskPercent || 0;
+        c.seen.setAttribute('datetime', hb.at);
+        c.seen.textContent = ago(hb.at);
+        if (hb.cpuPercent != null) {
+          row.values.push(hb.cpuPercent);
+          if (row.values.length > SPARK) row.values.shift();
+          row.spark.setAttribute('points', sparkPoints(row.values, 80, 20));
+        }
+      }
+    });
+    stream('/api/stream/nodes', { heartbeat: (data) => { const hb = JSON.parse(data); patch(hb.nodeId, hb); } });
+  }
+
+  const node = $('[data-live=node]');
+  if (node) {
+    const id = node.dataset.nodeId;
+    const cells = Object.fromEntries($$('[data-f]', document).map((c) => [c.dataset.f, c]));
+    const series = ['cpu', 'ram', 'disk'].map((k) => ({ key: k, line: cells[k + '-line'], values: readPoints(cells[k + '-line'], 120) }));
+    const feed = cells.activity;
+    const patch = coalesce((batch) => {
+      const hb = batch.get(id);
+      if (!hb) return;
+      cells.cpu.textContent = fmt(hb.cpuPercent);
+      cells.ram.textContent = fmt(hb.ramPercent);
+      cells.disk.textContent = fmt(hb.diskPercent);
+      cells.seen.setAttribute('datetime', hb.at);
+      cells.seen.textContent = ago(hb.at);
+      const badge = $('#node-status');
+      badge.textContent = hb.status;
+      badge.className = 'badge s-' + hb.status;
+      for (const s of series) {
+        s.values.push(hb[s.key + 'Percent'] || 0);
+        if (s.values.length > 200) s.values.shift();
+        s.line.setAttribute('points', sparkPoints(s.values, 600, 120));
+      }
+    });
+    stream('/api/stream/nodes', {
+      heartbeat: (data) => { const hb = JSON.parse(data); if (hb.nodeId === id) patch(id, hb); },
+      activity: (data) => {
+        const ev = JSON.parse(data);
+        if (ev.nodeId !== id || !feed) return;
+        feed.prepend(eventItem(ev));
+        while (feed.children.length > 50) feed.lastChild.remove();
+      },
+    });
+  }
+
+  function eventItem(ev) {
+    const li = document.createElement('li');
+    li.className = 'sev-' + (ev.severity || 'INFO');
+    const time = document.createElement('time');
+    time.setAttribute('datetime', ev.at);
+    time.textContent = ago(ev.at);
+    time.title = ev.at;
+    const tag = document.createElement('span');
+    tag.className = 'tag';
+    tag.textContent = ev.type;
+    li.append(time, ' ', tag, ' ');
+    if (ev.nodeId) {
+      const a = document.createElement('a');
+      a.href = '/dashboard/nodes/' + encodeURIComponent(ev.nodeId);
+      a.textContent = ev.nodeId;
+      li.append(a, ' ');
+    }
+    li.append(ev.message);
+    return li;
+  }
+
+  const logs = $('[data-live=logs]');
+  if (logs) {
+    const pause = $('#pause');
+    const state = $('#stream-state');
+    const add = (ev) => {
+      if (pause && pause.checked) return;
+      $('#logs-empty').hidden = true;
+      logs.prepend(eventItem(ev));
+      while (logs.children.length > 500) logs.lastChild.remove();
+    };
+    stream('/api/stream/nodes', {
+      activity: (data) => add(JSON.parse(data)),
+      job: (data) => {
+        const job = JSON.parse(data);
+        add({ type: 'job.' + job.status.toLowerCase(), severity: job.status === 'FAILED' ? 'WARN' : 'INFO', nodeId: job.nodeId, at: new Date().toISOString(), message: 'job ' + job.id + ' is ' + job.status });
+      },
+    }, (s) => { state.textContent = s; });
+  }
+
+  const jobsTable = $('[data-live=jobs]');
+  if (jobsTable) {
+    stream('/api/stream/nodes', {
+      job: (data) => {
+        const job = JSON.parse(data);
+        const badge = $('tr[data-job="' + CSS.escape(job.id) + '"] [data-f=status]', jobsTable);
+        if (badge) { badge.textContent = job.status; badge.className = 'badge j-' + job.status; }
+      },
+    });
+  }
+
+  const output = $('[data-live=job]');
+  if (output) {
+    const follow = $('#follow');
+    const status = $('#job-status');
+    const append = (text, className) => {
+      const span = document.createElement('span');
+      if (className) span.className = className;
+      span.textContent = text;
+      output.append(span);
+      if (follow.checked) output.scrollTop = output.scrollHeight;
+    };
+    const setStatus = (s) => { status.textContent = s; status.className = 'badge j-' + s; };
+    const source = stream('/api/jobs/' + encodeURIComponent(output.dataset.jobId) + '/stream', {
+      stdout: (data) => append(data),
+      stderr: (data) => append(data, 'err'),
+      status: (data) => setStatus(JSON.parse(data).status),
+      done: (data) => {
+        const done = JSON.parse(data);
+        setStatus(done.status);
+        $('#job-exit').textContent = done.exitCode == null ? '' : String(done.exitCode);
+        if (done.error) { const e = $('#job-error'); e.textContent = done.error; e.hidden = false; }
+        const cancel = $('#cancel');
+        if (cancel) cancel.remove();
+        // The server ends the stream after `done`; without this the browser would reconnect.
+        source.close();
+      },
+    });
+    // Scrolling up to read stops following; scrolling back to the end resumes.
+    output.addEventListener('scroll', () => {
+      follow.checked = output.scrollTop + output.clientHeight >= output.scrollHeight - 4;
+    });
+  }
+
+  // ---- Hyperion panels, refreshed every five seconds ----------------------------------------
+
+  const hyperion = $('[data-live=hyperion]');
+  if (hyperion) {
+    const f = (name) => $('[data-f="' + name + '"]', hyperion);
+    const bars = (list, values, unit) => {
+      list.replaceChildren(...values.map((v) => {
+        const li = item(Math.round(v) + unit);
+        const bar = document.createElement('meter');
+        bar.min = 0; bar.max = 100; bar.value = Math.min(100, v);
+        li.prepend(bar);
+        return li;
+      }));
+    };
+    const refresh = async () => {
+      const [ai, health, ux] = await Promise.all([
+        api('GET', '/api/dashboard/ai-workers'),
+        api('GET', '/api/dashboard/system-health'),
+        api('GET', '/api/dashboard/user-experience'),
+      ]);
+      if (ai.status === 401) { location.assign('/login?next=/dashboard/hyperion'); return; }
+      if (ai.ok) {
+        f('cluster').textContent = ai.data.cluster_status;
+        f('active').textContent = ai.data.total_active_fleet;
+        f('queue').textContent = ai.data.queue_depth;
+        f('workers').replaceChildren(...ai.data.nodes.map((w) => {
+          const tr = document.createElement('tr');
+          for (const v of [w.name, w.status, w.tasks_processed_today, w.current_action || '–']) {
+            const td = document.createElement('td');
+            td.textContent = v;
+            tr.append(td);
+          }
+          return tr;
+        }));
+      }
+      if (health.ok) {
+        const h = health.data;
+        f('health').textContent = h.status;
+        f('cpu').textContent = fmt(h.cpu_percent);
+        f('mem').textContent = fmt(h.memory_percent);
+        f('uptime').textContent = Number(h.uptime).toFixed(1);
+        f('env').textContent = h.environment;
+        f('container').textContent = h.container ? 'yes' : 'no';
+        bars(f('load'), h.server_load || [], ' %');
+      }
+      if (ux.ok) {
+        const u = ux.data;
+        f('active-now').textContent = u.active_now;
+        f('avg').textContent = fmt(u.avg_response_time);
+        f('p95').textContent = fmt(u.p95_response_time);
+        const peak = Math.max(1, ...(u.daily_activity || []));
+        f('daily').replaceChildren(...(u.daily_activity || []).map((n) => {
+          const li = item(n + ' users');
+          const bar = document.createElement('meter');
+          bar.min = 0; bar.max = peak; bar.value = n;
+          li.prepend(bar);
+          return li;
+        }));
+      }
+    };
+    refresh();
+    setInterval(refresh, 5000);
+  }
+})();
