@@ -46,6 +46,9 @@ pub fn spawn(state: &AppState, shutdown: CancellationToken) -> Workers {
         Box::pin(hyperion::server_health::sample_loop(s, t))
     });
     start("UX tick", |s, t| Box::pin(hyperion::ux::tick_loop(s, t)));
+    start("live stream frames", |s, t| {
+        Box::pin(async move { s.hub.run(t).await })
+    });
     Workers(set)
 }
 

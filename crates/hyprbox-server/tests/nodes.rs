@@ -1026,3 +1026,36 @@ async fn a_database_stall_under_heartbeats_and_output_loses_nothing_acknowledged
     );
     assert_eq!(health.body["components"]["heartbeat_writer"], "up");
 }
+
+#[tokio::test]
+async fn the_stream_sends_a_nodes_latest_heartbeat_a_few_times_a_second_not_every_heartbeat() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let mut stream = get_streaming(&app, "/api/stream/nodes", &admin.token).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    // Fewer than the 200 a minute one address may send without a token.
+    for i in 0..150 {
+        let answer = app.heartbeat(None, beat("busy", f64::from(i) / 2.0)).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+    }
+    app.heartbeat(None, beat("last", 1.0)).await;
+    let text = read_sse(&mut stream, |t| t.contains("\"nodeId\":\"last\"")).await;
+    let busy: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v["nodeId"] == "busy")
+        .collect();
+    // 150 heartbeats take a fraction of a second here; the stream carried a handful of frames.
+    assert!(
+        !busy.is_empty() && busy.len() < 40,
+        "{} heartbeat events for 150 heartbeats",
+        busy.len()
+    );
+    assert_eq!(
+        busy.last().unwrap()["cpuPercent"],
+        74.5,
+        "the latest state is the one sent"
+    );
+    app.stop().await.unwrap();
+}

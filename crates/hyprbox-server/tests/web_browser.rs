@@ -18,22 +18,34 @@ async fn sign_in(browser: &mut Browser, app: &TestApp, email: &str) {
     browser.fill("input[name=password]", PASSWORD).await;
     browser.click("button[type=submit]").await;
     browser
-        .wait_for("the fleet after signing in", "location.pathname === '/dashboard' && document.documentElement.dataset.js === 'ready'")
+        .wait_for(
+            "the fleet after signing in",
+            "location.pathname === '/dashboard' && document.documentElement.dataset.js === 'ready'",
+        )
         .await;
 }
 
 #[tokio::test]
 async fn registering_shows_the_fleet_and_a_heartbeat_appears_without_a_reload() {
-    let Some(mut browser) = Browser::launch("fleet_live").await else { return };
+    let Some(mut browser) = Browser::launch("fleet_live").await else {
+        return;
+    };
     let app = TestApp::spawn().await;
-    app.heartbeat(None, json!({"node_id": "web-1", "hostname": "web", "cpu_percent": 11.0})).await;
+    app.heartbeat(
+        None,
+        json!({"node_id": "web-1", "hostname": "web", "cpu_percent": 11.0}),
+    )
+    .await;
     browser.goto(&app.url("/register")).await;
     browser.fill("input[name=name]", "Ann").await;
     browser.fill("input[name=email]", "ann@example.com").await;
     browser.fill("input[name=password]", PASSWORD).await;
     browser.click("button[type=submit]").await;
     browser
-        .wait_for("the fleet page", "location.pathname === '/dashboard' && document.documentElement.dataset.js === 'ready'")
+        .wait_for(
+            "the fleet page",
+            "location.pathname === '/dashboard' && document.documentElement.dataset.js === 'ready'",
+        )
         .await;
     let cpu = "document.querySelector('tr[data-node=\"web-1\"] [data-f=cpu]').textContent";
     assert_eq!(browser.eval(cpu).await, json!("11"));
@@ -41,7 +53,8 @@ async fn registering_shows_the_fleet_and_a_heartbeat_appears_without_a_reload() 
     // The page holds its stream open; heartbeats flow until one shows.
     let mut shown = false;
     for _ in 0..40 {
-        app.heartbeat(None, json!({"node_id": "web-1", "cpu_percent": 77.0})).await;
+        app.heartbeat(None, json!({"node_id": "web-1", "cpu_percent": 77.0}))
+            .await;
         if browser.eval(&format!("{cpu} === '77'")).await == json!(true) {
             shown = true;
             break;
@@ -52,33 +65,49 @@ async fn registering_shows_the_fleet_and_a_heartbeat_appears_without_a_reload() 
         let shot = browser.screenshot().await;
         panic!("the heartbeat never showed; screenshot at {}", shot.display());
     }
-    assert_eq!(browser.eval("window.__stayed === true").await, json!(true), "the page reloaded");
+    assert_eq!(
+        browser.eval("window.__stayed === true").await,
+        json!(true),
+        "the page reloaded"
+    );
     browser.assert_clean().await;
     app.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_job_run_from_its_form_streams_its_output_into_the_page() {
-    let Some(mut browser) = Browser::launch("job_stream").await else { return };
+    let Some(mut browser) = Browser::launch("job_stream").await else {
+        return;
+    };
     let presets = test_presets();
     let app = TestApp::with(&[("HYPRBOX_PRESETS_DIR", presets.to_str().unwrap())]).await;
     let admin = app.register_admin().await;
     let (token, _) = app.mint_token(&admin, Some("web-1")).await;
     app.heartbeat(Some(&token), json!({"node_id": "web-1"})).await;
     sign_in(&mut browser, &app, &admin.email).await;
-    browser.goto(&app.url("/dashboard/jobs/new?nodeId=web-1&preset=hello")).await;
+    browser
+        .goto(&app.url("/dashboard/jobs/new?nodeId=web-1&preset=hello"))
+        .await;
     // A value the preset refuses: the API's message shows next to its field.
     browser.fill("input[name='variables.who']", "World 42").await;
     browser.click("[data-preview]").await;
     browser
-        .wait_for("the field's error", "!document.querySelector('[data-field=who] .field-error').hidden")
+        .wait_for(
+            "the field's error",
+            "!document.querySelector('[data-field=who] .field-error').hidden",
+        )
         .await;
-    let error = browser.eval("document.querySelector('[data-field=who] .field-error').textContent").await;
+    let error = browser
+        .eval("document.querySelector('[data-field=who] .field-error').textContent")
+        .await;
     assert!(error.as_str().unwrap().starts_with("who "), "{error}");
     browser.fill("input[name='variables.who']", "world").await;
     browser.click("[data-preview]").await;
     browser
-        .wait_for("the rendered script", "document.querySelector('#preview').textContent.includes('hello')")
+        .wait_for(
+            "the rendered script",
+            "document.querySelector('#preview').textContent.includes('hello')",
+        )
         .await;
     browser.click("#run-form button[type=submit]").await;
     browser
@@ -86,25 +115,46 @@ async fn a_job_run_from_its_form_streams_its_output_into_the_page() {
         .await;
     // The test plays the agent: claim, stream two pieces, complete.
     let claimed = app.get("/api/jobs/pending?nodeId=web-1", Some(&token)).await;
-    let id = claimed.body["job"]["id"].as_str().expect("a job to claim").to_string();
+    let id = claimed.body["job"]["id"]
+        .as_str()
+        .expect("a job to claim")
+        .to_string();
     let output = app
-        .post(&format!("/api/jobs/{id}/output"), Some(&token), json!({"stdout": "hello world\n"}))
+        .post(
+            &format!("/api/jobs/{id}/output"),
+            Some(&token),
+            json!({"stdout": "hello world\n"}),
+        )
         .await;
     assert_eq!(output.status, StatusCode::NO_CONTENT);
     browser
-        .wait_for("the first output", "document.querySelector('#output').textContent.includes('hello world')")
+        .wait_for(
+            "the first output",
+            "document.querySelector('#output').textContent.includes('hello world')",
+        )
         .await;
-    app.post(&format!("/api/jobs/{id}/output"), Some(&token), json!({"stderr": "a warning\n"}))
-        .await;
+    app.post(
+        &format!("/api/jobs/{id}/output"),
+        Some(&token),
+        json!({"stderr": "a warning\n"}),
+    )
+    .await;
     browser
         .wait_for("stderr", "document.querySelector('#output .err') && document.querySelector('#output .err').textContent.includes('a warning')")
         .await;
     let done = app
-        .post(&format!("/api/jobs/{id}/complete"), Some(&token), json!({"exitCode": 0}))
+        .post(
+            &format!("/api/jobs/{id}/complete"),
+            Some(&token),
+            json!({"exitCode": 0}),
+        )
         .await;
     assert_eq!(done.status, StatusCode::OK);
     browser
-        .wait_for("the final status", "document.querySelector('#job-status').textContent === 'SUCCEEDED'")
+        .wait_for(
+            "the final status",
+            "document.querySelector('#job-status').textContent === 'SUCCEEDED'",
+        )
         .await;
     browser.assert_clean().await;
     app.stop().await.unwrap();
@@ -112,7 +162,9 @@ async fn a_job_run_from_its_form_streams_its_output_into_the_page() {
 
 #[tokio::test]
 async fn snoozing_a_finding_from_the_findings_page() {
-    let Some(mut browser) = Browser::launch("snooze").await else { return };
+    let Some(mut browser) = Browser::launch("snooze").await else {
+        return;
+    };
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;
     let (token, _) = app.mint_token(&admin, Some("web-1")).await;
@@ -126,8 +178,15 @@ async fn snoozing_a_finding_from_the_findings_page() {
     assert_eq!(report.status, StatusCode::ACCEPTED);
     sign_in(&mut browser, &app, &admin.email).await;
     browser.goto(&app.url("/dashboard/findings")).await;
-    assert_eq!(browser.eval("document.querySelectorAll('tr[data-finding]').length").await, json!(1));
-    browser.click("tr[data-finding] button[data-api$='/snooze']").await;
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('tr[data-finding]').length")
+            .await,
+        json!(1)
+    );
+    browser
+        .click("tr[data-finding] button[data-api$='/snooze']")
+        .await;
     browser
         .wait_for("the snoozed finding to leave the list", "document.documentElement.dataset.js === 'ready' && document.querySelectorAll('tr[data-finding]').length === 0")
         .await;
@@ -139,18 +198,28 @@ async fn snoozing_a_finding_from_the_findings_page() {
 
 #[tokio::test]
 async fn minting_shows_the_token_once_and_revoking_marks_it() {
-    let Some(mut browser) = Browser::launch("tokens").await else { return };
+    let Some(mut browser) = Browser::launch("tokens").await else {
+        return;
+    };
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;
     sign_in(&mut browser, &app, &admin.email).await;
     browser.goto(&app.url("/dashboard/tokens")).await;
-    browser.fill("form[data-api='/api/tokens'] input[name=name]", "web-1 agent").await;
-    browser.fill("form[data-api='/api/tokens'] input[name=nodeId]", "web-1").await;
-    browser.click("form[data-api='/api/tokens'] button[type=submit]").await;
+    browser
+        .fill("form[data-api='/api/tokens'] input[name=name]", "web-1 agent")
+        .await;
+    browser
+        .fill("form[data-api='/api/tokens'] input[name=nodeId]", "web-1")
+        .await;
+    browser
+        .click("form[data-api='/api/tokens'] button[type=submit]")
+        .await;
     browser
         .wait_for("the plaintext token", "!document.querySelector('#minted').hidden")
         .await;
-    let plaintext = browser.eval("document.querySelector('#minted [data-f=token]').textContent").await;
+    let plaintext = browser
+        .eval("document.querySelector('#minted [data-f=token]').textContent")
+        .await;
     let plaintext = plaintext.as_str().unwrap().to_string();
     assert!(plaintext.starts_with("hbnt_"), "{plaintext}");
     // The token works for its node.
@@ -173,13 +242,23 @@ async fn minting_shows_the_token_once_and_revoking_marks_it() {
 
 #[tokio::test]
 async fn a_viewer_is_offered_no_change_in_the_browser() {
-    let Some(mut browser) = Browser::launch("viewer").await else { return };
+    let Some(mut browser) = Browser::launch("viewer").await else {
+        return;
+    };
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;
     app.user_with_role(&admin, "viewer@example.com", "VIEWER").await;
-    app.heartbeat(None, json!({"node_id": "web-1", "cpu_percent": 3.0})).await;
+    app.heartbeat(None, json!({"node_id": "web-1", "cpu_percent": 3.0}))
+        .await;
     sign_in(&mut browser, &app, "viewer@example.com").await;
-    for path in ["/dashboard", "/dashboard/nodes/web-1", "/dashboard/jobs", "/dashboard/findings", "/dashboard/backups", "/dashboard/hyperion"] {
+    for path in [
+        "/dashboard",
+        "/dashboard/nodes/web-1",
+        "/dashboard/jobs",
+        "/dashboard/findings",
+        "/dashboard/backups",
+        "/dashboard/hyperion",
+    ] {
         browser.goto(&app.url(path)).await;
         let controls = browser
             .eval("[...document.querySelectorAll('[data-api]')].map(e => e.dataset.api).filter(a => a !== '/api/auth/logout')")
@@ -193,16 +272,32 @@ async fn a_viewer_is_offered_no_change_in_the_browser() {
 
 #[tokio::test]
 async fn a_hostname_holding_markup_stays_text_in_the_browser() {
-    let Some(mut browser) = Browser::launch("xss").await else { return };
+    let Some(mut browser) = Browser::launch("xss").await else {
+        return;
+    };
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;
-    app.heartbeat(None, json!({"node_id": "web-1", "hostname": PROBE, "cpu_percent": 3.0})).await;
+    app.heartbeat(
+        None,
+        json!({"node_id": "web-1", "hostname": PROBE, "cpu_percent": 3.0}),
+    )
+    .await;
     sign_in(&mut browser, &app, &admin.email).await;
     for path in ["/dashboard", "/dashboard/nodes/web-1", "/dashboard/logs"] {
         browser.goto(&app.url(path)).await;
-        assert_eq!(browser.eval("document.querySelectorAll('main img').length").await, json!(0), "{path}");
+        assert_eq!(
+            browser.eval("document.querySelectorAll('main img').length").await,
+            json!(0),
+            "{path}"
+        );
         if path != "/dashboard/logs" {
-            assert_eq!(browser.eval(&format!("document.body.textContent.includes({})", json!(PROBE))).await, json!(true), "{path}");
+            assert_eq!(
+                browser
+                    .eval(&format!("document.body.textContent.includes({})", json!(PROBE)))
+                    .await,
+                json!(true),
+                "{path}"
+            );
         }
         browser.assert_clean().await;
     }

@@ -191,8 +191,8 @@ async fn accept(state: &AppState, body: &Heartbeat) -> Response {
     let applied = state.fleet.apply(body, now, offline_ms(state));
     // The payloads are built only when a live stream is open: most heartbeats have no audience.
     if state.hub.has_subscribers() {
-        state.hub.publish(
-            "heartbeat",
+        state.hub.publish_heartbeat(
+            &body.node_id,
             &serde_json::json!({
                 "nodeId": body.node_id,
                 "cpuPercent": body.cpu_percent,

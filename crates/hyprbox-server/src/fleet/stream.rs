@@ -4,8 +4,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -18,10 +20,11 @@ use crate::state::AppState;
 /// The comment line that keeps idle connections (and proxies) alive.
 pub const PING_EVERY: Duration = Duration::from_secs(25);
 
-/// What a subscriber receives: an event, or word that it fell behind and missed some.
+/// What a subscriber receives: a frame of events (SSE text, shared by every subscriber), or word
+/// that it fell behind and missed some frames.
 #[derive(Debug, PartialEq)]
 pub enum Item {
-    Event { kind: &'static str, data: Arc<str> },
+    Frame(Bytes),
     Lagged { missed: u64 },
 }
 
@@ -30,7 +33,7 @@ const RECHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// A subscription to the hub. It ends when `stop` is cancelled (a graceful shutdown must not wait on
 /// streams that never end by themselves), at `expires_at`, or as soon as `alive` says no (checked
-/// before every event and every few seconds).
+/// before every frame and every few seconds).
 pub fn subscribe<F>(
     hub: &EventHub,
     stop: CancellationToken,
@@ -52,7 +55,7 @@ where
                         if alive() { continue } else { return None }
                     }
                     next = receiver.recv() => match next {
-                        Ok(event) => Item::Event { kind: event.kind, data: event.data },
+                        Ok(frame) => Item::Frame(frame),
                         // This subscriber fell behind: say how much it missed and go on from the oldest kept.
                         Err(RecvError::Lagged(missed)) => Item::Lagged { missed },
                         Err(RecvError::Closed) => return None,
@@ -87,10 +90,7 @@ fn stream_end(claims: &crate::auth::jwt::Claims, via_cookie: bool, now: i64) -> 
     responses(
         (status = 200, description = "text/event-stream: `heartbeat`, `activity`, `job` and `lagged` events, `: ping` every 25 s", content_type = "text/event-stream"),
         (status = 401, description = "Not signed in", body = crate::http::error::ErrorBody)))]
-pub async fn nodes(
-    State(state): State<AppState>,
-    CurrentUser(identity): CurrentUser,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn nodes(State(state): State<AppState>, CurrentUser(identity): CurrentUser) -> Response {
     // The stream lives no longer than the session that opened it: it ends at the token's expiry
     // (or earlier, see `stream_end`), on logout, and when the user's token version changes or the
     // user is deleted.
@@ -108,15 +108,32 @@ pub async fn nodes(
         };
         current && !sessions.sessions.is_revoked(&identity.claims.jti)
     };
-    let events = subscribe(&state.hub, state.shutdown.clone(), expires_at, alive).map(|item| {
-        Ok(match item {
-            Item::Event { kind, data } => Event::default().event(kind).data(&*data),
-            Item::Lagged { missed } => Event::default()
-                .event("lagged")
-                .data(serde_json::json!({ "missed": missed }).to_string()),
-        })
+    let frames = subscribe(&state.hub, state.shutdown.clone(), expires_at, alive).map(|item| match item {
+        Item::Frame(frame) => frame,
+        Item::Lagged { missed } => Bytes::from(format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n")),
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(PING_EVERY).text("ping"))
+    sse_body(frames)
+}
+
+/// A `text/event-stream` answer of ready-made SSE text, with a `: ping` comment whenever nothing
+/// else was sent for [`PING_EVERY`]. The frames are shared: a subscriber costs no copy of them.
+fn sse_body(frames: impl Stream<Item = Bytes> + Send + 'static) -> Response {
+    let pings = futures_util::stream::unfold(frames.boxed(), |mut frames| async move {
+        let next = match tokio::time::timeout(PING_EVERY, frames.next()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return None,
+            Err(_) => Bytes::from_static(b": ping\n\n"),
+        };
+        Some((Ok::<_, Infallible>(next), frames))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(pings),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -133,13 +150,17 @@ mod tests {
         tokio::pin!(stream);
         for i in 0..10 {
             hub.publish("heartbeat", &serde_json::json!({ "n": i }));
+            hub.flush();
         }
         assert_eq!(stream.next().await, Some(Item::Lagged { missed: 6 }));
         for i in 6..10 {
-            let Some(Item::Event { kind, data }) = stream.next().await else {
-                panic!("an event");
+            let Some(Item::Frame(frame)) = stream.next().await else {
+                panic!("a frame");
             };
-            assert_eq!((kind, &*data), ("heartbeat", format!("{{\"n\":{i}}}").as_str()));
+            assert_eq!(
+                &frame[..],
+                format!("event: heartbeat\ndata: {{\"n\":{i}}}\n\n").as_bytes()
+            );
         }
         stop.cancel();
         assert_eq!(stream.next().await, None, "the stream ends on shutdown");
@@ -179,9 +200,11 @@ mod tests {
         });
         tokio::pin!(stream);
         hub.publish("heartbeat", &1);
-        assert!(matches!(stream.next().await, Some(Item::Event { .. })));
+        hub.flush();
+        assert!(matches!(stream.next().await, Some(Item::Frame(_))));
         valid.store(false, Ordering::SeqCst);
         hub.publish("heartbeat", &2);
+        hub.flush();
         assert_eq!(stream.next().await, None, "no event after the session ended");
 
         let expired = subscribe(
@@ -200,7 +223,10 @@ mod tests {
         let _stuck = subscribe(&hub, CancellationToken::new(), far(), || true);
         let _also_stuck = hub.subscribe();
         for i in 0..100_000 {
-            hub.publish("heartbeat", &i);
+            hub.publish_heartbeat(&format!("n{}", i % 100), &i);
+            if i % 1000 == 0 {
+                hub.flush();
+            }
         }
     }
 }

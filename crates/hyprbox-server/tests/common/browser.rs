@@ -154,8 +154,11 @@ impl Browser {
     /// Opens `url` and waits for the page's script to have run.
     pub async fn goto(&mut self, url: &str) {
         self.call("Page.navigate", json!({"url": url})).await;
-        self.wait_for(&format!("{url} to load"), "document.readyState === 'complete' && document.documentElement.dataset.js === 'ready'")
-            .await;
+        self.wait_for(
+            &format!("{url} to load"),
+            "document.readyState === 'complete' && document.documentElement.dataset.js === 'ready'",
+        )
+        .await;
     }
 
     /// The value of a JavaScript expression (promises awaited).
@@ -190,7 +193,10 @@ impl Browser {
             }
             if tokio::time::Instant::now() > deadline {
                 let shot = self.screenshot().await;
-                panic!("timed out waiting for {what} ({condition}); screenshot at {}", shot.display());
+                panic!(
+                    "timed out waiting for {what} ({condition}); screenshot at {}",
+                    shot.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -198,7 +204,9 @@ impl Browser {
 
     /// Saves a PNG of the page as `<target tmpdir>/screenshots/<test name>.png`.
     pub async fn screenshot(&mut self) -> PathBuf {
-        let shot = self.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        let shot = self
+            .call("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{}.png", self.name));
@@ -222,14 +230,22 @@ impl Browser {
             "(() => {{ const el = document.querySelector({}); if (!el) return false; el.click(); return true; }})()",
             json!(selector)
         );
-        assert_eq!(self.eval(&expression).await, json!(true), "nothing to click at {selector}");
+        assert_eq!(
+            self.eval(&expression).await,
+            json!(true),
+            "nothing to click at {selector}"
+        );
     }
 
     /// CSP violations and alerts seen on the current page; both must stay empty.
     pub async fn assert_clean(&mut self) {
         let csp = self.eval("window.__csp").await;
         assert_eq!(csp, json!([]), "content security policy violations");
-        assert_eq!(self.eval("window.__alerts").await, json!(0), "an injected script ran");
+        assert_eq!(
+            self.eval("window.__alerts").await,
+            json!(0),
+            "an injected script ran"
+        );
     }
 }
 
