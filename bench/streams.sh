@@ -7,7 +7,7 @@ set -euo pipefail
 COUNTS=$1; MODE=$2; shift 2
 DUR=${DUR:-15}
 HOLDERS=${HOLDERS:-$HOME/.cache/hyprbox-release/release/examples/stream_holders}
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 for count in $COUNTS; do
   for bin in "$@"; do
     dir=$(mktemp -d)

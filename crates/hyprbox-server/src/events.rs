@@ -25,6 +25,14 @@ const BACKLOG: usize = 64;
 /// How often noted events are sent: often enough to look live, rarely enough that a subscriber
 /// costs next to nothing however fast heartbeats arrive.
 pub const FRAME_EVERY: Duration = Duration::from_millis(250);
+/// What one stream may carry a second. A frame larger than a quarter of it (a huge fleet whose
+/// every node beat within the frame) delays the next frame until the stream is back under it, so
+/// each stream's bandwidth stays bounded however large the fleet and however fast it beats.
+pub const STREAM_BYTES_PER_SEC: usize = 256 * 1024;
+/// Events other than heartbeats one frame carries at most. Past it (a flood of threshold crossings
+/// from thousands of nodes at once) the rest are dropped from the stream and the frame says how
+/// many with `lagged`; they stay in each node's activity.
+pub const EVENTS_PER_FRAME: usize = 500;
 
 /// Events noted since the last frame.
 #[derive(Default)]
@@ -33,6 +41,8 @@ struct Pending {
     events: Vec<(&'static str, String)>,
     /// Key (a node id) → its place in `events`, so a newer heartbeat takes the older one's place.
     keyed: HashMap<String, usize>,
+    /// Events past [`EVENTS_PER_FRAME`], dropped from this frame.
+    dropped: u64,
 }
 
 pub struct EventHub {
@@ -69,13 +79,24 @@ impl EventHub {
             return;
         };
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let Pending { events, keyed } = &mut *pending;
-        if let Some(key) = key {
-            if let Some(&at) = keyed.get(key) {
-                events[at] = (kind, json);
+        let Pending {
+            events,
+            keyed,
+            dropped,
+        } = &mut *pending;
+        match key {
+            Some(key) => {
+                if let Some(&at) = keyed.get(key) {
+                    events[at] = (kind, json);
+                    return;
+                }
+                keyed.insert(key.to_string(), events.len());
+            }
+            None if events.len() - keyed.len() >= EVENTS_PER_FRAME => {
+                *dropped += 1;
                 return;
             }
-            keyed.insert(key.to_string(), events.len());
+            None => {}
         }
         events.push((kind, json));
     }
@@ -105,15 +126,22 @@ impl EventHub {
     }
 
     /// Sends what was noted since the last frame as one frame of SSE text (nothing when nothing
-    /// was noted). Compact JSON holds no line break, so each event is one `data:` line.
-    pub fn flush(&self) {
-        let events = {
+    /// was noted) and returns its size. Compact JSON holds no line break, so each event is one
+    /// `data:` line.
+    pub fn flush(&self) -> usize {
+        let (mut events, dropped) = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.keyed.clear();
-            std::mem::take(&mut pending.events)
+            (
+                std::mem::take(&mut pending.events),
+                std::mem::take(&mut pending.dropped),
+            )
         };
+        if dropped > 0 {
+            events.push(("lagged", format!("{{\"missed\":{dropped}}}")));
+        }
         if events.is_empty() {
-            return;
+            return 0;
         }
         let size = events.iter().map(|(k, j)| k.len() + j.len() + 16).sum();
         let mut frame = String::with_capacity(size);
@@ -124,26 +152,35 @@ impl EventHub {
             frame.push_str(&json);
             frame.push_str("\n\n");
         }
+        let size = frame.len();
         // No subscriber left since the events were noted: the frame has no audience.
         let _ = self.sender.send(Bytes::from(frame));
+        size
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Bytes> {
         self.sender.subscribe()
     }
 
-    /// Sends a frame every [`FRAME_EVERY`] until shutdown, then the last one.
+    /// Sends a frame every [`FRAME_EVERY`] (or less often, see [`frame_pause`]) until shutdown,
+    /// then the last one.
     pub async fn run(&self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(FRAME_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pause = FRAME_EVERY;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = tick.tick() => self.flush(),
+                () = tokio::time::sleep(pause) => pause = frame_pause(self.flush()),
             }
         }
         self.flush();
     }
+}
+
+/// How long to wait after a frame of `size` bytes: [`FRAME_EVERY`], or as long as the frame takes
+/// at [`STREAM_BYTES_PER_SEC`] when that is longer.
+pub fn frame_pause(size: usize) -> Duration {
+    let at_budget = Duration::from_secs_f64(size as f64 / STREAM_BYTES_PER_SEC as f64);
+    at_budget.max(FRAME_EVERY)
 }
 
 #[cfg(test)]
@@ -172,8 +209,35 @@ mod tests {
              event: heartbeat\ndata: {\"cpu\":2}\n\n\
              event: activity\ndata: {\"n\":2}\n\n"
         );
-        hub.flush();
+        assert_eq!(hub.flush(), 0);
         assert!(receiver.try_recv().is_err(), "nothing noted, no frame");
+    }
+
+    #[test]
+    fn a_large_frame_delays_the_next_so_a_stream_stays_within_its_bandwidth() {
+        assert_eq!(frame_pause(0), FRAME_EVERY);
+        assert_eq!(frame_pause(STREAM_BYTES_PER_SEC / 8), FRAME_EVERY);
+        assert_eq!(frame_pause(STREAM_BYTES_PER_SEC * 3), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn events_past_the_frames_share_are_dropped_and_counted_but_heartbeats_never_are() {
+        let hub = EventHub::with_backlog(4);
+        let mut receiver = hub.subscribe();
+        for i in 0..EVENTS_PER_FRAME + 7 {
+            hub.publish("activity", &i);
+        }
+        hub.publish_heartbeat("a", &1);
+        hub.flush();
+        let frame = receiver.try_recv().unwrap();
+        let text = text(&frame);
+        assert_eq!(text.matches("event: activity").count(), EVENTS_PER_FRAME);
+        assert!(text.contains("event: heartbeat\ndata: 1\n\n"));
+        assert!(
+            text.ends_with("event: lagged\ndata: {\"missed\":7}\n\n"),
+            "{}",
+            &text[text.len() - 80..]
+        );
     }
 
     #[test]
@@ -181,7 +245,7 @@ mod tests {
         let hub = EventHub::with_backlog(4);
         hub.publish_heartbeat("a", &1);
         let mut receiver = hub.subscribe();
-        hub.flush();
+        assert_eq!(hub.flush(), 0);
         assert!(receiver.try_recv().is_err());
     }
 }
