@@ -281,7 +281,6 @@
     const patch = coalesce((batch) => {
       for (const [id, hb] of batch) {
         const row = rows.get(id);
-        if (!row) { if (lastPage && notice) notice.hidden = false; continue; }
         const c = row.cells;
         c.status.textContent = hb.status;
         c.status.className = 'badge s-' + hb.status;
@@ -300,7 +299,17 @@
         }
       }
     });
-    stream('/api/stream/nodes', { heartbeat: (data) => { const hb = JSON.parse(data); patch(hb.nodeId, hb); } });
+    // A frame of a large fleet holds thousands of heartbeats, nearly all for nodes on other pages:
+    // the node id is read from the raw text (ids need no escaping) and only this page's are parsed.
+    const idOf = /"nodeId":"([^"]*)"/;
+    stream('/api/stream/nodes', {
+      heartbeat: (data) => {
+        const id = idOf.exec(data);
+        if (!id) return;
+        if (!rows.has(id[1])) { if (lastPage && notice && notice.hidden) notice.hidden = false; return; }
+        patch(id[1], JSON.parse(data));
+      },
+    });
   }
 
   const node = $('[data-live=node]');
@@ -326,8 +335,9 @@
         s.line.setAttribute('points', sparkPoints(s.values, 600, 120));
       }
     });
+    const mine = '"nodeId":' + JSON.stringify(id);
     stream('/api/stream/nodes', {
-      heartbeat: (data) => { const hb = JSON.parse(data); if (hb.nodeId === id) patch(id, hb); },
+      heartbeat: (data) => { if (data.includes(mine)) patch(id, JSON.parse(data)); },
       activity: (data) => {
         const ev = JSON.parse(data);
         if (ev.nodeId !== id || !feed) return;

@@ -6,8 +6,9 @@
 //! into one frame of SSE text, once, and hands that frame to every subscriber through a
 //! `tokio::sync::broadcast` channel. So what a subscriber costs does not grow with the heartbeat
 //! rate: at most a few wake-ups a second and a shared buffer, never a wake-up and a copy per
-//! heartbeat (which is what made 500 open dashboards cost the server 97 % of its ingest), and a
-//! stream's bandwidth is bounded by the fleet's size, not its heartbeat rate. Publishing never
+//! heartbeat (which is what made 500 open dashboards cost the server 97 % of its ingest). A frame
+//! holds at most [`FRAME_BYTES`]; what does not fit waits for the next one, so a stream's bandwidth
+//! is bounded (256 KiB/s) however large and busy the fleet. Publishing never
 //! waits for a subscriber; one that falls behind is told how many frames it missed (`lagged`) and
 //! carries on from the oldest kept.
 
@@ -25,20 +26,21 @@ const BACKLOG: usize = 64;
 /// How often noted events are sent: often enough to look live, rarely enough that a subscriber
 /// costs next to nothing however fast heartbeats arrive.
 pub const FRAME_EVERY: Duration = Duration::from_millis(250);
-/// What one stream may carry a second. A frame larger than a quarter of it (a huge fleet whose
-/// every node beat within the frame) delays the next frame until the stream is back under it, so
-/// each stream's bandwidth stays bounded however large the fleet and however fast it beats.
-pub const STREAM_BYTES_PER_SEC: usize = 256 * 1024;
+/// What one frame carries at most (a quarter second of a stream's 256 KiB/s). When more is noted
+/// (a huge fleet that all beat within the frame) the rest waits for the next frames, oldest first,
+/// still replaced by newer heartbeats of the same node; so each stream's bandwidth stays bounded,
+/// and so does the work a browser does per frame, however large the fleet and however fast it beats.
+pub const FRAME_BYTES: usize = 64 * 1024;
 /// Events other than heartbeats one frame carries at most. Past it (a flood of threshold crossings
 /// from thousands of nodes at once) the rest are dropped from the stream and the frame says how
 /// many with `lagged`; they stay in each node's activity.
 pub const EVENTS_PER_FRAME: usize = 500;
 
-/// Events noted since the last frame.
+/// Events noted and not sent yet.
 #[derive(Default)]
 struct Pending {
-    /// `(event name, JSON)`, in the order they were first noted.
-    events: Vec<(&'static str, String)>,
+    /// `(event name, JSON, key)`, in the order they were first noted.
+    events: Vec<(&'static str, String, Option<String>)>,
     /// Key (a node id) → its place in `events`, so a newer heartbeat takes the older one's place.
     keyed: HashMap<String, usize>,
     /// Events past [`EVENTS_PER_FRAME`], dropped from this frame.
@@ -87,7 +89,7 @@ impl EventHub {
         match key {
             Some(key) => {
                 if let Some(&at) = keyed.get(key) {
-                    events[at] = (kind, json);
+                    events[at].1 = json;
                     return;
                 }
                 keyed.insert(key.to_string(), events.len());
@@ -98,7 +100,7 @@ impl EventHub {
             }
             None => {}
         }
-        events.push((kind, json));
+        events.push((kind, json, key.map(str::to_string)));
     }
 
     /// An event for the next frame.
@@ -125,31 +127,50 @@ impl EventHub {
         );
     }
 
-    /// Sends what was noted since the last frame as one frame of SSE text (nothing when nothing
-    /// was noted) and returns its size. Compact JSON holds no line break, so each event is one
-    /// `data:` line.
+    /// Sends what was noted, oldest first and up to [`FRAME_BYTES`], as one frame of SSE text
+    /// (nothing when nothing was noted) and returns its size; the rest waits for the next frame.
+    /// Compact JSON holds no line break, so each event is one `data:` line.
     pub fn flush(&self) -> usize {
-        let (mut events, dropped) = {
+        let (events, dropped) = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.keyed.clear();
-            (
-                std::mem::take(&mut pending.events),
-                std::mem::take(&mut pending.dropped),
-            )
+            let mut size = 0;
+            let take = pending
+                .events
+                .iter()
+                .position(|(kind, json, _)| {
+                    size += kind.len() + json.len() + 16;
+                    size > FRAME_BYTES
+                })
+                .unwrap_or(pending.events.len())
+                .max(1)
+                .min(pending.events.len());
+            let rest = pending.events.split_off(take);
+            let events = std::mem::replace(&mut pending.events, rest);
+            let Pending {
+                events: left, keyed, ..
+            } = &mut *pending;
+            keyed.clear();
+            for (at, (_, _, key)) in left.iter().enumerate() {
+                if let Some(key) = key {
+                    keyed.insert(key.clone(), at);
+                }
+            }
+            (events, std::mem::take(&mut pending.dropped))
         };
-        if dropped > 0 {
-            events.push(("lagged", format!("{{\"missed\":{dropped}}}")));
-        }
-        if events.is_empty() {
+        if events.is_empty() && dropped == 0 {
             return 0;
         }
-        let size = events.iter().map(|(k, j)| k.len() + j.len() + 16).sum();
-        let mut frame = String::with_capacity(size);
-        for (kind, json) in events {
+        let mut frame = String::with_capacity(FRAME_BYTES + 1024);
+        let lagged = (dropped > 0).then(|| format!("{{\"missed\":{dropped}}}"));
+        let all = events
+            .iter()
+            .map(|(kind, json, _)| (*kind, json.as_str()))
+            .chain(lagged.as_deref().map(|json| ("lagged", json)));
+        for (kind, json) in all {
             frame.push_str("event: ");
             frame.push_str(kind);
             frame.push_str("\ndata: ");
-            frame.push_str(&json);
+            frame.push_str(json);
             frame.push_str("\n\n");
         }
         let size = frame.len();
@@ -162,25 +183,18 @@ impl EventHub {
         self.sender.subscribe()
     }
 
-    /// Sends a frame every [`FRAME_EVERY`] (or less often, see [`frame_pause`]) until shutdown,
-    /// then the last one.
+    /// Sends a frame every [`FRAME_EVERY`] until shutdown, then the last one.
     pub async fn run(&self, shutdown: CancellationToken) {
-        let mut pause = FRAME_EVERY;
+        let mut tick = tokio::time::interval(FRAME_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(pause) => pause = frame_pause(self.flush()),
+                _ = tick.tick() => { self.flush(); }
             }
         }
         self.flush();
     }
-}
-
-/// How long to wait after a frame of `size` bytes: [`FRAME_EVERY`], or as long as the frame takes
-/// at [`STREAM_BYTES_PER_SEC`] when that is longer.
-pub fn frame_pause(size: usize) -> Duration {
-    let at_budget = Duration::from_secs_f64(size as f64 / STREAM_BYTES_PER_SEC as f64);
-    at_budget.max(FRAME_EVERY)
 }
 
 #[cfg(test)]
@@ -214,10 +228,26 @@ mod tests {
     }
 
     #[test]
-    fn a_large_frame_delays_the_next_so_a_stream_stays_within_its_bandwidth() {
-        assert_eq!(frame_pause(0), FRAME_EVERY);
-        assert_eq!(frame_pause(STREAM_BYTES_PER_SEC / 8), FRAME_EVERY);
-        assert_eq!(frame_pause(STREAM_BYTES_PER_SEC * 3), Duration::from_secs(3));
+    fn a_frame_stays_within_its_size_and_what_is_left_goes_out_next_still_updated() {
+        let hub = EventHub::with_backlog(8);
+        let mut receiver = hub.subscribe();
+        let big = "x".repeat(1000);
+        for i in 0..200 {
+            hub.publish_heartbeat(&format!("n{i}"), &serde_json::json!({"n": i, "pad": big}));
+        }
+        let first = hub.flush();
+        assert!(first <= FRAME_BYTES, "{first}");
+        let frame = receiver.try_recv().unwrap();
+        let sent = text(&frame).matches("event: heartbeat").count();
+        assert!(sent > 0 && sent < 200);
+        // A node still waiting gets its newer state, in its old place in the queue.
+        hub.publish_heartbeat("n199", &serde_json::json!({"n": "newest"}));
+        let mut rest = String::new();
+        while hub.flush() > 0 {
+            rest.push_str(text(&receiver.try_recv().unwrap()));
+        }
+        assert_eq!(rest.matches("event: heartbeat").count(), 200 - sent);
+        assert!(rest.ends_with("data: {\"n\":\"newest\"}\n\n"));
     }
 
     #[test]

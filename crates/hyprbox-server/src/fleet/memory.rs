@@ -308,19 +308,6 @@ impl Fleet {
         kept
     }
 
-    /// One node's last `limit` CPU values, oldest first.
-    pub fn spark(&self, node_id: &str, limit: usize) -> Vec<f64> {
-        self.shard(node_id)
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(node_id)
-            .map(|state| {
-                let skip = state.sparks.len().saturating_sub(limit);
-                state.sparks.iter().skip(skip).copied().collect()
-            })
-            .unwrap_or_default()
-    }
-
     pub fn len(&self) -> usize {
         self.shards
             .iter()

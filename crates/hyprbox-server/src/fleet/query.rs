@@ -226,40 +226,61 @@ fn matches(query: &FleetQuery, node: &Node, status: &str) -> bool {
     true
 }
 
-fn compare(key: SortKey, a: &Node, a_status: &str, b: &Node, b_status: &str) -> std::cmp::Ordering {
-    let num = |x: Option<f64>, y: Option<f64>| x.unwrap_or(-1.0).total_cmp(&y.unwrap_or(-1.0));
-    let primary = match key {
-        SortKey::NodeId => std::cmp::Ordering::Equal,
-        SortKey::Hostname => a.hostname.cmp(&b.hostname),
-        SortKey::Status => a_status.cmp(b_status),
-        SortKey::Region => a.region.cmp(&b.region),
-        SortKey::Cpu => num(a.cpu_percent, b.cpu_percent),
-        SortKey::Ram => num(a.ram_percent, b.ram_percent),
-        SortKey::Disk => num(a.disk_percent, b.disk_percent),
-        SortKey::LastSeen => a.last_seen_at.cmp(&b.last_seen_at),
-    };
-    // Ties fall back on the node id, so pages are stable between requests.
-    primary.then_with(|| a.node_id.cmp(&b.node_id))
+/// What a node is sorted by, taken out of the fleet without copying the node.
+#[derive(PartialEq, PartialOrd)]
+enum SortValue {
+    None,
+    Number(f64),
+    Text(Option<String>),
+    Time(i64),
 }
 
-/// The page `query` asks for, with statuses computed at `now`.
+fn sort_value(key: SortKey, node: &Node, status: &'static str) -> SortValue {
+    // An unknown metric sorts below every known one.
+    let number = |v: Option<f64>| SortValue::Number(v.unwrap_or(-1.0));
+    match key {
+        SortKey::NodeId => SortValue::None,
+        SortKey::Hostname => SortValue::Text(node.hostname.clone()),
+        SortKey::Status => SortValue::Text(Some(status.to_string())),
+        SortKey::Region => SortValue::Text(node.region.clone()),
+        SortKey::Cpu => number(node.cpu_percent),
+        SortKey::Ram => number(node.ram_percent),
+        SortKey::Disk => number(node.disk_percent),
+        SortKey::LastSeen => SortValue::Time(node.last_seen_at),
+    }
+}
+
+/// The page `query` asks for, with statuses computed at `now`. Only each matching node's id and
+/// sort value are copied out of the fleet; the page's own nodes are read afterwards.
 pub fn page(fleet: &Fleet, query: &FleetQuery, now: i64, offline_after_ms: i64, sparks: usize) -> FleetPage {
-    let mut hits: Vec<(Node, &'static str)> = fleet.filter_map(|state| {
+    let mut hits: Vec<(SortValue, String)> = fleet.filter_map(|state| {
         let status = memory::status(&state.node, now, offline_after_ms);
-        matches(query, &state.node, status).then(|| (state.node.clone(), status))
+        matches(query, &state.node, status).then(|| {
+            (
+                sort_value(query.sort, &state.node, status),
+                state.node.node_id.clone(),
+            )
+        })
     });
     let total = hits.len();
-    hits.sort_unstable_by(|(a, sa), (b, sb)| {
-        let order = compare(query.sort, a, sa, b, sb);
+    hits.sort_unstable_by(|(a, a_id), (b, b_id)| {
+        // Ties fall back on the node id, so pages are stable between requests.
+        let order = a
+            .partial_cmp(b)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a_id.cmp(b_id));
         if query.descending { order.reverse() } else { order }
     });
     let end = query.offset.saturating_add(query.limit).min(total);
     let start = query.offset.min(end);
-    let nodes = hits
-        .drain(start..end)
-        .map(|(node, status)| {
-            let spark = fleet.spark(&node.node_id, sparks);
-            (node, status, spark)
+    let nodes = hits[start..end]
+        .iter()
+        .filter_map(|(_, id)| fleet.get(id))
+        .map(|state| {
+            let status = memory::status(&state.node, now, offline_after_ms);
+            let skip = state.sparks.len().saturating_sub(sparks);
+            let spark = state.sparks.iter().skip(skip).copied().collect();
+            (state.node, status, spark)
         })
         .collect();
     FleetPage {

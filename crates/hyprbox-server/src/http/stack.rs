@@ -3,7 +3,8 @@
 //! request id → trace span → compression → panic catcher → CORS → body limit → the gate → panic catcher → router.
 //!
 //! Compression (gzip or brotli, as the client accepts) leaves out server-sent event streams, which
-//! must reach the browser event by event, and bodies too small to gain.
+//! must reach the browser event by event, and bodies too small to gain. It runs at level 1: a
+//! fleet list is still a tenth of its size or less, at a fraction of the default level's CPU.
 //!
 //! A panic in a handler is caught innermost, so its 500 still passes through the gate (rate-limit
 //! headers) and CORS; the outer catcher covers a panic in the middleware itself.
@@ -23,7 +24,7 @@ use axum::middleware::from_fn_with_state;
 use axum::response::Response;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::compression::CompressionLayer;
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -38,7 +39,7 @@ pub fn apply(router: Router, state: &AppState) -> Router {
             .layer(SetRequestIdLayer::x_request_id(SequentialId::default()))
             .layer(TraceLayer::new_for_http())
             .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(CompressionLayer::new())
+            .layer(CompressionLayer::new().quality(CompressionLevel::Precise(1)))
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(cors(state))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -207,7 +207,8 @@ impl Browser {
         let shot = self
             .call("Page.captureScreenshot", json!({"format": "png"}))
             .await;
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        let base = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+        let dir = base.join("screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{}.png", self.name));
         let bytes = base64_decode(shot["data"].as_str().unwrap_or_default());
