@@ -263,15 +263,21 @@ pub fn page(fleet: &Fleet, query: &FleetQuery, now: i64, offline_after_ms: i64, 
         })
     });
     let total = hits.len();
-    hits.sort_unstable_by(|(a, a_id), (b, b_id)| {
+    let order = |(a, a_id): &(SortValue, String), (b, b_id): &(SortValue, String)| {
         // Ties fall back on the node id, so pages are stable between requests.
         let order = a
             .partial_cmp(b)
             .unwrap_or(std::cmp::Ordering::Equal)
             .then_with(|| a_id.cmp(b_id));
         if query.descending { order.reverse() } else { order }
-    });
+    };
     let end = query.offset.saturating_add(query.limit).min(total);
+    // Only the first `end` in order matter: partition them out in linear time, then sort those.
+    if end > 0 && end < total {
+        hits.select_nth_unstable_by(end - 1, order);
+        hits.truncate(end);
+    }
+    hits.sort_unstable_by(order);
     let start = query.offset.min(end);
     let nodes = hits[start..end]
         .iter()
