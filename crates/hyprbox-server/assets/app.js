@@ -62,10 +62,15 @@
 
   // A refusal: its message next to the field it names (`ssh_port must be <= 65535`), else on the
   // form. A lapsed session goes to the sign-in page.
-  function showError(form, result) {
+  async function showError(form, result) {
+    // A 401 is a lapsed session only if the session itself is refused (a wrong current password
+    // is a 401 too, and must be shown on its form).
     if (result.status === 401 && !location.pathname.match(/^\/(login|register|reset-password|forgot-password)/)) {
-      location.assign('/login?next=' + encodeURIComponent(location.pathname + location.search));
-      return;
+      const me = await api('GET', '/api/auth/me');
+      if (me.status === 401) {
+        location.assign('/login?next=' + encodeURIComponent(location.pathname + location.search));
+        return;
+      }
     }
     const message = result.data.message || ('The server answered ' + result.status + '.');
     if (!form) { toast(message, true); return; }
@@ -221,20 +226,30 @@
 
   // One EventSource per page. A stream refused for a lapsed session closes; then we check the
   // session and send the browser to sign in.
+  // The browser reconnects by itself after a dropped connection, but gives up on an error answer
+  // (a proxy's 502 during a restart): then the page opens the stream again a few seconds later.
   function stream(url, handlers, onState) {
-    const source = new EventSource(url);
-    for (const [name, fn] of Object.entries(handlers)) {
-      source.addEventListener(name, (e) => fn(e.data, e));
-    }
-    source.onopen = () => onState && onState('live');
-    source.onerror = async () => {
-      onState && onState('reconnecting…');
-      if (source.readyState === EventSource.CLOSED) {
-        const me = await api('GET', '/api/auth/me');
-        if (me.status === 401) location.assign('/login?next=' + encodeURIComponent(location.pathname + location.search));
+    let source = null;
+    let closed = false;
+    const open = () => {
+      source = new EventSource(url);
+      for (const [name, fn] of Object.entries(handlers)) {
+        source.addEventListener(name, (e) => fn(e.data, e));
       }
+      source.onopen = () => onState && onState('live');
+      source.onerror = async () => {
+        onState && onState('reconnecting…');
+        if (source.readyState !== EventSource.CLOSED || closed) return;
+        const me = await api('GET', '/api/auth/me');
+        if (me.status === 401) {
+          location.assign('/login?next=' + encodeURIComponent(location.pathname + location.search));
+          return;
+        }
+        setTimeout(() => { if (!closed) open(); }, 3000);
+      };
     };
-    return source;
+    open();
+    return { close() { closed = true; source.close(); } };
   }
 
   const fmt = (v) => (v == null ? '–' : Math.round(v).toString());
@@ -276,7 +291,8 @@
       const spark = $('[data-f=spark]', tr);
       rows.set(tr.dataset.node, { tr, spark, values: readPoints(spark, 20), cells: Object.fromEntries($$('[data-f]', tr).map((c) => [c.dataset.f, c])) });
     }
-    const lastPage = !$('[rel=next]');
+    // New nodes would show on the last page of the unfiltered fleet; with a filter they may not match.
+    const lastPage = !$('[rel=next]') && !/[?&](q|status|region)=[^&]/.test(location.search);
     const notice = $('#fleet-new');
     const patch = coalesce((batch) => {
       for (const [id, hb] of batch) {
@@ -423,7 +439,8 @@
         const done = JSON.parse(data);
         setStatus(done.status);
         $('#job-exit').textContent = done.exitCode == null ? '' : String(done.exitCode);
-        $('#job-finished').textContent = new Date().toISOString();
+        const finished = $('#job-finished');
+        if (!finished.textContent.trim()) finished.textContent = new Date().toISOString();
         if (done.error) { const e = $('#job-error'); e.textContent = done.error; e.hidden = false; }
         const cancel = $('#cancel');
         if (cancel) cancel.remove();

@@ -39,9 +39,13 @@ pub const EVENTS_PER_FRAME: usize = 500;
 /// Events noted and not sent yet.
 #[derive(Default)]
 struct Pending {
-    /// `(event name, JSON, key)`, in the order they were first noted.
-    events: Vec<(&'static str, String, Option<String>)>,
-    /// Key (a node id) → its place in `events`, so a newer heartbeat takes the older one's place.
+    /// Everything but heartbeats, in order: sent first in the next frame, so a busy fleet's
+    /// heartbeats never hold a job's or an activity's event back.
+    events: Vec<(&'static str, String)>,
+    /// `(node id, JSON)` of heartbeats, oldest first; a newer heartbeat of the same node takes its
+    /// place.
+    heartbeats: Vec<(String, String)>,
+    /// Node id → its place in `heartbeats`.
     keyed: HashMap<String, usize>,
     /// Events past [`EVENTS_PER_FRAME`], dropped from this frame.
     dropped: u64,
@@ -72,45 +76,47 @@ impl EventHub {
         self.sender.receiver_count() > 0
     }
 
-    fn note(&self, kind: &'static str, key: Option<&str>, payload: &impl Serialize) {
+    fn json(&self, payload: &impl Serialize) -> Option<String> {
         // Nobody listening is the common case and not an error.
         if !self.has_subscribers() {
-            return;
+            return None;
         }
-        let Ok(json) = serde_json::to_string(payload) else {
-            return;
-        };
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let Pending {
-            events,
-            keyed,
-            dropped,
-        } = &mut *pending;
-        match key {
-            Some(key) => {
-                if let Some(&at) = keyed.get(key) {
-                    events[at].1 = json;
-                    return;
-                }
-                keyed.insert(key.to_string(), events.len());
-            }
-            None if events.len() - keyed.len() >= EVENTS_PER_FRAME => {
-                *dropped += 1;
-                return;
-            }
-            None => {}
-        }
-        events.push((kind, json, key.map(str::to_string)));
+        serde_json::to_string(payload).ok()
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// An event for the next frame.
     pub fn publish(&self, kind: &'static str, payload: &impl Serialize) {
-        self.note(kind, None, payload);
+        let Some(json) = self.json(payload) else {
+            return;
+        };
+        let mut pending = self.pending();
+        if pending.events.len() >= EVENTS_PER_FRAME {
+            pending.dropped += 1;
+        } else {
+            pending.events.push((kind, json));
+        }
     }
 
     /// A node's heartbeat for the next frame, replacing one of the same node not yet sent.
     pub fn publish_heartbeat(&self, node_id: &str, payload: &impl Serialize) {
-        self.note("heartbeat", Some(node_id), payload);
+        let Some(json) = self.json(payload) else {
+            return;
+        };
+        let mut pending = self.pending();
+        let Pending {
+            heartbeats, keyed, ..
+        } = &mut *pending;
+        match keyed.get(node_id) {
+            Some(&at) => heartbeats[at].1 = json,
+            None => {
+                keyed.insert(node_id.to_string(), heartbeats.len());
+                heartbeats.push((node_id.to_string(), json));
+            }
+        }
     }
 
     /// An `activity` event: a node event as the live stream shows it.
@@ -127,45 +133,47 @@ impl EventHub {
         );
     }
 
-    /// Sends what was noted, oldest first and up to [`FRAME_BYTES`], as one frame of SSE text
-    /// (nothing when nothing was noted) and returns its size; the rest waits for the next frame.
-    /// Compact JSON holds no line break, so each event is one `data:` line.
+    /// Sends what was noted as one frame of SSE text and returns its size (0: nothing noted):
+    /// every event but heartbeats, then heartbeats oldest first up to [`FRAME_BYTES`]; the other
+    /// heartbeats wait for the next frame. Compact JSON holds no line break, so each event is one
+    /// `data:` line.
     pub fn flush(&self) -> usize {
-        let (events, dropped) = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let mut size = 0;
-            let take = pending
-                .events
+        let (events, heartbeats, dropped) = {
+            let mut pending = self.pending();
+            let Pending {
+                events,
+                heartbeats,
+                keyed,
+                dropped,
+            } = &mut *pending;
+            let mut size: usize = events.iter().map(|(k, j)| k.len() + j.len() + 16).sum();
+            let take = heartbeats
                 .iter()
-                .position(|(kind, json, _)| {
-                    size += kind.len() + json.len() + 16;
+                .position(|(_, json)| {
+                    size += json.len() + 25;
                     size > FRAME_BYTES
                 })
-                .unwrap_or(pending.events.len())
+                .unwrap_or(heartbeats.len())
                 .max(1)
-                .min(pending.events.len());
-            let rest = pending.events.split_off(take);
-            let events = std::mem::replace(&mut pending.events, rest);
-            let Pending {
-                events: left, keyed, ..
-            } = &mut *pending;
+                .min(heartbeats.len());
+            let rest = heartbeats.split_off(take);
+            let sent = std::mem::replace(heartbeats, rest);
             keyed.clear();
-            for (at, (_, _, key)) in left.iter().enumerate() {
-                if let Some(key) = key {
-                    keyed.insert(key.clone(), at);
-                }
+            for (at, (node_id, _)) in heartbeats.iter().enumerate() {
+                keyed.insert(node_id.clone(), at);
             }
-            (events, std::mem::take(&mut pending.dropped))
+            (std::mem::take(events), sent, std::mem::take(dropped))
         };
-        if events.is_empty() && dropped == 0 {
+        if events.is_empty() && heartbeats.is_empty() && dropped == 0 {
             return 0;
         }
-        let mut frame = String::with_capacity(FRAME_BYTES + 1024);
         let lagged = (dropped > 0).then(|| format!("{{\"missed\":{dropped}}}"));
         let all = events
             .iter()
-            .map(|(kind, json, _)| (*kind, json.as_str()))
-            .chain(lagged.as_deref().map(|json| ("lagged", json)));
+            .map(|(kind, json)| (*kind, json.as_str()))
+            .chain(lagged.as_deref().map(|json| ("lagged", json)))
+            .chain(heartbeats.iter().map(|(_, json)| ("heartbeat", json.as_str())));
+        let mut frame = String::with_capacity(FRAME_BYTES + 1024);
         for (kind, json) in all {
             frame.push_str("event: ");
             frame.push_str(kind);
@@ -206,7 +214,7 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_holds_each_nodes_latest_heartbeat_and_every_other_event_in_order() {
+    fn a_frame_holds_every_other_event_in_order_then_each_nodes_latest_heartbeat() {
         let hub = EventHub::with_backlog(4);
         let mut receiver = hub.subscribe();
         hub.publish_heartbeat("a", &serde_json::json!({"cpu": 1}));
@@ -216,12 +224,13 @@ mod tests {
         hub.publish("activity", &serde_json::json!({"n": 2}));
         hub.flush();
         let frame = receiver.try_recv().unwrap();
+        // Other events first, in order, then each node's latest heartbeat, oldest node first.
         assert_eq!(
             text(&frame),
-            "event: heartbeat\ndata: {\"cpu\":3}\n\n\
-             event: activity\ndata: {\"n\":1}\n\n\
-             event: heartbeat\ndata: {\"cpu\":2}\n\n\
-             event: activity\ndata: {\"n\":2}\n\n"
+            "event: activity\ndata: {\"n\":1}\n\n\
+             event: activity\ndata: {\"n\":2}\n\n\
+             event: heartbeat\ndata: {\"cpu\":3}\n\n\
+             event: heartbeat\ndata: {\"cpu\":2}\n\n"
         );
         assert_eq!(hub.flush(), 0);
         assert!(receiver.try_recv().is_err(), "nothing noted, no frame");
@@ -262,9 +271,8 @@ mod tests {
         let frame = receiver.try_recv().unwrap();
         let text = text(&frame);
         assert_eq!(text.matches("event: activity").count(), EVENTS_PER_FRAME);
-        assert!(text.contains("event: heartbeat\ndata: 1\n\n"));
         assert!(
-            text.ends_with("event: lagged\ndata: {\"missed\":7}\n\n"),
+            text.ends_with("event: lagged\ndata: {\"missed\":7}\n\nevent: heartbeat\ndata: 1\n\n"),
             "{}",
             &text[text.len() - 80..]
         );

@@ -111,7 +111,10 @@ async fn a_job_run_from_its_form_streams_its_output_into_the_page() {
         .await;
     browser.click("#run-form button[type=submit]").await;
     browser
-        .wait_for("the job page", "location.pathname.startsWith('/dashboard/jobs/') && document.documentElement.dataset.js === 'ready'")
+        .wait_for(
+            "the job page",
+            "document.querySelector('[data-live=job]') && document.documentElement.dataset.js === 'ready'",
+        )
         .await;
     // The test plays the agent: claim, stream two pieces, complete.
     let claimed = app.get("/api/jobs/pending?nodeId=web-1", Some(&token)).await;

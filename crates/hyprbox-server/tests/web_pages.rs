@@ -67,9 +67,20 @@ async fn a_page_without_a_session_sends_the_browser_to_sign_in_and_back_afterwar
     let (status, _, body) = page(&app, None, "/login?next=%2Fdashboard%2Fjobs").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains(r#"data-then="go:/dashboard/jobs""#), "{body}");
-    // Another site is never a place to return to.
-    let (_, _, body) = page(&app, None, "/login?next=https%3A%2F%2Fevil.example").await;
-    assert!(body.contains(r#"data-then="go:/dashboard""#));
+    // Another site is never a place to return to, however the path is dressed up (a browser drops
+    // the tab of `/\t/evil.example`), and the sign-in answer's token is never spliced into it.
+    for evil in [
+        "https%3A%2F%2Fevil.example",
+        "%2F%09%2Fevil.example",
+        "%2F%7Btoken%7D",
+    ] {
+        let (_, _, body) = page(&app, None, &format!("/login?next={evil}")).await;
+        assert!(body.contains(r#"data-then="go:/dashboard""#), "{evil}");
+    }
+    let admin = app.register_admin().await;
+    let (status, headers, _) = page(&app, Some(&admin), "/login?next=%2F%09%2Fevil.example").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[LOCATION], "/dashboard");
     app.stop().await.unwrap();
 }
 

@@ -17,10 +17,20 @@ pub struct NextQuery {
     token: Option<String>,
 }
 
-/// Where to go after signing in: a path on this server, never another site.
+/// Where to go after signing in: a path on this server, never another site. Browsers drop tabs
+/// and line breaks from URLs (`/\t/evil` becomes `//evil`), so any control character, space,
+/// backslash or brace (the page script fills `{…}` from the sign-in answer) sends to the fleet.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '\\' | '{' | '}')) =>
+        {
+            n.to_string()
+        }
         _ => "/dashboard".to_string(),
     }
 }
@@ -123,6 +133,10 @@ mod tests {
             "//evil.example/",
             "/\\evil.example",
             "javascript:alert(1)",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/dashboard/{token}",
         ] {
             assert_eq!(safe_next(Some(evil)), "/dashboard", "{evil}");
         }

@@ -141,16 +141,21 @@ pub fn problem(identity: &Identity, err: ApiError) -> Response {
     let page = ProblemPage {
         chrome: Chrome::new(identity, "", status.canonical_reason().unwrap_or("Error")),
         status: status.as_u16(),
-        // A 500's text may carry internals; the API hides it too.
-        message: if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            "an internal error occurred".into()
-        } else {
-            err.to_string()
-        },
+        message: safe_message(&err),
     };
     let mut response = html(&page);
     *response.status_mut() = status;
     response
+}
+
+/// An error's text for a page: a 500's may carry internals, which the API hides too.
+pub fn safe_message(err: &ApiError) -> String {
+    let status = err.status();
+    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        "an internal error occurred".into()
+    } else {
+        err.to_string()
+    }
 }
 
 /// The 403 page for a page only for roles at or above `role`, when the user's is lower.

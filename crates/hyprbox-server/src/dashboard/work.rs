@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::fleet::fix_for;
-use super::{Chrome, PageUser, html, problem, refusal, view};
+use super::{Chrome, PageUser, html, problem, refusal, safe_message, view};
 use crate::auth::CurrentUser;
 use crate::backups::policies;
 use crate::backups::schedule::Schedule;
@@ -52,7 +52,7 @@ pub async fn jobs(
     let (jobs, error) = match operator::list(State(state), CurrentUser(identity.clone()), Query(query)).await
     {
         Ok(Json(body)) => (body.jobs, None),
-        Err(err) => (Vec::new(), Some(err.to_string())),
+        Err(err) => (Vec::new(), Some(safe_message(&err))),
     };
     let rows = jobs
         .into_iter()
@@ -313,7 +313,7 @@ pub async fn findings(
     let (list, error) =
         match findings::list(State(state.clone()), CurrentUser(identity.clone()), Query(query)).await {
             Ok(Json(body)) => (body.findings, None),
-            Err(err) => (Vec::new(), Some(err.to_string())),
+            Err(err) => (Vec::new(), Some(safe_message(&err))),
         };
     let count = |s: &str| list.iter().filter(|f| f.severity == s).count();
     let (critical, warn, info) = (count("CRITICAL"), count("WARN"), count("INFO"));
