@@ -8,7 +8,7 @@
 //! rate: at most a few wake-ups a second and a shared buffer, never a wake-up and a copy per
 //! heartbeat (which is what made 500 open dashboards cost the server 97 % of its ingest). A frame
 //! holds at most [`FRAME_BYTES`]; what does not fit waits for the next one, so a stream's bandwidth
-//! is bounded (256 KiB/s) however large and busy the fleet. Publishing never
+//! is bounded (128 KiB/s of heartbeats) however large and busy the fleet. Publishing never
 //! waits for a subscriber; one that falls behind is told how many frames it missed (`lagged`) and
 //! carries on from the oldest kept.
 
@@ -26,11 +26,11 @@ const BACKLOG: usize = 64;
 /// How often noted events are sent: often enough to look live, rarely enough that a subscriber
 /// costs next to nothing however fast heartbeats arrive.
 pub const FRAME_EVERY: Duration = Duration::from_millis(250);
-/// What one frame carries at most (a quarter second of a stream's 256 KiB/s). When more is noted
+/// What one frame carries at most in heartbeats (a quarter second of a stream's 128 KiB/s). When more is noted
 /// (a huge fleet that all beat within the frame) the rest waits for the next frames, oldest first,
 /// still replaced by newer heartbeats of the same node; so each stream's bandwidth stays bounded,
 /// and so does the work a browser does per frame, however large the fleet and however fast it beats.
-pub const FRAME_BYTES: usize = 64 * 1024;
+pub const FRAME_BYTES: usize = 32 * 1024;
 /// Events other than heartbeats one frame carries at most. Past it (a flood of threshold crossings
 /// from thousands of nodes at once) the rest are dropped from the stream and the frame says how
 /// many with `lagged`; they stay in each node's activity.
