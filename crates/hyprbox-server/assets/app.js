@@ -219,8 +219,27 @@
       t.title = iso;
     }
   }
+  // No event says a node went quiet: a node silent past the server's offline threshold is marked
+  // OFFLINE here, as the server would answer it, until its next heartbeat.
+  function markSilent() {
+    for (const live of $$('[data-offline-after]')) {
+      const after = Number(live.dataset.offlineAfter);
+      const rows = live.dataset.live === 'node' ? [document] : $$('tr[data-node]', live);
+      for (const row of rows) {
+        const seen = $('[data-f=seen]', row);
+        const badge = live.dataset.live === 'node' ? $('#node-status') : $('[data-f=status]', row);
+        if (!seen || !badge) continue;
+        if (Date.now() - Date.parse(seen.getAttribute('datetime')) > after && badge.textContent !== 'OFFLINE') {
+          badge.textContent = 'OFFLINE';
+          badge.className = 'badge s-OFFLINE';
+        }
+      }
+    }
+  }
+
   refreshTimes();
-  setInterval(refreshTimes, 5000);
+  markSilent();
+  setInterval(() => { refreshTimes(); markSilent(); }, 1000);
 
   // ---- Live streams -------------------------------------------------------------------------
 

@@ -306,3 +306,31 @@ async fn a_hostname_holding_markup_stays_text_in_the_browser() {
     }
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_node_that_goes_quiet_turns_offline_on_the_open_page() {
+    let Some(mut browser) = Browser::launch("offline").await else {
+        return;
+    };
+    let app = TestApp::with(&[("HYPRBOX_NODE_OFFLINE_AFTER", "2s")]).await;
+    let admin = app.register_admin().await;
+    app.heartbeat(None, json!({"node_id": "web-1", "cpu_percent": 3.0}))
+        .await;
+    sign_in(&mut browser, &app, &admin.email).await;
+    let status = "document.querySelector('tr[data-node=\"web-1\"] [data-f=status]').textContent";
+    assert_eq!(browser.eval(status).await, json!("ONLINE"));
+    browser
+        .wait_for(
+            "the silent node to turn OFFLINE",
+            &format!("{status} === 'OFFLINE'"),
+        )
+        .await;
+    // Its next heartbeat brings it back.
+    app.heartbeat(None, json!({"node_id": "web-1", "cpu_percent": 4.0}))
+        .await;
+    browser
+        .wait_for("the node back ONLINE", &format!("{status} === 'ONLINE'"))
+        .await;
+    browser.assert_clean().await;
+    app.stop().await.unwrap();
+}

@@ -58,6 +58,8 @@ struct FleetPage {
     text: String,
     regions: Vec<String>,
     error: Option<String>,
+    /// A node silent this long is OFFLINE; the page marks it so without an event.
+    offline_after_ms: i64,
 }
 
 fn bucket(counts: Option<&hyprbox_store::findings::Counts>) -> &'static str {
@@ -167,6 +169,7 @@ pub async fn fleet(
         text: query.text.clone().unwrap_or_default(),
         regions: query::regions(&state.fleet),
         error,
+        offline_after_ms: offline_ms(&state),
     })
 }
 
@@ -238,6 +241,7 @@ struct NodePage {
     heartbeat_interval: String,
     scan_interval: String,
     tls_paths: String,
+    offline_after_ms: i64,
 }
 
 /// The preset that fixes findings of this type, if any.
@@ -429,5 +433,6 @@ async fn node_page(
         heartbeat_interval: config_text("heartbeat_interval"),
         scan_interval: config_text("scan_interval"),
         tls_paths,
+        offline_after_ms: offline_ms(state),
     })
 }
