@@ -50,21 +50,16 @@ async fn registering_shows_the_fleet_and_a_heartbeat_appears_without_a_reload() 
     let cpu = "document.querySelector('tr[data-node=\"web-1\"] [data-f=cpu]').textContent";
     assert_eq!(browser.eval(cpu).await, json!("11"));
     browser.eval("window.__stayed = true").await;
-    // The page holds its stream open; heartbeats flow until one shows.
-    let mut shown = false;
-    for _ in 0..40 {
-        app.heartbeat(None, json!({"node_id": "web-1", "cpu_percent": 77.0}))
-            .await;
-        if browser.eval(&format!("{cpu} === '77'")).await == json!(true) {
-            shown = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    if !shown {
-        let shot = browser.screenshot().await;
-        panic!("the heartbeat never showed; screenshot at {}", shot.display());
-    }
+    // Once the page's stream is open, one heartbeat shows without a reload.
+    app.eventually("the page's live stream", || async {
+        app.state.hub.has_subscribers()
+    })
+    .await;
+    app.heartbeat(None, json!({"node_id": "web-1", "cpu_percent": 77.0}))
+        .await;
+    browser
+        .wait_for("the heartbeat in the row", &format!("{cpu} === '77'"))
+        .await;
     assert_eq!(
         browser.eval("window.__stayed === true").await,
         json!(true),

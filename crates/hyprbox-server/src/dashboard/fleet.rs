@@ -90,11 +90,14 @@ pub async fn fleet(
     };
     let now = now_ms();
     let page = query::page(&state.fleet, &query, now, offline_ms(&state), SPARK_POINTS);
+    // Without the counts every node would look HEALTHY: a database that cannot answer is a 503 page.
     let counts = match state.store.conn().await {
-        Ok(mut conn) => hyprbox_store::findings::counts(&mut conn, now)
-            .await
-            .unwrap_or_default(),
-        Err(_) => Default::default(),
+        Ok(mut conn) => hyprbox_store::findings::counts(&mut conn, now).await,
+        Err(err) => Err(err),
+    };
+    let counts = match counts {
+        Ok(counts) => counts,
+        Err(err) => return problem(&identity, err.into()),
     };
     let rows = page
         .nodes

@@ -15,7 +15,7 @@ use askama::Template;
 use axum::Router;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use hyprbox_store::users::Role;
@@ -148,14 +148,13 @@ pub fn problem(identity: &Identity, err: ApiError) -> Response {
     response
 }
 
-/// An error's text for a page: a 500's may carry internals, which the API hides too.
+/// An error's text for a page, as the API would answer it (an internal error's cause is logged,
+/// never shown).
 pub fn safe_message(err: &ApiError) -> String {
-    let status = err.status();
-    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-        "an internal error occurred".into()
-    } else {
-        err.to_string()
+    if let ApiError::Internal(cause) = err {
+        tracing::error!(error = %format!("{cause:#}"), "internal error on a page");
     }
+    err.message()
 }
 
 /// The 403 page for a page only for roles at or above `role`, when the user's is lower.
@@ -202,7 +201,7 @@ async fn asset(Path(name): Path<String>) -> Response {
             *bytes,
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, ApiError::NotFound("no such asset".into())).into_response(),
+        None => ApiError::NotFound("no such asset".into()).into_response(),
     }
 }
 

@@ -65,7 +65,8 @@ impl ApiError {
         }
     }
 
-    fn message(&self) -> String {
+    /// The sentence the client sees: never an internal error's cause.
+    pub fn message(&self) -> String {
         match self {
             ApiError::TooManyRequests { retry_after_secs } => {
                 format!("too many requests: try again in {retry_after_secs} s")
