@@ -1,6 +1,10 @@
 # HyprBox server image: build the release binary, then run it on a slim Debian.
-#   docker build -t hyprbox . && docker run -p 7860:7860 -v hyprbox-data:/data hyprbox
+#   docker build -t hyprbox .
+#   docker run -p 7860:7860 -v hyprbox-data:/data -e SECRET_KEY="$(openssl rand -hex 32)" hyprbox
 # Listens on all interfaces on $PORT (7860, the Hyperion deployment's port); data in /data.
+# Production by default (it listens on every interface): SECRET_KEY is required, registration is
+# closed, heartbeats need a node token, cookies are Secure and the API docs are off. The first ADMIN:
+#   docker exec -it <container> hyprbox users create-admin --email you@example.com
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -18,7 +22,8 @@ COPY --from=build /hyprbox /usr/local/bin/hyprbox
 USER hyprbox
 WORKDIR /data
 # PORT replaces the port of HYPRBOX_BIND, so `-e PORT=8000` moves it and it stays on all interfaces.
-ENV HYPRBOX_BIND=0.0.0.0:7860 \
+ENV HYPRBOX_ENV=production \
+    HYPRBOX_BIND=0.0.0.0:7860 \
     PORT=7860 \
     HYPRBOX_DATA_DIR=/data \
     RUST_LOG=info

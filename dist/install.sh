@@ -7,7 +7,8 @@
 #
 # The token may also come from the HYPRBOX_TOKEN environment variable, which keeps it out of the
 # process list and shell history. With --destdir (packaging, tests) files are only staged there and
-# systemctl is not run.
+# systemctl is not run. A plain http:// server other than this machine is refused (the agent runs
+# what the server sends as root) unless HYPRBOX_ALLOW_INSECURE_HTTP=true is in the environment.
 set -eu
 
 PREFIX=/usr/local
@@ -16,9 +17,10 @@ BINARY=
 SERVER=
 TOKEN=${HYPRBOX_TOKEN:-}
 NODE_ID=
+ALLOW_INSECURE=${HYPRBOX_ALLOW_INSECURE_HTTP:-false}
 
 usage() {
-    sed -n '2,10s/^# \{0,1\}//p' "$0"
+    sed -n '2,12s/^# \{0,1\}//p' "$0"
 }
 
 die() {
@@ -58,6 +60,39 @@ case $SERVER in
 esac
 case $SERVER in
     *[!A-Za-z0-9._~:/?#@!\$\&\'\(\)*+,\;=%\[\]-]*) die "--server contains characters not allowed in a URL" ;;
+esac
+case $ALLOW_INSECURE in
+    true|1|yes|on) ALLOW_INSECURE=true ;;
+    false|0|no|off|'') ALLOW_INSECURE=false ;;
+    *) die "HYPRBOX_ALLOW_INSECURE_HTTP must be true or false" ;;
+esac
+# The host of an http:// URL: after any user@, before the port or path.
+case $SERVER in
+    http://*)
+        host=${SERVER#http://}
+        host=${host%%/*}
+        host=${host%%\?*}
+        host=${host%%#*}
+        host=${host##*@}
+        case $host in
+            \[*) host=${host#\[}; host=${host%%]*} ;;
+            *) host=${host%%:*} ;;
+        esac
+        loopback=false
+        case $host in
+            localhost|LOCALHOST|::1) loopback=true ;;
+            127.*.*.*) case $host in *[!0-9.]*) ;; *) loopback=true ;; esac ;;
+        esac
+        case $loopback in
+            true) ;;
+            *)
+                if [ "$ALLOW_INSECURE" != true ]; then
+                    die "--server $SERVER is plain http:// to another machine: the node token would travel in clear and anyone on the path could send scripts the agent runs as root. Use https://, or set HYPRBOX_ALLOW_INSECURE_HTTP=true to accept the risk"
+                fi
+                echo "install.sh: WARNING: plain http:// to $host allowed by HYPRBOX_ALLOW_INSECURE_HTTP=true; the node token travels in clear" >&2
+                ;;
+        esac
+        ;;
 esac
 case $TOKEN in
     *[!A-Za-z0-9._-]*) die "--token contains unexpected characters" ;;
@@ -103,6 +138,9 @@ envfile="$confdir/agent.env"
         echo "HYPRBOX_TOKEN=$TOKEN"
         if [ -n "$NODE_ID" ]; then
             echo "HYPRBOX_NODE_ID=$NODE_ID"
+        fi
+        if [ "$ALLOW_INSECURE" = true ]; then
+            echo "HYPRBOX_ALLOW_INSECURE_HTTP=true"
         fi
     } >"$tmp"
     chmod 0600 "$tmp"

@@ -37,6 +37,9 @@ pub struct Config {
     pub output_max: u64,
     /// The Docker Engine's socket (`HYPRBOX_DOCKER_SOCKET`); no inventory when it does not exist.
     pub docker_socket: PathBuf,
+    /// A plain `http://` URL to another machine, accepted because `HYPRBOX_ALLOW_INSECURE_HTTP=true`;
+    /// `main` warns about it loudly at every start.
+    pub insecure_http: bool,
 }
 
 impl fmt::Debug for Config {
@@ -52,6 +55,7 @@ impl fmt::Debug for Config {
             .field("kill_grace", &self.kill_grace)
             .field("output_max", &self.output_max)
             .field("docker_socket", &self.docker_socket)
+            .field("insecure_http", &self.insecure_http)
             .finish()
     }
 }
@@ -142,6 +146,24 @@ impl Config {
         if !(server.starts_with("http://") || server.starts_with("https://")) {
             bail!("HYPRBOX_URL must start with http:// or https://, got {server:?}");
         }
+        // The agent runs what the server answers as root, and its token travels with every
+        // request: plain HTTP is only for the same machine unless the operator says otherwise.
+        let insecure_http = server.starts_with("http://") && !is_loopback_url(&server);
+        let allow_insecure = match get("HYPRBOX_ALLOW_INSECURE_HTTP") {
+            None => false,
+            Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => bail!("HYPRBOX_ALLOW_INSECURE_HTTP must be true or false, got {raw:?}"),
+            },
+        };
+        if insecure_http && !allow_insecure {
+            bail!(
+                "HYPRBOX_URL {server:?} is plain http:// to another machine: the node token would travel \
+                 in clear and anyone on the path could answer with a script this agent runs as root. \
+                 Use https://, or set HYPRBOX_ALLOW_INSECURE_HTTP=true to accept the risk"
+            );
+        }
         let token = get("HYPRBOX_TOKEN").context("HYPRBOX_TOKEN is not set (a node token, hbnt_…)")?;
         let node_id = match get("HYPRBOX_NODE_ID") {
             Some(id) => {
@@ -188,8 +210,25 @@ impl Config {
             docker_socket: PathBuf::from(
                 get("HYPRBOX_DOCKER_SOCKET").unwrap_or_else(|| crate::inventory::DEFAULT_SOCKET.to_string()),
             ),
+            insecure_http,
         })
     }
+}
+
+/// True when the URL's host is `localhost` or a loopback address (`127.0.0.0/8`, `[::1]`).
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn read_env_file(path: &Path) -> anyhow::Result<HashMap<String, String>> {
@@ -231,7 +270,7 @@ mod tests {
         let file = dir.join("agent.env");
         std::fs::write(
             &file,
-            "HYPRBOX_SERVER=http://file:4000/\nHYPRBOX_TOKEN=hbnt_file\nHYPRBOX_INTERVAL=15\n",
+            "HYPRBOX_SERVER=https://file:4000/\nHYPRBOX_TOKEN=hbnt_file\nHYPRBOX_INTERVAL=15\n",
         )
         .unwrap();
         let config = Config::load(
@@ -239,7 +278,7 @@ mod tests {
             env_of(&[("HYPRBOX_TOKEN", "hbnt_env"), ("HYPRBOX_NODE_ID", "web-1")]),
         )
         .unwrap();
-        assert_eq!(config.server, "http://file:4000");
+        assert_eq!(config.server, "https://file:4000");
         assert_eq!(config.token, "hbnt_env");
         assert_eq!(config.node_id, "web-1");
         assert_eq!(config.interval, Duration::from_secs(15));
@@ -261,8 +300,8 @@ mod tests {
                 .to_string()
         };
         assert!(err(&[("HYPRBOX_TOKEN", "t")]).contains("HYPRBOX_SERVER"));
-        assert!(err(&[("HYPRBOX_SERVER", "http://x")]).contains("HYPRBOX_TOKEN"));
-        let base = [("HYPRBOX_SERVER", "http://x"), ("HYPRBOX_TOKEN", "t")];
+        assert!(err(&[("HYPRBOX_SERVER", "https://x")]).contains("HYPRBOX_TOKEN"));
+        let base = [("HYPRBOX_SERVER", "https://x"), ("HYPRBOX_TOKEN", "t")];
         assert!(err(&[base[0], base[1], ("HYPRBOX_INTERVAL", "2")]).contains("at least 5"));
         assert!(err(&[base[0], base[1], ("HYPRBOX_INTERVAL", "soon")]).contains("whole number"));
         assert!(err(&[base[0], base[1], ("HYPRBOX_NODE_ID", "a b")]).contains("HYPRBOX_NODE_ID"));
@@ -274,23 +313,79 @@ mod tests {
         assert!(Config::load(Some(Path::new("/nonexistent/agent.env")), env_of(&base)).is_err());
         let via_url = Config::load(
             Some(Path::new("/dev/null")),
-            env_of(&[("HYPRBOX_URL", "http://x"), base[1]]),
+            env_of(&[("HYPRBOX_URL", "https://x"), base[1]]),
         );
-        assert_eq!(via_url.unwrap().server, "http://x");
+        assert_eq!(via_url.unwrap().server, "https://x");
     }
 
     #[test]
     fn the_environment_beats_the_file_whichever_name_each_uses_for_the_server() {
         let dir = crate::testutil::temp_dir("config-names");
         let file = dir.join("agent.env");
-        std::fs::write(&file, "HYPRBOX_SERVER=http://file:4000\nHYPRBOX_TOKEN=t\n").unwrap();
-        let config = Config::load(Some(&file), env_of(&[("HYPRBOX_URL", "http://env:4000")])).unwrap();
-        assert_eq!(config.server, "http://env:4000");
-        std::fs::write(&file, "HYPRBOX_URL=http://file:4000\nHYPRBOX_TOKEN=t\n").unwrap();
-        let config = Config::load(Some(&file), env_of(&[("HYPRBOX_SERVER", "http://env:4000")])).unwrap();
-        assert_eq!(config.server, "http://env:4000");
+        std::fs::write(&file, "HYPRBOX_SERVER=https://file:4000\nHYPRBOX_TOKEN=t\n").unwrap();
+        let config = Config::load(Some(&file), env_of(&[("HYPRBOX_URL", "https://env:4000")])).unwrap();
+        assert_eq!(config.server, "https://env:4000");
+        std::fs::write(&file, "HYPRBOX_URL=https://file:4000\nHYPRBOX_TOKEN=t\n").unwrap();
+        let config = Config::load(Some(&file), env_of(&[("HYPRBOX_SERVER", "https://env:4000")])).unwrap();
+        assert_eq!(config.server, "https://env:4000");
         let config = Config::load(Some(&file), env_of(&[])).unwrap();
-        assert_eq!(config.server, "http://file:4000");
+        assert_eq!(config.server, "https://file:4000");
+    }
+
+    #[test]
+    fn plain_http_to_another_machine_is_refused_unless_explicitly_allowed() {
+        let load = |pairs: &[(&str, &str)]| Config::load(Some(Path::new("/dev/null")), env_of(pairs));
+        let token = ("HYPRBOX_TOKEN", "t");
+        for remote in [
+            "http://hb.example.com",
+            "http://10.0.0.5:4000",
+            "http://[2001:db8::1]:4000/",
+        ] {
+            let message = load(&[("HYPRBOX_URL", remote), token]).unwrap_err().to_string();
+            assert!(
+                message.contains("HYPRBOX_ALLOW_INSECURE_HTTP"),
+                "{remote}: {message}"
+            );
+            let allowed = load(&[
+                ("HYPRBOX_URL", remote),
+                token,
+                ("HYPRBOX_ALLOW_INSECURE_HTTP", "true"),
+            ])
+            .unwrap();
+            assert!(
+                allowed.insecure_http,
+                "{remote} is flagged for the start-up warning"
+            );
+            assert!(
+                load(&[
+                    ("HYPRBOX_URL", remote),
+                    token,
+                    ("HYPRBOX_ALLOW_INSECURE_HTTP", "false")
+                ])
+                .is_err()
+            );
+        }
+        // A user name that looks like a loopback host does not make the URL loopback.
+        assert!(load(&[("HYPRBOX_URL", "http://127.0.0.1@evil.example"), token]).is_err());
+        assert!(load(&[("HYPRBOX_URL", "http://localhost.evil.example"), token]).is_err());
+        for local in [
+            "http://127.0.0.1:4000",
+            "http://localhost",
+            "http://LOCALHOST:80/x",
+            "http://[::1]:4000",
+            "http://127.8.9.10",
+        ] {
+            let config = load(&[("HYPRBOX_URL", local), token]).unwrap();
+            assert!(!config.insecure_http, "{local} is loopback");
+        }
+        let https = load(&[("HYPRBOX_URL", "https://hb.example.com"), token]).unwrap();
+        assert!(!https.insecure_http);
+        let garbage = load(&[
+            ("HYPRBOX_URL", "http://x"),
+            token,
+            ("HYPRBOX_ALLOW_INSECURE_HTTP", "maybe"),
+        ]);
+        assert!(garbage.unwrap_err().to_string().contains("true or false"));
     }
 
     #[test]

@@ -54,6 +54,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.insecure_http {
+        tracing::warn!(
+            server = %config.server,
+            "INSECURE: talking plain http:// to another machine (HYPRBOX_ALLOW_INSECURE_HTTP=true); \
+             the node token travels in clear and anyone on the path can send scripts this agent runs as root"
+        );
+    }
     if args.once {
         return if hyprbox_agent::once(&config).await {
             ExitCode::SUCCESS

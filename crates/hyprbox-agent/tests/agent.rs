@@ -48,6 +48,7 @@ impl Agent {
             kill_grace: Duration::from_secs(2),
             output_max: hyprbox_agent::spool::DEFAULT_OUTPUT_MAX,
             docker_socket: "/nonexistent/hyprbox-test/docker.sock".into(),
+            insecure_http: false,
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(hyprbox_agent::run_until(config, shutdown.clone()));

@@ -87,14 +87,26 @@ fn install_sh_refuses_missing_or_unsafe_values() {
         (&["--token", "hbnt_x"][..], "--server"),
         (&["--server", "http://x"][..], "--token"),
         (&["--server", "ftp://x", "--token", "t"][..], "http://"),
-        (&["--server", "http://x", "--token", "a b"][..], "--token"),
+        (&["--server", "https://x", "--token", "a b"][..], "--token"),
         (
-            &["--server", "http://x", "--token", "t", "--node-id", "a/b"][..],
+            &["--server", "https://x", "--token", "t", "--node-id", "a/b"][..],
             "--node-id",
         ),
         (
-            &["--server", "http://x", "--token", "t", "--bogus", "1"][..],
+            &["--server", "https://x", "--token", "t", "--bogus", "1"][..],
             "unknown option",
+        ),
+        (
+            &["--server", "http://hb.example.com", "--token", "t"][..],
+            "HYPRBOX_ALLOW_INSECURE_HTTP",
+        ),
+        (
+            &["--server", "http://127.0.0.1@evil.example:80", "--token", "t"][..],
+            "HYPRBOX_ALLOW_INSECURE_HTTP",
+        ),
+        (
+            &["--server", "http://127.0.0.1.evil.example", "--token", "t"][..],
+            "HYPRBOX_ALLOW_INSECURE_HTTP",
         ),
     ] {
         let output = run(args);
@@ -103,6 +115,46 @@ fn install_sh_refuses_missing_or_unsafe_values() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
     assert!(!destdir.join("etc/hyprbox/agent.env").exists());
+}
+
+#[test]
+fn install_sh_accepts_loopback_http_and_remote_http_only_when_explicitly_allowed() {
+    let run = |name: &str, server: &str, allow: Option<&str>| {
+        let destdir = temp_dir(name);
+        let mut command = Command::new("sh");
+        command
+            .arg(dist().join("install.sh"))
+            .args(["--server", server, "--token", "hbnt_t"])
+            .args(["--binary", env!("CARGO_BIN_EXE_hyprbox-agent")])
+            .arg(format!("--destdir={}", destdir.display()))
+            .env_remove("HYPRBOX_ALLOW_INSECURE_HTTP");
+        if let Some(allow) = allow {
+            command.env("HYPRBOX_ALLOW_INSECURE_HTTP", allow);
+        }
+        let output = command.output().unwrap();
+        let env = std::fs::read_to_string(destdir.join("etc/hyprbox/agent.env")).unwrap_or_default();
+        (output, env)
+    };
+    for local in ["http://127.0.0.1:4000", "http://localhost/", "http://[::1]:4000"] {
+        let (output, env) = run("loopback", local, None);
+        assert!(
+            output.status.success(),
+            "{local}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!env.contains("HYPRBOX_ALLOW_INSECURE_HTTP"), "{env}");
+    }
+    let (output, env) = run("insecure", "http://10.1.2.3:4000", Some("true"));
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("WARNING"));
+    assert!(
+        env.contains("\nHYPRBOX_ALLOW_INSECURE_HTTP=true\n"),
+        "the agent is told too: {env}"
+    );
+    let parsed = hyprbox_agent::config::parse_env_file(&env).unwrap();
+    assert_eq!(parsed["HYPRBOX_SERVER"], "http://10.1.2.3:4000");
+    let (output, _) = run("insecure-no", "http://10.1.2.3:4000", Some("false"));
+    assert_eq!(output.status.code(), Some(2));
 }
 
 #[test]

@@ -537,6 +537,18 @@
     setInterval(refresh, 5000);
   }
 
+  // Secrets that arrive in the URL fragment (the password-reset link): the browser never sends a
+  // fragment to a server, so the token stays out of logs; it is moved into the form, then dropped
+  // from the address bar and history.
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  for (const input of $$('input[data-fragment]')) {
+    const value = fragment.get(input.dataset.fragment);
+    if (value) input.value = value;
+  }
+  if (location.hash && $('input[data-fragment]')) {
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+
   // Tests (and curious operators) can tell the script ran under the page's policy.
   document.documentElement.dataset.js = 'ready';
 })();

@@ -14,6 +14,9 @@ use thiserror::Error;
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// The shortest `SECRET_KEY` production accepts: 256 bits for an HS256 key.
+pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Environment {
     Development,
@@ -177,6 +180,14 @@ impl Settings {
         hyprbox_store::normalize_url(&database_url).map_err(|e| ConfigError(e.to_string()))?;
 
         let secret_key = match get("SECRET_KEY") {
+            // Sessions are HS256: a short key can be brute-forced offline from one captured token.
+            Some(key) if production && key.len() < MIN_PRODUCTION_SECRET_BYTES => {
+                return Err(ConfigError(format!(
+                    "SECRET_KEY must be at least {MIN_PRODUCTION_SECRET_BYTES} bytes when HYPRBOX_ENV=production \
+                     (got {}): use a long random string such as the output of `openssl rand -hex 32`",
+                    key.len()
+                )));
+            }
             Some(key) => key,
             None if production => {
                 return Err(ConfigError(
@@ -253,6 +264,22 @@ impl Settings {
             ));
         }
 
+        let public_url = get("HYPRBOX_PUBLIC_URL");
+        if production && smtp_url.is_some() && public_url.is_none() {
+            return Err(ConfigError(
+                "HYPRBOX_PUBLIC_URL is required when HYPRBOX_ENV=production and HYPRBOX_SMTP_URL is set: \
+                 password-reset links point at it (for example https://hyprbox.example.com)"
+                    .into(),
+            ));
+        }
+        if let Some(url) = public_url.as_deref()
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError(format!(
+                "HYPRBOX_PUBLIC_URL must start with http:// or https:// (got {url:?})"
+            )));
+        }
+
         // The default directory is optional; one named explicitly must exist.
         let presets_dir = match get("HYPRBOX_PRESETS_DIR") {
             Some(dir) => {
@@ -293,7 +320,7 @@ impl Settings {
             // Production cookies are always Secure; the setting can add it elsewhere, not remove it.
             cookie_secure: production || flag("HYPRBOX_COOKIE_SECURE", false)?,
             allow_public_registration: flag("HYPRBOX_ALLOW_PUBLIC_REGISTRATION", !production)?,
-            public_url: get("HYPRBOX_PUBLIC_URL")
+            public_url: public_url
                 .unwrap_or_else(|| format!("http://{bind}"))
                 .trim_end_matches('/')
                 .to_string(),
@@ -517,6 +544,36 @@ mod tests {
         Settings::from_lookup(|k| map.get(k).cloned())
     }
 
+    const LONG_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn production_refuses_a_secret_key_shorter_than_32_bytes() {
+        let err = settings(&[("HYPRBOX_ENV", "production"), ("SECRET_KEY", &LONG_KEY[1..])]).unwrap_err();
+        assert!(err.0.contains("at least 32 bytes"), "{}", err.0);
+        assert!(!err.0.contains(&LONG_KEY[1..]), "the key itself is never echoed");
+        assert!(settings(&[("HYPRBOX_ENV", "production"), ("SECRET_KEY", LONG_KEY)]).is_ok());
+        assert!(
+            settings(&[("SECRET_KEY", "short")]).is_ok(),
+            "development takes any key"
+        );
+    }
+
+    #[test]
+    fn production_with_mail_requires_the_public_url_the_reset_links_point_at() {
+        let mail = [
+            ("HYPRBOX_ENV", "production"),
+            ("SECRET_KEY", LONG_KEY),
+            ("HYPRBOX_SMTP_URL", "smtp://mail:25"),
+        ];
+        let err = settings(&mail).unwrap_err();
+        assert!(err.0.contains("HYPRBOX_PUBLIC_URL"), "{}", err.0);
+        let mut with_url = mail.to_vec();
+        with_url.push(("HYPRBOX_PUBLIC_URL", "https://hb.example.com/"));
+        assert_eq!(settings(&with_url).unwrap().public_url, "https://hb.example.com");
+        assert!(settings(&[("SECRET_KEY", "k"), ("HYPRBOX_SMTP_URL", "smtp://mail:25")]).is_ok());
+        assert!(settings(&[("SECRET_KEY", "k"), ("HYPRBOX_PUBLIC_URL", "hb.example.com")]).is_err());
+    }
+
     #[test]
     fn production_without_a_secret_key_refuses_to_start() {
         let err = settings(&[("HYPRBOX_ENV", "production")]).unwrap_err();
@@ -543,11 +600,11 @@ mod tests {
 
     #[test]
     fn production_defaults_close_registration_hide_docs_and_secure_the_cookie() {
-        let s = settings(&[("HYPRBOX_ENV", "production"), ("SECRET_KEY", "k")]).unwrap();
+        let s = settings(&[("HYPRBOX_ENV", "production"), ("SECRET_KEY", LONG_KEY)]).unwrap();
         assert!(!s.allow_public_registration && !s.enable_docs && s.cookie_secure);
         let s = settings(&[
             ("HYPRBOX_ENV", "production"),
-            ("SECRET_KEY", "k"),
+            ("SECRET_KEY", LONG_KEY),
             ("HYPRBOX_COOKIE_SECURE", "false"),
         ])
         .unwrap();

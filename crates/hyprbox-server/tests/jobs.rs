@@ -313,6 +313,51 @@ async fn a_pull_claims_the_oldest_job_once_and_then_finds_none() {
 }
 
 #[tokio::test]
+async fn every_claim_is_audited_with_its_token_and_the_script_goes_only_to_that_claim() {
+    let (app, admin, token) = setup().await;
+    let token_id = app.get("/api/tokens", Some(&admin.token)).await.body["tokens"][0]["id"].clone();
+    let queued = queue(&app, &admin, "audited").await;
+    let id = queued["id"].as_str().unwrap();
+    let claimed = claim(&app, &token).await;
+    assert_eq!(claimed["id"], id);
+    assert_eq!(
+        claim(&app, &token).await,
+        Value::Null,
+        "an empty pull claims nothing"
+    );
+
+    let audit = app.get("/api/audit?action=job.claim", Some(&admin.token)).await;
+    let events = audit.body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "one claim, one event: {}", audit.text);
+    assert_eq!(events[0]["resourceType"], "job");
+    assert_eq!(events[0]["resourceId"], id);
+    assert_eq!(events[0]["metadata"]["tokenId"], token_id);
+    assert_eq!(events[0]["metadata"]["nodeId"], "web-1");
+
+    // Another token for the same node cannot read the script: it is not the claim, a node token
+    // is no user, and completing or sending output for the job is refused.
+    let (other, _) = app.mint_token(&admin, Some("web-1")).await;
+    assert_eq!(claim(&app, &other).await, Value::Null);
+    assert_eq!(
+        app.get(&format!("/api/jobs/{id}"), Some(&other)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        output(&app, &other, id, json!({"stdout": "x"})).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let refused = complete(&app, &other, id, 0).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(!refused.text.contains("audited"), "no script in a refusal");
+    let done = complete(&app, &token, id, 0).await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert!(
+        done.body["job"].get("script").is_none(),
+        "completion does not hand the script back"
+    );
+}
+
+#[tokio::test]
 async fn concurrent_pulls_hand_each_job_out_exactly_once() {
     let (app, admin, _) = setup().await;
     let (fleet_token, _) = app.mint_token(&admin, None).await;
@@ -875,6 +920,69 @@ async fn the_job_stream_replays_stored_output_then_follows_live_until_done() {
         .get(&format!("/api/jobs/{id}/stream"), Some(&operator.token))
         .await;
     assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+}
+
+/// Reads an open stream until it ends (or fails the test after 15 s); returns what it carried.
+async fn read_to_end(stream: &mut reqwest::Response) -> String {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        let mut seen = String::new();
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        seen
+    })
+    .await
+    .expect("the job stream ends with its session")
+}
+
+#[tokio::test]
+async fn the_job_stream_ends_on_logout_role_change_and_user_deletion() {
+    let (app, admin, token) = setup().await;
+    let ops = [
+        app.user_with_role(&admin, "op1@example.com", "OPERATOR").await,
+        app.user_with_role(&admin, "op2@example.com", "OPERATOR").await,
+        app.user_with_role(&admin, "op3@example.com", "OPERATOR").await,
+    ];
+    let mut streams = Vec::new();
+    for op in &ops {
+        let id = queue(&app, op, "stream").await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let stream = get_streaming(&app, &format!("/api/jobs/{id}/stream"), &op.token).await;
+        assert_eq!(stream.status(), StatusCode::OK);
+        streams.push((id, stream));
+    }
+    app.post("/api/auth/logout", Some(&ops[0].token), json!({})).await;
+    let demoted = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/users/{}/role", ops[1].id),
+            Some(&admin.token),
+            Some(json!({"role": "VIEWER"})),
+        )
+        .await;
+    assert_eq!(demoted.status, StatusCode::OK);
+    let deleted = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/users/{}", ops[2].id),
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    // Output that arrives after the session ended reaches none of the three.
+    for (id, _) in &streams {
+        let claimed = claim(&app, &token).await;
+        assert_eq!(claimed["id"], id.as_str());
+        let sent = output(&app, &token, id, json!({"stdout": "after-the-session\n"})).await;
+        assert_eq!(sent.status, StatusCode::NO_CONTENT);
+    }
+    for (_, stream) in &mut streams {
+        let rest = read_to_end(stream).await;
+        assert!(!rest.contains("after-the-session"), "{rest}");
+    }
 }
 
 #[tokio::test]

@@ -62,7 +62,7 @@ async fn tokens_are_for_operators_and_scoped_to_their_creator() {
     let op1 = app.user_with_role(&admin, "op1@example.com", "OPERATOR").await;
     let op2 = app.user_with_role(&admin, "op2@example.com", "OPERATOR").await;
     let viewer = app.user_with_role(&admin, "v@example.com", "VIEWER").await;
-    let (_, meta) = app.mint_token(&op1, None).await;
+    let (_, meta) = app.mint_token(&op1, Some("web-1")).await;
     let id = meta["id"].as_str().unwrap();
 
     assert_eq!(
@@ -117,6 +117,38 @@ async fn tokens_are_for_operators_and_scoped_to_their_creator() {
         )
         .await;
     assert_eq!(by_admin.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn only_an_admin_may_mint_a_fleet_wide_token() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let operator = app.user_with_role(&admin, "op@example.com", "OPERATOR").await;
+    let refused = app
+        .post("/api/tokens", Some(&operator.token), json!({"name": "fleet"}))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert!(refused.body["message"].as_str().unwrap().contains("nodeId"));
+    let null_node = app
+        .post(
+            "/api/tokens",
+            Some(&operator.token),
+            json!({"name": "fleet", "nodeId": null}),
+        )
+        .await;
+    assert_eq!(null_node.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/api/tokens", Some(&operator.token)).await.body["tokens"],
+        json!([]),
+        "a refused mint stores nothing"
+    );
+    let (_, pinned) = app.mint_token(&operator, Some("web-1")).await;
+    assert_eq!(
+        pinned["nodeId"], "web-1",
+        "an OPERATOR may still pin a token to a node"
+    );
+    let (_, fleet) = app.mint_token(&admin, None).await;
+    assert_eq!(fleet["nodeId"], serde_json::Value::Null);
 }
 
 #[tokio::test]

@@ -329,3 +329,56 @@ async fn a_node_that_goes_quiet_turns_offline_on_the_open_page() {
     browser.assert_clean().await;
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_mailed_reset_link_carries_its_token_in_the_fragment_and_the_page_uses_it() {
+    let Some(mut browser) = Browser::launch("reset_fragment").await else {
+        return;
+    };
+    let (smtp_url, mut inbox) = common::smtp_listener().await;
+    let app = TestApp::with(&[("HYPRBOX_SMTP_URL", &smtp_url)]).await;
+    app.register_admin().await;
+    app.post(
+        "/api/auth/forgot-password",
+        None,
+        json!({"email": "admin@example.com"}),
+    )
+    .await;
+    let mail = tokio::time::timeout(std::time::Duration::from_secs(10), inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let mail = mail.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+    let start =
+        mail.find("/reset-password#token=").expect("a fragment link") + "/reset-password#token=".len();
+    let token: String = mail[start..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    assert_eq!(token.len(), 64);
+
+    browser
+        .goto(&app.url(&format!("/reset-password#token={token}")))
+        .await;
+    browser
+        .wait_for(
+            "the page's script",
+            "document.documentElement.dataset.js === 'ready'",
+        )
+        .await;
+    assert_eq!(
+        browser.eval("location.hash").await,
+        json!(""),
+        "the token leaves the address bar once it is in the form"
+    );
+    browser
+        .fill("input[name=newPassword]", "a fragment-borne password")
+        .await;
+    browser.click("button[type=submit]").await;
+    browser
+        .wait_for("the sign-in page", "location.pathname === '/login'")
+        .await;
+    app.login("admin@example.com", "a fragment-borne password").await;
+    browser.assert_clean().await;
+    app.stop().await.unwrap();
+}

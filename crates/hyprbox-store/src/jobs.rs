@@ -307,25 +307,83 @@ pub async fn claim(
             "SELECT id FROM jobs WHERE node_id = $3 AND status = 'QUEUED' ORDER BY created_at, id LIMIT 1"
         }
     };
-    let sql = format!(
+    let update = format!(
         "UPDATE jobs SET status = 'RUNNING', started_at = $1, claimed_by = $2 \
          WHERE id = ({pick}) AND status = 'QUEUED' RETURNING {COLUMNS}"
     );
-    // One statement is atomic on its own: no BEGIN/COMMIT round trips on the hottest agent call.
+    // Every claim is audited (`job.claim`, with the token) in the same atomic write: a token
+    // that takes someone's job leaves a trace however it got the token.
+    let metadata = format!(
+        r#"{{"tokenId":{},"nodeId":{}}}"#,
+        json_string(token_id),
+        json_string(node_id)
+    );
+    let audit_id = crate::new_id();
+    let dialect = store.dialect();
     let (node_id, token_id) = (node_id.to_owned(), token_id.to_owned());
     store
         .write_statement(move |conn| {
             Box::pin(async move {
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                if dialect == Dialect::Postgres {
+                    // One statement, atomic on its own: no BEGIN/COMMIT round trips on the hottest
+                    // agent call, and the audit row exists exactly when the claim does.
+                    let sql = format!(
+                        "WITH claimed AS ({update}), \
+                         logged AS (INSERT INTO audit_events (id, at, action, resource_type, resource_id, metadata) \
+                         SELECT $4, $1, 'job.claim', 'job', claimed.id, $5 FROM claimed) \
+                         SELECT * FROM claimed"
+                    );
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(now)
+                        .bind(token_id)
+                        .bind(node_id)
+                        .bind(audit_id)
+                        .bind(metadata)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    return row.as_ref().map(from_row).transpose();
+                }
+                // On SQLite the op runs inside the writer's group transaction: both statements
+                // commit together or not at all.
+                let row = sqlx::query(sqlx::AssertSqlSafe(update))
                     .bind(now)
                     .bind(token_id)
                     .bind(node_id)
                     .fetch_optional(&mut *conn)
                     .await?;
-                row.as_ref().map(from_row).transpose()
+                let Some(job) = row.as_ref().map(from_row).transpose()? else {
+                    return Ok(None);
+                };
+                sqlx::query(
+                    "INSERT INTO audit_events (id, at, action, resource_type, resource_id, metadata) \
+                     VALUES ($1, $2, 'job.claim', 'job', $3, $4)",
+                )
+                .bind(audit_id)
+                .bind(now)
+                .bind(&job.id)
+                .bind(metadata)
+                .execute(&mut *conn)
+                .await?;
+                Ok(Some(job))
             })
         })
         .await
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// What an append did.

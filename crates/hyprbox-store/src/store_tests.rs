@@ -104,6 +104,43 @@ async fn many_concurrent_first_registrations_make_exactly_one_admin() {
 }
 
 #[tokio::test]
+async fn create_admin_makes_an_admin_and_ends_the_first_registration_claim() {
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let mut conn = store.begin().await.unwrap();
+    assert!(!users::is_bootstrapped(&mut conn).await.unwrap());
+    let admin = users::create_admin(&mut conn, "root@example.com", "Root", "h")
+        .await
+        .unwrap();
+    assert_eq!(admin.role, Role::Admin);
+    assert!(users::is_bootstrapped(&mut conn).await.unwrap());
+    let second = users::create_admin(&mut conn, "second@example.com", "", "h")
+        .await
+        .unwrap();
+    assert_eq!(
+        second.role,
+        Role::Admin,
+        "a later create-admin still makes an ADMIN"
+    );
+    conn.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let duplicate = users::create_admin(&mut tx, "root@example.com", "", "h").await;
+    assert!(duplicate.unwrap_err().is_conflict());
+    drop(tx);
+    let mut tx = store.begin().await.unwrap();
+    let later = users::register(&mut tx, "visitor@example.com", "", "h", Some(Role::Viewer))
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        later.role,
+        Role::Viewer,
+        "the first registration after create-admin is not an ADMIN"
+    );
+}
+
+#[tokio::test]
 async fn a_failed_first_registration_gives_the_admin_claim_back() {
     let db = TestDatabase::new().await;
     let store = store(&db).await;

@@ -140,6 +140,41 @@ pub async fn register(
     insert_with_id(conn, &id, &new).await.map(Some)
 }
 
+/// True once the instance has its first ADMIN (made by the first registration outside production,
+/// or by [`create_admin`]).
+pub async fn is_bootstrapped(conn: &mut AnyConnection) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM bootstrap")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row.try_get::<i64, _>("n")? > 0)
+}
+
+/// Creates an ADMIN from the server's own machine (`hyprbox users create-admin`), and marks the
+/// instance as having its first ADMIN when it had none, which opens registration in production.
+/// A duplicate email is [`StoreError::Conflict`].
+pub async fn create_admin(
+    conn: &mut AnyConnection,
+    email: &str,
+    name: &str,
+    password_hash: &str,
+) -> Result<User, StoreError> {
+    let new = NewUser {
+        email,
+        name,
+        role: Role::Admin,
+        password_hash,
+    };
+    let user = insert(conn, &new).await?;
+    sqlx::query(
+        "INSERT INTO bootstrap (id, user_id, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&user.id)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(user)
+}
+
 pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -192,3 +192,102 @@ async fn outside_production_a_missing_secret_is_generated_once_and_kept_private(
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A plain HTTP/1.1 POST of a JSON body; returns the status line and the body.
+fn post_json(port: u16, path: &str, body: &str) -> Option<(String, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+#[tokio::test]
+async fn in_production_the_first_admin_comes_from_create_admin_and_never_from_public_registration() {
+    let dir = temp_dir();
+    let (_db, env) = database().await;
+    let port = free_port();
+    let production = [
+        ("HYPRBOX_ENV", "production".to_string()),
+        (
+            "SECRET_KEY",
+            "0123456789abcdef0123456789abcdef-production".to_string(),
+        ),
+        ("HYPRBOX_ALLOW_PUBLIC_REGISTRATION", "true".to_string()),
+    ];
+    let mut child = hyprbox(&dir)
+        .envs(env.clone())
+        .envs(production.clone())
+        .env("PORT", port.to_string())
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_health(port, &mut child);
+    let account = r#"{"email":"first@example.com","password":"correct horse battery"}"#;
+    let (status, body) = post_json(port, "/api/auth/register", account).unwrap();
+    assert!(
+        status.contains("403"),
+        "a fresh production instance is not claimed by whoever comes first: {status} {body}"
+    );
+    assert!(body.contains("create-admin"), "{body}");
+
+    let create = |email: &str| {
+        hyprbox(&dir)
+            .envs(env.clone())
+            .envs(production.clone())
+            .env("HYPRBOX_NEW_PASSWORD", "another good password")
+            .args(["users", "create-admin", "--email", email, "--json"])
+            .output()
+            .unwrap()
+    };
+    let out = create("Root@Example.com");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["user"]["role"], "ADMIN");
+    assert_eq!(created["user"]["email"], "root@example.com");
+    assert_eq!(
+        create("root@example.com").status.code(),
+        Some(5),
+        "a duplicate email is a conflict"
+    );
+
+    let (status, body) = post_json(
+        port,
+        "/api/auth/login",
+        r#"{"email":"root@example.com","password":"another good password"}"#,
+    )
+    .unwrap();
+    assert!(status.contains("200"), "{status} {body}");
+    assert!(body.contains("\"role\":\"ADMIN\""), "{body}");
+    // With an ADMIN in place, open registration makes VIEWERs, never another ADMIN.
+    let (status, body) = post_json(port, "/api/auth/register", account).unwrap();
+    assert!(status.contains("201"), "{status} {body}");
+    assert!(body.contains("\"role\":\"VIEWER\""), "{body}");
+
+    let bad = hyprbox(&dir)
+        .envs(env.clone())
+        .envs(production.clone())
+        .env("HYPRBOX_NEW_PASSWORD", "short")
+        .args(["users", "create-admin", "--email", "x@example.com"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    child.kill().ok();
+    child.wait().ok();
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -135,8 +135,8 @@ fn with_session_cookie(state: &AppState, status: StatusCode, token: &str, body: 
     (status, AppendHeaders([(SET_COOKIE, cookie)]), Json(body)).into_response()
 }
 
-/// Shared by `register` and `signup`: validates, hashes, and creates the account (the first one
-/// ever as ADMIN), then signs the new user in.
+/// Shared by `register` and `signup`: validates, hashes, and creates the account (outside
+/// production the first one ever as ADMIN), then signs the new user in.
 async fn create_account(
     state: &AppState,
     ip: ClientIp,
@@ -159,7 +159,32 @@ async fn create_account(
     let otherwise = state.settings.allow_public_registration.then_some(Role::Viewer);
 
     let mut tx = state.store.begin().await?;
-    let user = match users::register(&mut tx, &email, &name, &hash, otherwise).await {
+    // In production the first ADMIN never comes from a public request: whoever reached a fresh
+    // instance first would own it. It is made on the server's machine with `create-admin`.
+    let registered = if state.settings.is_production() {
+        if !users::is_bootstrapped(&mut tx).await? {
+            return Err(ApiError::Forbidden(
+                "this instance has no administrator yet: create one on the server with \
+                 `hyprbox users create-admin`"
+                    .into(),
+            ));
+        }
+        match otherwise {
+            Some(role) => {
+                let new = users::NewUser {
+                    email: &email,
+                    name: &name,
+                    role,
+                    password_hash: &hash,
+                };
+                users::insert(&mut tx, &new).await.map(Some)
+            }
+            None => Ok(None),
+        }
+    } else {
+        users::register(&mut tx, &email, &name, &hash, otherwise).await
+    };
+    let user = match registered {
         Ok(Some(user)) => user,
         Ok(None) => {
             return Err(ApiError::Forbidden(
@@ -409,6 +434,8 @@ pub async fn change_password(
     let user = users::set_password(&mut tx, &identity.user.id, &hash)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
+    // A reset link mailed before the change would otherwise still take the account back.
+    resets::burn_for_user(&mut tx, &user.id, now_ms()).await?;
     audit::record(&mut tx, &event("user.password_change", Some(&user), ip)).await?;
     tx.commit().await?;
     state.sessions.put(&user);
@@ -461,7 +488,9 @@ pub async fn forgot_password(
     audit::record(&mut tx, &event("password.reset_request", Some(&user), ip)).await?;
     tx.commit().await?;
     // The mail goes out after the answer, so the answer's timing does not reveal known emails.
-    let link = format!("{}/reset-password?token={token}", state.settings.public_url);
+    // In the fragment, which browsers never send: the token stays out of proxy and server logs
+    // and out of the Referer of anything the page loads.
+    let link = format!("{}/reset-password#token={token}", state.settings.public_url);
     let mail_state = state.clone();
     tokio::spawn(async move { mail_state.mailer.send_password_reset(&user.email, &link).await });
     Ok(Json(OkBody { ok: true }))

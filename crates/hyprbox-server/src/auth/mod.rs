@@ -12,6 +12,7 @@ pub mod account;
 pub mod audit;
 pub mod expiry;
 pub mod jwt;
+pub mod lease;
 pub mod mail;
 pub mod node_token_routes;
 pub mod node_tokens;

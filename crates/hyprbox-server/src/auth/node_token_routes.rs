@@ -50,7 +50,7 @@ fn event(actor: &Identity, action: &str, token: &NodeToken, ip: ClientIp) -> New
         (status = 201, description = "Created; the plaintext token is in this answer only", body = CreatedToken),
         (status = 400, description = "Invalid name or nodeId", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "Below OPERATOR", body = ErrorBody)))]
+        (status = 403, description = "Below OPERATOR, or a fleet-wide token (no nodeId) asked for by a non-ADMIN", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Operator(actor): Operator,
@@ -63,8 +63,15 @@ pub async fn create(
             "name must be 1 to 100 characters without control characters",
         ));
     }
-    if let Some(node_id) = &body.node_id {
-        hyprbox_proto::validate_node_id("nodeId", node_id).map_err(ApiError::BadRequest)?;
+    match &body.node_id {
+        Some(node_id) => hyprbox_proto::validate_node_id("nodeId", node_id).map_err(ApiError::BadRequest)?,
+        // A fleet-wide token acts for every node, including claiming anyone's queued jobs there.
+        None if actor.user.role != Role::Admin => {
+            return Err(ApiError::Forbidden(
+                "only an ADMIN may mint a fleet-wide token: give a nodeId to pin it to one node".into(),
+            ));
+        }
+        None => {}
     }
     // A prefix collision (1 in 62^8 per pair) is drawn again rather than reported.
     for _ in 0..3 {

@@ -55,6 +55,11 @@ fn internal(err: impl std::fmt::Display) -> ApiError {
 }
 
 /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) for `password`, with a random salt.
+/// One Argon2id hash on the calling thread, for one-off commands that run no server.
+pub fn hash_now(password: &str) -> Result<String, ApiError> {
+    hash_with(&mut Vec::new(), password)
+}
+
 fn hash_with(memory: &mut Vec<Block>, password: &str) -> Result<String, ApiError> {
     let params = Params::DEFAULT;
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());

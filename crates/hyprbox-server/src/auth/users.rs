@@ -119,6 +119,50 @@ pub async fn create(
     ))
 }
 
+/// `hyprbox users create-admin`: an ADMIN made on the server's own machine, straight in the
+/// database (the way production gets its first ADMIN; public registration never makes one there).
+/// Validated like every other account, audited `user.create_admin`.
+pub async fn create_admin(
+    store: &hyprbox_store::Store,
+    email: &str,
+    name: Option<&str>,
+    password_text: &str,
+) -> Result<User, ApiError> {
+    let email = normalize_email(email)?;
+    password::validate("password", password_text)?;
+    let name = validate_name("name", name.unwrap_or(""))?;
+    let name = if name.is_empty() {
+        email.split('@').next().unwrap_or("").to_string()
+    } else {
+        name
+    };
+    let hash = password::hash_now(password_text)?;
+    let mut tx = store.begin().await?;
+    let user = match users::create_admin(&mut tx, &email, &name, &hash).await {
+        Ok(user) => user,
+        Err(err) if err.is_conflict() => {
+            return Err(ApiError::Conflict(
+                "an account with this email already exists".into(),
+            ));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let event = NewAuditEvent {
+        user_id: None,
+        user_email: None,
+        action: "user.create_admin".into(),
+        resource_type: Some("user".into()),
+        resource_id: Some(user.id.clone()),
+        ip: None,
+        metadata: Some(
+            serde_json::json!({ "email": user.email, "via": "hyprbox users create-admin" }).to_string(),
+        ),
+    };
+    audit::record(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
 #[utoipa::path(patch, path = "/api/users/{id}/role", tag = "users", request_body = RoleRequest,
     params(("id" = String, Path, description = "User id")),
     security(("bearer" = []), ("cookie" = [])),

@@ -106,7 +106,8 @@ pub async fn forgot() -> Response {
     html(&ForgotPage { version: VERSION })
 }
 
-/// The page the e-mailed link lands on (`/reset-password?token=…`).
+/// The page the e-mailed link lands on (`/reset-password#token=…`: the script moves the token from
+/// the fragment into the form; `?token=` is still read for links mailed by older versions).
 pub async fn reset(Query(query): Query<NextQuery>) -> Response {
     html(&ResetPage {
         version: VERSION,

@@ -1,21 +1,18 @@
 //! `GET /api/stream/nodes`: the live fleet as server-sent events.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::CurrentUser;
+use crate::auth::lease::SessionLease;
+use crate::events::EventHub;
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
-
-use crate::auth::CurrentUser;
-use crate::auth::session_cache::Cached;
-use crate::events::EventHub;
-use crate::state::AppState;
 
 /// The comment line that keeps idle connections (and proxies) alive.
 pub const PING_EVERY: Duration = Duration::from_secs(25);
@@ -28,62 +25,18 @@ pub enum Item {
     Lagged { missed: u64 },
 }
 
-/// How often a stream re-checks that its session is still valid, even when no event flows.
-const RECHECK_EVERY: Duration = Duration::from_secs(5);
-
-/// A subscription to the hub. It ends when `stop` is cancelled (a graceful shutdown must not wait on
-/// streams that never end by themselves), at `expires_at`, or as soon as `alive` says no (checked
-/// before every frame and every few seconds).
-pub fn subscribe<F>(
-    hub: &EventHub,
-    stop: CancellationToken,
-    expires_at: tokio::time::Instant,
-    alive: F,
-) -> impl Stream<Item = Item> + Send + use<F>
-where
-    F: Fn() -> bool + Send + Sync + 'static,
-{
-    let alive = Arc::new(alive);
-    futures_util::stream::unfold(
-        (hub.subscribe(), stop, alive),
-        move |(mut receiver, stop, alive)| async move {
-            loop {
-                let item = tokio::select! {
-                    () = stop.cancelled() => return None,
-                    () = tokio::time::sleep_until(expires_at) => return None,
-                    () = tokio::time::sleep(RECHECK_EVERY) => {
-                        if alive() { continue } else { return None }
-                    }
-                    next = receiver.recv() => match next {
-                        Ok(frame) => Item::Frame(frame),
-                        // This subscriber fell behind: say how much it missed and go on from the oldest kept.
-                        Err(RecvError::Lagged(missed)) => Item::Lagged { missed },
-                        Err(RecvError::Closed) => return None,
-                    },
-                };
-                if !alive() {
-                    return None;
-                }
-                return Some((item, (receiver, stop, alive)));
-            }
-        },
-    )
-}
-
-/// When a live stream ends, in seconds since the epoch. A cookie session's stream ends just past
-/// the token's half-life: the browser's EventSource reconnects at once with the cookie, which is
-/// then renewed (sliding sessions), so a dashboard that only watches the stream stays signed in.
-/// Ending at the expiry would leave it reconnecting with an expired cookie.
-///
-/// Opened past half-life, the answer renewed the cookie, but the gate read its own clock: at the
-/// boundary second it may not have. Such a stream ends within a few seconds, and its reconnect is
-/// surely past half-life.
-fn stream_end(claims: &crate::auth::jwt::Claims, via_cookie: bool, now: i64) -> i64 {
-    if !via_cookie {
-        return claims.exp;
-    }
-    let half_life = claims.iat + (claims.exp - claims.iat) / 2 + 1;
-    half_life.max(now + 5).min(claims.exp)
+/// A subscription to the hub for as long as `lease` holds (see [`SessionLease::guard`]).
+pub fn subscribe(hub: &EventHub, lease: SessionLease) -> impl Stream<Item = Item> + Send + use<> {
+    let frames = futures_util::stream::unfold(hub.subscribe(), |mut receiver| async move {
+        let item = match receiver.recv().await {
+            Ok(frame) => Item::Frame(frame),
+            // This subscriber fell behind: say how much it missed and go on from the oldest kept.
+            Err(RecvError::Lagged(missed)) => Item::Lagged { missed },
+            Err(RecvError::Closed) => return None,
+        };
+        Some((item, receiver))
+    });
+    lease.guard(frames)
 }
 
 #[utoipa::path(get, path = "/api/stream/nodes", tag = "nodes", security(("bearer" = []), ("cookie" = [])),
@@ -94,21 +47,8 @@ pub async fn nodes(State(state): State<AppState>, CurrentUser(identity): Current
     // The stream lives no longer than the session that opened it: it ends at the token's expiry
     // (or earlier, see `stream_end`), on logout, and when the user's token version changes or the
     // user is deleted.
-    let now = chrono::Utc::now().timestamp();
-    let left = stream_end(&identity.claims, identity.via_cookie, now)
-        .saturating_sub(now)
-        .max(0);
-    let expires_at = tokio::time::Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0));
-    let sessions = state.clone();
-    let alive = move || {
-        let current = match sessions.sessions.user(&identity.user.id) {
-            Cached::Present(user) => user.token_version == identity.claims.tv,
-            Cached::Deleted => false,
-            Cached::Unknown => true,
-        };
-        current && !sessions.sessions.is_revoked(&identity.claims.jti)
-    };
-    let frames = subscribe(&state.hub, state.shutdown.clone(), expires_at, alive).map(|item| match item {
+    let lease = SessionLease::of(&state, &identity);
+    let frames = subscribe(&state.hub, lease).map(|item| match item {
         Item::Frame(frame) => frame,
         Item::Lagged { missed } => Bytes::from(format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n")),
     });
@@ -138,15 +78,19 @@ fn sse_body(frames: impl Stream<Item = Bytes> + Send + 'static) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use futures_util::StreamExt;
+    use tokio_util::sync::CancellationToken;
 
     use super::*;
+    use crate::auth::lease::stream_end;
 
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_told_how_many_it_missed_and_goes_on() {
         let hub = EventHub::with_backlog(4);
         let stop = CancellationToken::new();
-        let stream = subscribe(&hub, stop.clone(), far(), || true);
+        let stream = subscribe(&hub, lease(far(), stop.clone(), || true));
         tokio::pin!(stream);
         for i in 0..10 {
             hub.publish("heartbeat", &serde_json::json!({ "n": i }));
@@ -164,6 +108,14 @@ mod tests {
         }
         stop.cancel();
         assert_eq!(stream.next().await, None, "the stream ends on shutdown");
+    }
+
+    fn lease(
+        expires_at: tokio::time::Instant,
+        stop: CancellationToken,
+        alive: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> SessionLease {
+        SessionLease::new(expires_at, stop, alive)
     }
 
     #[test]
@@ -195,9 +147,12 @@ mod tests {
         let hub = EventHub::with_backlog(8);
         let valid = Arc::new(AtomicBool::new(true));
         let check = Arc::clone(&valid);
-        let stream = subscribe(&hub, CancellationToken::new(), far(), move || {
-            check.load(Ordering::SeqCst)
-        });
+        let stream = subscribe(
+            &hub,
+            lease(far(), CancellationToken::new(), move || {
+                check.load(Ordering::SeqCst)
+            }),
+        );
         tokio::pin!(stream);
         hub.publish("heartbeat", &1);
         hub.flush();
@@ -209,9 +164,7 @@ mod tests {
 
         let expired = subscribe(
             &hub,
-            CancellationToken::new(),
-            tokio::time::Instant::now(),
-            || true,
+            lease(tokio::time::Instant::now(), CancellationToken::new(), || true),
         );
         tokio::pin!(expired);
         assert_eq!(expired.next().await, None, "a stream ends at its token's expiry");
@@ -220,7 +173,7 @@ mod tests {
     #[tokio::test]
     async fn publishing_never_waits_for_subscribers() {
         let hub = EventHub::with_backlog(2);
-        let _stuck = subscribe(&hub, CancellationToken::new(), far(), || true);
+        let _stuck = subscribe(&hub, lease(far(), CancellationToken::new(), || true));
         let _also_stuck = hub.subscribe();
         for i in 0..100_000 {
             hub.publish_heartbeat(&format!("n{}", i % 100), &i);

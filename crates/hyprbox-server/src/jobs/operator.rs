@@ -474,9 +474,11 @@ pub async fn stream(
         last_status: None,
         finished: false,
     };
-    let events = futures_util::stream::unfold(follow, |mut follow| async move {
+    // Like the fleet stream, it lives no longer than the session that opened it.
+    let lease = crate::auth::lease::SessionLease::of(&state, &identity);
+    let events = lease.guard(futures_util::stream::unfold(follow, |mut follow| async move {
         follow.next().await.map(|event| (Ok(event), follow))
-    });
+    }));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(25)).text("ping")))
 }
 

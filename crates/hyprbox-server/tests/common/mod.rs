@@ -151,8 +151,20 @@ impl TestApp {
         read(request.send().await.expect("request")).await
     }
 
-    /// Registers the first user (who becomes ADMIN).
+    /// Registers the first user (who becomes ADMIN); in production, where public registration
+    /// never makes an ADMIN, creates them as `hyprbox users create-admin` does and signs them in.
     pub async fn register_admin(&self) -> Session {
+        if self.state.settings.is_production() {
+            hyprbox_server::auth::users::create_admin(
+                &self.state.store,
+                "admin@example.com",
+                Some("Admin"),
+                PASSWORD,
+            )
+            .await
+            .expect("create the first admin");
+            return self.login("admin@example.com", PASSWORD).await;
+        }
         let answer = self
             .post(
                 "/api/auth/register",
