@@ -50,7 +50,7 @@ for round in $(seq "$runs"); do
   for bin in "$@"; do
     name=$(basename "$(dirname "$bin")")
     work=$(mktemp -d)
-    (cd "$work" && HYPRBOX_BIND=127.0.0.1:$port HYPRBOX_RATE_LIMIT=100000000 RUST_LOG=warn exec "$bin" serve >server.log 2>&1) & pid=$!
+    (cd "$work" && HYPRBOX_BIND=127.0.0.1:$port HYPRBOX_RATE_LIMIT=100000000 HYPRBOX_NODE_CREATE_LIMIT=100000000 RUST_LOG=warn exec "$bin" serve >server.log 2>&1) & pid=$!
     wait_up
     jwt=$(curl -fs -X POST "$url/api/auth/register" -H 'Content-Type: application/json' \
       -d '{"email":"bench@example.com","password":"bench password 1"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')

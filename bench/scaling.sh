@@ -12,7 +12,7 @@ for run in "1000 1" "10000 1" "50000 5"; do
   set -- $run
   agents=$1 interval=$2
   work=$(mktemp -d)
-  (cd "$work" && HYPRBOX_BIND=127.0.0.1:$port HYPRBOX_RATE_LIMIT=100000000 RUST_LOG=warn "$bin" serve > server.log 2>&1) &
+  (cd "$work" && HYPRBOX_BIND=127.0.0.1:$port HYPRBOX_RATE_LIMIT=100000000 HYPRBOX_NODE_CREATE_LIMIT=100000000 RUST_LOG=warn "$bin" serve > server.log 2>&1) &
   for _ in $(seq 100); do curl -fs http://127.0.0.1:$port/health >/dev/null && break; sleep 0.1; done
   pid=$(pgrep -f "$bin serve" | head -1)
   curl -fs -X POST http://127.0.0.1:$port/api/auth/register -H 'Content-Type: application/json' \

@@ -12,7 +12,7 @@ for count in $COUNTS; do
   for bin in "$@"; do
     dir=$(mktemp -d)
     SECRET_KEY=bench HYPRBOX_DATA_DIR="$dir" DATABASE_URL="sqlite://$dir/hb.db" PORT=4100 \
-      HYPRBOX_RATE_LIMIT=100000000 RUST_LOG=warn "$bin" serve >"$dir/log" 2>&1 &
+      HYPRBOX_RATE_LIMIT=100000000 HYPRBOX_NODE_CREATE_LIMIT=100000000 RUST_LOG=warn "$bin" serve >"$dir/log" 2>&1 &
     pid=$!
     for _ in $(seq 50); do curl -sf http://127.0.0.1:4100/health >/dev/null && break; sleep 0.2; done
     jwt=$(curl -sf -H 'Content-Type: application/json' -d '{"email":"b@e.x","password":"benchmark1"}' \

@@ -20,6 +20,8 @@ Settings (environment, then the config file):
   HYPRBOX_JOB_OUTPUT_MAX_BYTES  output kept and sent per job stream [default: 67108864]
   HYPRBOX_DOCKER_SOCKET         the Docker engine's socket, for the container inventory
                                 [default: /var/run/docker.sock; none there: no inventory]
+  HYPRBOX_ALLOW_INSECURE_HTTP   accept a plain http:// URL to another machine (the token then
+                                travels in clear) [default: false; loopback http:// is always fine]
 
 Backups (hypervault-restic jobs) read the repository password where the policy's passwordRef
 says: file:/path (mode 0600 or stricter) or env:NAME (this agent's environment).";

@@ -26,6 +26,9 @@ pub fn spawn(state: &AppState, shutdown: CancellationToken) -> Workers {
         set.spawn(supervised(name, state.clone(), shutdown.clone(), body));
     };
     start("session pruning", |s, t| Box::pin(auth::expiry::prune_loop(s, t)));
+    start("anonymous audit summaries", |s, t| {
+        Box::pin(auth::anonymous_audit::flush_loop(s, t))
+    });
     start("history retention", |s, t| {
         Box::pin(fleet::retention::prune_loop(s, t))
     });

@@ -56,6 +56,17 @@ pub struct Settings {
     pub enable_docs: bool,
     /// Requests per minute per client on every route without a limit of its own.
     pub rate_limit: u32,
+    /// New nodes one node token (or, without a token, one address) may register a minute.
+    pub node_create_limit: u32,
+    /// Connections open at once (agent links and live streams included).
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// How long a request may take from its headers to its answer's headers (reading the body
+    /// included); streams and downloads then go on as long as they need.
+    pub request_timeout: Duration,
+    /// Live streams (fleet and job output) one user may hold open at once.
+    pub max_streams_per_user: usize,
     pub session_ttl: Duration,
     pub cookie_secure: bool,
     pub allow_public_registration: bool,
@@ -206,6 +217,38 @@ impl Settings {
                 ))
             })
         })?;
+        let node_create_limit: u32 = get("HYPRBOX_NODE_CREATE_LIMIT").map_or(Ok(1000), |v| {
+            v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "HYPRBOX_NODE_CREATE_LIMIT must be a positive number (got {v:?})"
+                ))
+            })
+        })?;
+        let max_connections: usize = get("HYPRBOX_MAX_CONNECTIONS").map_or(Ok(25_000), |v| {
+            v.parse()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "HYPRBOX_MAX_CONNECTIONS must be a whole number from 1 to 1000000 (got {v:?})"
+                    ))
+                })
+        })?;
+        let max_streams_per_user: usize = get("HYPRBOX_MAX_STREAMS_PER_USER").map_or(Ok(16), |v| {
+            v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "HYPRBOX_MAX_STREAMS_PER_USER must be a positive number (got {v:?})"
+                ))
+            })
+        })?;
+        let header_timeout = positive_duration(
+            "HYPRBOX_HEADER_TIMEOUT",
+            &get("HYPRBOX_HEADER_TIMEOUT").unwrap_or_else(|| "10s".into()),
+        )?;
+        let request_timeout = positive_duration(
+            "HYPRBOX_REQUEST_TIMEOUT",
+            &get("HYPRBOX_REQUEST_TIMEOUT").unwrap_or_else(|| "30s".into()),
+        )?;
         let max_findings_per_node: usize = get("HYPRBOX_MAX_FINDINGS_PER_NODE").map_or(Ok(2000), |v| {
             v.parse()
                 .ok()
@@ -316,6 +359,11 @@ impl Settings {
             trust_proxy: flag("HYPRBOX_TRUST_PROXY", false)?,
             enable_docs: flag("HYPRBOX_ENABLE_DOCS", !production)?,
             rate_limit,
+            node_create_limit,
+            max_connections,
+            header_timeout,
+            request_timeout,
+            max_streams_per_user,
             session_ttl,
             // Production cookies are always Secure; the setting can add it elsewhere, not remove it.
             cookie_secure: production || flag("HYPRBOX_COOKIE_SECURE", false)?,
@@ -365,7 +413,8 @@ impl Settings {
     pub fn summary(&self) -> String {
         format!(
             "env={:?} bind={} database={} data_dir={} frontend_urls={:?} trust_proxy={} enable_docs={} \
-             rate_limit={}/min session_ttl={}s cookie_secure={} allow_public_registration={} public_url={} \
+             rate_limit={}/min node_create_limit={}/min max_connections={} header_timeout={}s \
+             request_timeout={}s max_streams_per_user={} session_ttl={}s cookie_secure={} allow_public_registration={} public_url={} \
              smtp={} mail_from={:?} require_node_token={} node_offline_after={}s history_retention={}s \
              job_retention={}s jobs_kept_per_node={} finding_retention={}s max_findings_per_node={} \
              presets_dir={:?} job_output_max_bytes={} ai_workers={:?} ai_task_seconds={} \
@@ -378,6 +427,11 @@ impl Settings {
             self.trust_proxy,
             self.enable_docs,
             self.rate_limit,
+            self.node_create_limit,
+            self.max_connections,
+            self.header_timeout.as_secs(),
+            self.request_timeout.as_secs(),
+            self.max_streams_per_user,
             self.session_ttl.as_secs(),
             self.cookie_secure,
             self.allow_public_registration,

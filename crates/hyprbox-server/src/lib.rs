@@ -20,7 +20,6 @@ pub mod jobs;
 pub mod routes;
 pub mod state;
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -98,6 +97,8 @@ impl Application {
             ai: hyperion::ai_fleet::AiFleet::new(settings.ai_workers.clone()),
             server_health: hyperion::server_health::Health::default(),
             ux: hyperion::ux::Ux::default(),
+            stream_slots: Default::default(),
+            anonymous_audit: Default::default(),
             shutdown: CancellationToken::new(),
             started_at: Instant::now(),
             settings,
@@ -129,9 +130,11 @@ impl Application {
             background.clone(),
         ));
         let workers = crate::background::spawn(&state, background.clone());
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(state.shutdown.clone().cancelled_owned())
+        let limits = http::listener::ConnectionLimits {
+            max_connections: state.settings.max_connections,
+            header_timeout: state.settings.header_timeout,
+        };
+        let served = http::listener::serve(listener, router, limits, state.shutdown.clone())
             .await
             .context("the HTTP server failed");
         // Node rows not yet rewritten since their last heartbeat go out with the final flush.

@@ -49,6 +49,11 @@ pub struct Inner {
     pub server_health: crate::hyperion::server_health::Health,
     /// Request timings and active users, for the dashboard.
     pub ux: crate::hyperion::ux::Ux,
+    /// Failed sign-ins and reset requests, counted per address so anonymous callers cannot grow
+    /// the audit log without bound.
+    pub anonymous_audit: crate::auth::anonymous_audit::AnonymousAudit,
+    /// Live streams open per user, to cap them.
+    pub stream_slots: Arc<crate::auth::lease::StreamSlots>,
     /// Cancelled when a graceful shutdown starts: long-lived streams end on it.
     pub shutdown: CancellationToken,
     pub started_at: Instant,

@@ -197,3 +197,48 @@ async fn the_csv_export_is_an_attachment_with_formula_cells_neutralised() {
         .await;
     assert_eq!(filtered.text.lines().count(), 2);
 }
+
+#[tokio::test]
+async fn repeated_anonymous_failures_are_written_a_few_at_a_time_and_summarised_not_lost() {
+    let app = TestApp::with(&[("HYPRBOX_TRUST_PROXY", "true")]).await;
+    let admin = app.register_admin().await;
+    for n in 0..9 {
+        let failed = app
+            .post_from(
+                "203.0.113.50",
+                "/api/auth/login",
+                json!({"email": format!("guess{n}@example.com"), "password": "wrong password"}),
+            )
+            .await;
+        assert_eq!(failed.status, StatusCode::UNAUTHORIZED);
+    }
+    app.post_from(
+        "198.51.100.1",
+        "/api/auth/login",
+        json!({"email": "other@example.com", "password": "wrong password"}),
+    )
+    .await;
+    let logged = app
+        .get("/api/audit?action=user.login_failed", Some(&admin.token))
+        .await;
+    assert_eq!(
+        logged.body["total"], 4,
+        "three from the guessing address, one from the other: {}",
+        logged.text
+    );
+    // The repeats are not lost: they are written as one summary when the window ends, or at
+    // shutdown at the latest.
+    let (stopped, db) = app.stop_keeping_database().await;
+    stopped.unwrap();
+    let again = TestApp::with(&[("DATABASE_URL", db.url.as_str())]).await;
+    let admin = again.login("admin@example.com", PASSWORD).await;
+    let logged = again
+        .get("/api/audit?action=user.login_failed", Some(&admin.token))
+        .await;
+    assert_eq!(logged.body["total"], 5, "{}", logged.text);
+    let summary = &logged.body["events"][0];
+    assert_eq!(summary["metadata"]["repeats"], 6, "{summary}");
+    assert_eq!(summary["ip"], "203.0.113.50");
+    assert_eq!(summary["userEmail"], "guess8@example.com");
+    drop(db);
+}

@@ -834,6 +834,55 @@ async fn the_agent_socket_needs_a_pinned_token_for_the_named_node() {
 }
 
 #[tokio::test]
+async fn a_node_holds_at_most_four_agent_links_and_an_oversized_message_ends_its_link() {
+    let (app, _admin, token) = setup().await;
+    let mut links = Vec::new();
+    for _ in 0..4 {
+        links.push(
+            connect_agent(&app, &token, "")
+                .await
+                .expect("a link within the cap"),
+        );
+    }
+    match connect_agent(&app, &token, "").await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+        other => panic!("a fifth link is refused with 429, got {:?}", other.map(|_| ())),
+    }
+    // A message over 64 KiB is not read into memory: the link ends.
+    let mut big = links.pop().unwrap();
+    let _ = big
+        .send(tungstenite::Message::Text("x".repeat(100 * 1024).into()))
+        .await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match big.next().await {
+                None | Some(Err(_)) | Some(Ok(tungstenite::Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the server ends a link that sends an oversized message"
+    );
+    // Its place is free again once the server has let it go.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match connect_agent(&app, &token, "").await {
+            Ok(link) => {
+                links.push(link);
+                break;
+            }
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(err) => panic!("the freed place was never given back: {err}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn revoking_a_token_closes_its_agent_socket() {
     let (app, admin, token) = setup().await;
     let mut socket = connect_agent(&app, &token, "").await.unwrap();

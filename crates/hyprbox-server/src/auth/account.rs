@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::users::{UserBody, user_body};
-use crate::auth::{CurrentUser, MaybeUser, clearing_cookies, password, session_cookie};
+use crate::auth::{CurrentUser, MaybeUser, anonymous_audit, clearing_cookies, password, session_cookie};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json};
 use crate::state::AppState;
@@ -271,16 +271,16 @@ pub async fn login(
     // An unknown email still pays for one Argon2id verification, so timing does not tell.
     let stored = found.as_ref().map(|u| u.password_hash.clone());
     let matches = state.passwords.verify(body.password, stored).await?;
-    let mut conn = state.store.write_conn().await?;
     let user = match found {
         Some(user) if matches => user,
         other => {
             let mut failed = event("user.login_failed", other.as_ref(), ip);
             failed.user_email = Some(email.chars().filter(|c| !c.is_control()).take(254).collect());
-            audit::record(&mut conn, &failed).await?;
+            anonymous_audit::record(&state, failed, ip.bucket()).await?;
             return Err(ApiError::Unauthorized("invalid email or password".into()));
         }
     };
+    let mut conn = state.store.write_conn().await?;
     audit::record(&mut conn, &event("user.login", Some(&user), ip)).await?;
     // A sign-in changes nothing about the user: it only fills the cache when empty, so a change
     // committed while the password was being checked is never overwritten.
@@ -474,9 +474,7 @@ pub async fn forgot_password(
         // known one, so the answer's timing does not tell them apart.
         let mut unknown = event("password.reset_request", None, ip);
         unknown.user_email = Some(email.chars().filter(|c| !c.is_control()).take(254).collect());
-        let mut tx = state.store.begin().await?;
-        audit::record(&mut tx, &unknown).await?;
-        tx.commit().await?;
+        anonymous_audit::record(&state, unknown, ip.bucket()).await?;
         return Ok(Json(OkBody { ok: true }));
     };
     let mut secret = [0u8; 32];
@@ -485,8 +483,14 @@ pub async fn forgot_password(
     let now = now_ms();
     let mut tx = state.store.begin().await?;
     resets::insert(&mut tx, &sha256_hex(&token), &user.id, now, now + RESET_TTL_MS).await?;
-    audit::record(&mut tx, &event("password.reset_request", Some(&user), ip)).await?;
     tx.commit().await?;
+    // Anyone may ask for a known address's reset too: recorded like the unknown ones.
+    anonymous_audit::record(
+        &state,
+        event("password.reset_request", Some(&user), ip),
+        ip.bucket(),
+    )
+    .await?;
     // The mail goes out after the answer, so the answer's timing does not reveal known emails.
     // In the fragment, which browsers never send: the token stays out of proxy and server logs
     // and out of the Referer of anything the page loads.

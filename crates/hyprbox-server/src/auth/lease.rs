@@ -19,12 +19,62 @@ use crate::state::AppState;
 pub const RECHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// A session's hold on an open stream.
-#[derive(Clone)]
 pub struct SessionLease {
     pub expires_at: Instant,
     alive: Arc<dyn Fn() -> bool + Send + Sync>,
     /// Server shutdown: a graceful stop must not wait on streams that never end by themselves.
     pub stop: CancellationToken,
+    /// The user's place among their open streams, given back when the stream ends.
+    _slot: Option<StreamSlot>,
+}
+
+/// How many live streams each user holds open.
+#[derive(Default)]
+pub struct StreamSlots {
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One open stream of a user; dropping it frees the place.
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    user_id: String,
+}
+
+impl StreamSlots {
+    /// A place for one more stream of `user_id`, unless they hold `max` already.
+    pub fn take(self: &Arc<Self>, user_id: &str, max: usize) -> Option<StreamSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(user_id.to_string()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot {
+            slots: Arc::clone(self),
+            user_id: user_id.to_string(),
+        })
+    }
+
+    pub fn open_for(&self, user_id: &str) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user_id)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.user_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.user_id);
+            }
+        }
+    }
 }
 
 /// When a live stream ends, in seconds since the epoch. A cookie session's stream ends just past
@@ -44,8 +94,22 @@ pub fn stream_end(claims: &Claims, via_cookie: bool, now: i64) -> i64 {
 }
 
 impl SessionLease {
+    /// The lease of `identity`'s session for a new stream: 429 when the user already holds
+    /// `HYPRBOX_MAX_STREAMS_PER_USER` open (each costs a connection and a subscription).
+    pub fn open(state: &AppState, identity: &Identity) -> Result<SessionLease, crate::http::error::ApiError> {
+        let slot = state
+            .stream_slots
+            .take(&identity.user.id, state.settings.max_streams_per_user)
+            .ok_or(crate::http::error::ApiError::TooManyRequests {
+                retry_after_secs: RECHECK_EVERY.as_secs(),
+            })?;
+        let mut lease = SessionLease::of(state, identity);
+        lease._slot = Some(slot);
+        Ok(lease)
+    }
+
     /// The lease of `identity`'s session, as the session cache sees it now and later.
-    pub fn of(state: &AppState, identity: &Identity) -> SessionLease {
+    fn of(state: &AppState, identity: &Identity) -> SessionLease {
         let now = chrono::Utc::now().timestamp();
         let left = stream_end(&identity.claims, identity.via_cookie, now)
             .saturating_sub(now)
@@ -69,6 +133,7 @@ impl SessionLease {
             expires_at,
             alive: Arc::new(alive),
             stop: state.shutdown.clone(),
+            _slot: None,
         }
     }
 
@@ -82,6 +147,7 @@ impl SessionLease {
             expires_at,
             alive: Arc::new(alive),
             stop,
+            _slot: None,
         }
     }
 
@@ -151,6 +217,18 @@ mod tests {
         tokio::pin!(idle);
         let ended = tokio::time::timeout(Duration::from_secs(5), idle.next()).await;
         assert_eq!(ended, Ok(None), "ends at the expiry");
+    }
+
+    #[test]
+    fn a_user_holds_at_most_max_streams_and_a_closed_one_frees_its_place() {
+        let slots = Arc::new(StreamSlots::default());
+        let first = slots.take("u", 2).unwrap();
+        let _second = slots.take("u", 2).unwrap();
+        assert!(slots.take("u", 2).is_none());
+        assert!(slots.take("other", 2).is_some(), "per user");
+        drop(first);
+        assert_eq!(slots.open_for("u"), 1);
+        assert!(slots.take("u", 2).is_some());
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 //! (`account`, `users`, `node_token_routes`, `audit`), outgoing `mail`, and the `expiry` loop.
 
 pub mod account;
+pub mod anonymous_audit;
 pub mod audit;
 pub mod expiry;
 pub mod jwt;
@@ -77,6 +78,11 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim())
         .filter(|v| !v.is_empty())
+}
+
+/// Whether the request carries any credential (a Bearer token or a session cookie).
+pub fn carries_credential(headers: &HeaderMap) -> bool {
+    !matches!(credential(headers), Credential::None)
 }
 
 /// `Authorization: Bearer …` first, then the `hb_token` cookie, then the legacy `access_token`.

@@ -47,9 +47,17 @@ impl NodeIdentity {
     }
 }
 
+/// How long a prefix the database does not know is answered "unknown" without asking again.
+const UNKNOWN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// Unknown prefixes remembered at most; past it the memory starts over (a flood of made-up
+/// prefixes then costs one query each again, and the per-address charge for rejections limits it).
+const UNKNOWN_KEPT: usize = 10_000;
+
 #[derive(Default)]
 pub struct NodeTokens {
     by_prefix: RwLock<HashMap<String, Arc<CachedToken>>>,
+    /// Prefixes recently looked up and not found, with when.
+    unknown: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 fn sha256(token: &str) -> [u8; 32] {
@@ -97,6 +105,10 @@ impl NodeTokens {
 
     /// Records a token just created or read.
     pub fn put(&self, token: &NodeToken) {
+        self.unknown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&token.prefix);
         if let Some(entry) = Self::entry(token) {
             self.by_prefix
                 .write()
@@ -145,8 +157,16 @@ impl NodeTokens {
         let entry = match cached {
             Some(entry) => entry,
             None => {
+                if self.recently_unknown(prefix) {
+                    return Ok(None);
+                }
                 let mut conn = store.conn().await?;
                 let Some(row) = tokens::by_prefix(&mut conn, prefix).await? else {
+                    let mut unknown = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
+                    if unknown.len() >= UNKNOWN_KEPT {
+                        unknown.clear();
+                    }
+                    unknown.insert(prefix.to_string(), std::time::Instant::now());
                     return Ok(None);
                 };
                 let Some(entry) = Self::entry(&row) else {
@@ -167,6 +187,16 @@ impl NodeTokens {
             pinned: entry.node_id.clone(),
         };
         Ok(Some((identity, entry)))
+    }
+}
+
+impl NodeTokens {
+    fn recently_unknown(&self, prefix: &str) -> bool {
+        self.unknown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(prefix)
+            .is_some_and(|at| at.elapsed() < UNKNOWN_FOR)
     }
 }
 
@@ -205,6 +235,48 @@ mod tests {
         ] {
             assert_eq!(prefix_of(bad), None, "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_prefix_is_answered_from_memory_for_a_while_and_a_new_token_is_known_at_once() {
+        let db = hyprbox_store::testing::TestDatabase::new().await;
+        let store = Store::connect(&db.url, &Default::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        let tokens = NodeTokens::default();
+        let (made_up, prefix) = generate();
+        assert!(tokens.verify(&store, &made_up).await.unwrap().is_none());
+        assert!(tokens.recently_unknown(&prefix));
+        // Asked again with the database gone: answered without a query.
+        store.close().await;
+        assert!(tokens.verify(&store, &made_up).await.unwrap().is_none());
+
+        let (other, other_prefix) = generate();
+        assert!(
+            tokens.verify(&store, &other).await.is_err(),
+            "a new prefix does ask"
+        );
+        let row = NodeToken {
+            id: "t1".into(),
+            prefix: other_prefix.clone(),
+            token_hash: stored_hash(&other),
+            name: "n".into(),
+            node_id: None,
+            created_by: "u".into(),
+            created_at: 0,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        tokens
+            .unknown
+            .lock()
+            .unwrap()
+            .insert(other_prefix.clone(), std::time::Instant::now());
+        tokens.put(&row);
+        assert!(
+            !tokens.recently_unknown(&other_prefix),
+            "a token created here is known at once"
+        );
+        assert!(tokens.verify(&store, &other).await.unwrap().is_some());
     }
 
     #[test]

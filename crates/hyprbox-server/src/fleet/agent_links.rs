@@ -84,6 +84,15 @@ impl Agents {
         }
     }
 
+    /// Open connections of the node's agent (normally one; a restart may briefly leave two).
+    pub fn link_count(&self, node_id: &str) -> usize {
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node_id)
+            .map_or(0, Vec::len)
+    }
+
     pub fn is_connected(&self, node_id: &str) -> bool {
         self.links
             .lock()

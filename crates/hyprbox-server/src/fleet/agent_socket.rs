@@ -35,7 +35,8 @@ pub struct WsQuery {
         (status = 101, description = "Upgraded: wakeup and cancel messages follow"),
         (status = 400, description = "Not a WebSocket upgrade request", body = ErrorBody),
         (status = 401, description = "No valid node token (from the Authorization header)", body = ErrorBody),
-        (status = 403, description = "A fleet-wide token, or nodeId names another node", body = ErrorBody)))]
+        (status = 403, description = "A fleet-wide token, or nodeId names another node", body = ErrorBody),
+        (status = 429, description = "The node already holds the most links allowed (4)", body = ErrorBody)))]
 pub async fn ws(
     State(state): State<AppState>,
     NodeAuth(node): NodeAuth,
@@ -56,13 +57,34 @@ pub async fn ws(
         return Err(ApiError::Forbidden("this token is pinned to another node".into()));
     }
     let upgrade = upgrade.map_err(|_| ApiError::bad_request("this endpoint needs a WebSocket upgrade"))?;
+    // One agent needs one link; a restart may overlap its old one for a ping or two. More is a
+    // leaked token opening links to hold the server's memory.
+    if state.agents.link_count(&node_id) >= MAX_LINKS_PER_NODE {
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: SILENCE_LIMIT.as_secs(),
+        });
+    }
     Ok(upgrade
+        // Agents send nothing but pongs and a close: small buffers keep an idle link cheap (the
+        // 128 KiB defaults made 10,000 idle links cost over a GiB), and a 64 KiB cap keeps one
+        // message from costing more.
+        .read_buffer_size(LINK_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_AGENT_MESSAGE)
+        .max_message_size(MAX_AGENT_MESSAGE)
+        .max_frame_size(MAX_AGENT_MESSAGE)
         .on_upgrade(move |socket| serve(state, node, node_id, socket))
         .into_response())
 }
 
 /// An agent that sends nothing (not even the pong to our ping) for this long is gone: its socket
 /// is closed, so it no longer counts as connected and a cancel answers 409.
+/// The largest message (and frame) an agent may send over its link.
+pub const MAX_AGENT_MESSAGE: usize = 64 * 1024;
+/// Links one node may hold open at once.
+pub const MAX_LINKS_PER_NODE: usize = 4;
+/// Read buffer of one link: enough for a pong or a close frame in one read.
+const LINK_READ_BUFFER: usize = 4 * 1024;
 const SILENCE_LIMIT: Duration = Duration::from_secs(2 * 25 + 10);
 /// A frame the agent does not take within this long means a stuck connection.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);

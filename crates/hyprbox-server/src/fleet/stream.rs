@@ -42,12 +42,16 @@ pub fn subscribe(hub: &EventHub, lease: SessionLease) -> impl Stream<Item = Item
 #[utoipa::path(get, path = "/api/stream/nodes", tag = "nodes", security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "text/event-stream: `heartbeat`, `activity`, `job` and `lagged` events, `: ping` every 25 s", content_type = "text/event-stream"),
-        (status = 401, description = "Not signed in", body = crate::http::error::ErrorBody)))]
+        (status = 401, description = "Not signed in", body = crate::http::error::ErrorBody),
+        (status = 429, description = "The user already holds HYPRBOX_MAX_STREAMS_PER_USER streams open", body = crate::http::error::ErrorBody)))]
 pub async fn nodes(State(state): State<AppState>, CurrentUser(identity): CurrentUser) -> Response {
     // The stream lives no longer than the session that opened it: it ends at the token's expiry
     // (or earlier, see `stream_end`), on logout, and when the user's token version changes or the
     // user is deleted.
-    let lease = SessionLease::of(&state, &identity);
+    let lease = match SessionLease::open(&state, &identity) {
+        Ok(lease) => lease,
+        Err(refused) => return refused.into_response(),
+    };
     let frames = subscribe(&state.hub, lease).map(|item| match item {
         Item::Frame(frame) => frame,
         Item::Lagged { missed } => Bytes::from(format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n")),

@@ -202,22 +202,32 @@ impl ClientIp {
         peer: Option<&ConnectInfo<SocketAddr>>,
         trust_proxy: bool,
     ) -> ClientIp {
-        let forwarded = trust_proxy
-            .then(|| {
-                parts_headers
-                    .get_all("x-forwarded-for")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|v| v.split(','))
-                    .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-                    .next_back()
-            })
-            .flatten();
+        let forwarded = trust_proxy.then(|| last_forwarded_hop(parts_headers)).flatten();
         ClientIp(
             forwarded
                 .unwrap_or_else(|| peer.map_or(IpAddr::from([127, 0, 0, 1]), |ConnectInfo(addr)| addr.ip())),
         )
     }
+
+    /// The key rate limits count this client under. An IPv6 client usually holds a whole /64 and
+    /// could take a fresh address for every request, so IPv6 is keyed by its /64.
+    pub fn bucket(self) -> IpAddr {
+        match self.0.to_canonical() {
+            IpAddr::V6(v6) => {
+                let masked = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(masked))
+            }
+            v4 => v4,
+        }
+    }
+}
+
+/// Exactly the last hop of `X-Forwarded-For`: the one our own proxy appended. Earlier hops are the
+/// client's to write. A last hop that is not an address fails closed (the socket peer is used).
+fn last_forwarded_hop(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
+    let last_header = headers.get_all("x-forwarded-for").iter().next_back()?;
+    let hop = last_header.to_str().ok()?.rsplit(',').next()?.trim();
+    hop.parse::<IpAddr>().ok()
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
@@ -234,7 +244,62 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
 #[cfg(test)]
 mod tests {
-    use super::{has_nul_escape, nul_path};
+    use super::{ClientIp, has_nul_escape, nul_path};
+    use axum::extract::ConnectInfo;
+    use axum::http::HeaderMap;
+
+    fn resolved(forwarded: &[&str]) -> String {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        let peer = ConnectInfo("10.9.9.9:1234".parse().unwrap());
+        ClientIp::resolve(&headers, Some(&peer), true).0.to_string()
+    }
+
+    #[test]
+    fn only_the_last_forwarded_hop_counts_and_garbage_there_falls_back_to_the_peer() {
+        assert_eq!(resolved(&["1.1.1.1, 2.2.2.2"]), "2.2.2.2");
+        assert_eq!(
+            resolved(&["1.1.1.1", "3.3.3.3"]),
+            "3.3.3.3",
+            "the last header's last hop"
+        );
+        assert_eq!(
+            resolved(&["1.1.1.1, garbage"]),
+            "10.9.9.9",
+            "no skipping back to a client-written hop"
+        );
+        assert_eq!(resolved(&["1.1.1.1, "]), "10.9.9.9");
+        assert_eq!(resolved(&[]), "10.9.9.9");
+        assert_eq!(resolved(&["2001:db8::7"]), "2001:db8::7");
+        let untrusted = ClientIp::resolve(
+            &[("x-forwarded-for", "1.1.1.1")]
+                .into_iter()
+                .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+                .collect(),
+            Some(&ConnectInfo("10.9.9.9:1".parse().unwrap())),
+            false,
+        );
+        assert_eq!(
+            untrusted.0.to_string(),
+            "10.9.9.9",
+            "ignored unless the proxy is trusted"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64_and_ipv4_by_the_address() {
+        let key = |ip: &str| ClientIp(ip.parse().unwrap()).bucket().to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(
+            key("::ffff:192.0.2.1"),
+            "192.0.2.1",
+            "a mapped IPv4 client is that IPv4 client"
+        );
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+    }
 
     #[test]
     fn a_nul_escape_is_found_only_where_it_is_one() {

@@ -42,7 +42,36 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         request.extensions().get::<ConnectInfo<SocketAddr>>(),
         state.settings.trust_proxy,
     );
-    let caller = auth::resolve_caller(&state, request.headers()).await;
+    // A client whose credentials keep failing is charged per address before any lookup, on every
+    // route (the streams and the agent socket included): guessing tokens costs no database work
+    // once it is over the limit.
+    let guessing = auth::carries_credential(request.headers())
+        && state
+            .limiter
+            .exhausted(("rejected", ip.bucket()), state.settings.rate_limit);
+    let caller = if guessing {
+        Ok(Caller::Rejected)
+    } else {
+        auth::resolve_caller(&state, request.headers()).await
+    };
+    let rejected = matches!(caller, Ok(Caller::Rejected))
+        .then(|| {
+            state
+                .limiter
+                .check(("rejected", ip.bucket()), state.settings.rate_limit)
+        })
+        .filter(|decision| !decision.allowed);
+    // A fleet-wide token's requests for jobs that do not exist share one budget per token, so
+    // made-up job ids are not each a fresh allowance.
+    let miss_key = match &caller {
+        Ok(Caller::Node(node)) if node.pinned.is_none() => Some(node.prefix.clone()),
+        _ => None,
+    };
+    let missing_too_often = miss_key.as_deref().is_some_and(|prefix| {
+        state
+            .limiter
+            .exhausted(("node-miss", prefix), state.settings.rate_limit)
+    });
 
     let path = request.uri().path();
     let node_keyed = is_node_keyed(request.method(), path) && !is_exempt(path);
@@ -50,7 +79,11 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     let timed = !is_exempt(path);
     let swagger = path.starts_with("/docs");
     let user = signed_in(&caller);
-    let decision = charge(&state, request.method(), request.uri(), ip, &caller);
+    let decision = rejected.or_else(|| charge(&state, request.method(), request.uri(), ip, &caller));
+    let decision = match decision {
+        Some(d) if d.allowed && missing_too_often => Some(Decision { allowed: false, ..d }),
+        other => other,
+    };
     let renewal = caller.as_ref().ok().and_then(auth::renewal);
 
     let cross_site = is_cross_site_cookie_request(&state, request.method(), request.headers(), &caller);
@@ -64,11 +97,21 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         (None, Ok(caller)) => {
             request.extensions_mut().insert(ip);
             request.extensions_mut().insert(caller);
-            error_shape(next.run(request).await)
+            // A client that trickles its body (or a handler stuck past all reason) does not hold
+            // the connection forever. Streams answer their headers at once and then go on.
+            match tokio::time::timeout(state.settings.request_timeout, next.run(request)).await {
+                Ok(response) => error_shape(response),
+                Err(_) => ApiError::RequestTimeout.into_response(),
+            }
         }
     };
     renew(&state, &mut response, renewal);
     protect_html(&mut response, swagger);
+    if let Some(prefix) = miss_key.filter(|_| response.status() == StatusCode::NOT_FOUND) {
+        state
+            .limiter
+            .check(("node-miss", prefix.as_str()), state.settings.rate_limit);
+    }
     if let Some(decision) = settle(&state, decision, &response, node_keyed, ip) {
         set_rate_headers(&mut response, decision);
     }
@@ -197,7 +240,7 @@ fn charge(
     let path = uri.path();
     match (route_limit(method, path), caller) {
         _ if is_exempt(path) => None,
-        (Some((bucket, limit)), _) => Some(state.limiter.check((bucket, ip.0), limit)),
+        (Some((bucket, limit)), _) => Some(state.limiter.check((bucket, ip.bucket()), limit)),
         (None, _) if is_node_keyed(method, path) => None,
         (None, Ok(Caller::User(identity))) => Some(
             state
@@ -205,14 +248,20 @@ fn charge(
                 .check(("user", identity.user.id.as_str()), state.settings.rate_limit),
         ),
         (None, Ok(Caller::Node(node))) => {
-            let scope = node.pinned.as_deref().unwrap_or_else(|| node_scope(uri));
-            Some(
-                state
-                    .limiter
-                    .check(("node", node.prefix.as_str(), scope), state.settings.rate_limit),
-            )
+            let scope = match &node.pinned {
+                Some(pin) => pin.clone(),
+                None => node_scope(uri),
+            };
+            Some(state.limiter.check(
+                ("node", node.prefix.as_str(), scope.as_str()),
+                state.settings.rate_limit,
+            ))
         }
-        (None, _) => Some(state.limiter.check(("ip", ip.0), state.settings.rate_limit)),
+        (None, _) => Some(
+            state
+                .limiter
+                .check(("ip", ip.bucket()), state.settings.rate_limit),
+        ),
     }
 }
 
@@ -249,7 +298,13 @@ fn settle(
 ) -> Option<Decision> {
     charged
         .or_else(|| response.extensions().get::<Decision>().copied())
-        .or_else(|| node_keyed.then(|| state.limiter.check(("ip", ip.0), state.settings.rate_limit)))
+        .or_else(|| {
+            node_keyed.then(|| {
+                state
+                    .limiter
+                    .check(("ip", ip.bucket()), state.settings.rate_limit)
+            })
+        })
 }
 
 /// Notes the request's duration and user for the dashboard's user-experience figures.
@@ -337,20 +392,52 @@ fn is_node_keyed(method: &Method, path: &str) -> bool {
 }
 
 /// What a fleet-wide token's request speaks for, so that one token shared by a fleet is limited
-/// per node: the `nodeId` it names, else the job in its path (a job belongs to one node).
-fn node_scope(uri: &Uri) -> &str {
+/// per node: the `nodeId` it names, else the job in its path (a job belongs to one node). Ids are
+/// decoded and validated first: `web%2D1` is `web-1`'s budget, and anything that is not a valid id
+/// shares the token's one budget for nonsense (`""`).
+fn node_scope(uri: &Uri) -> String {
     let named = uri.query().and_then(|q| {
         q.split('&')
             .find_map(|pair| pair.strip_prefix("nodeId="))
             .filter(|v| !v.is_empty())
     });
-    named
-        .or_else(|| {
-            uri.path()
-                .strip_prefix("/api/jobs/")
-                .and_then(|rest| rest.split('/').next())
-        })
-        .unwrap_or("")
+    if let Some(raw) = named {
+        return percent_decode(raw)
+            .filter(|id| hyprbox_proto::validate_node_id("nodeId", id).is_ok())
+            .unwrap_or_default();
+    }
+    uri.path()
+        .strip_prefix("/api/jobs/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|id| crate::auth::users::plausible_id(id))
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default()
+}
+
+/// A query value with its `%XX` escapes and `+` decoded; `None` when that is not UTF-8 or an escape
+/// is broken.
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// For the routes of [`is_node_keyed`]: charges the request to (token, `node_id`), or to the address
@@ -369,7 +456,19 @@ pub async fn charge_node(
         Some(node) => state
             .limiter
             .check(("node", node.prefix.as_str(), node_id), limit),
-        None => state.limiter.check(("ip", ip.0), limit),
+        None => state.limiter.check(("ip", ip.bucket()), limit),
+    };
+    // Known nodes keep their own budget; registering new ones is capped per token (or address),
+    // so one leaked fleet-wide token cannot fill the fleet with made-up nodes.
+    let decision = if decision.allowed && !state.fleet.contains(node_id) {
+        let created = state.settings.node_create_limit;
+        let new_node = match node {
+            Some(node) => state.limiter.check(("new-node", node.prefix.as_str()), created),
+            None => state.limiter.check(("new-node-ip", ip.bucket()), created),
+        };
+        if new_node.allowed { decision } else { new_node }
+    } else {
+        decision
     };
     let mut response = if node.is_some_and(|n| !n.may_act_for(node_id)) {
         ApiError::Forbidden("this token is pinned to another node".into()).into_response()
@@ -383,4 +482,35 @@ pub async fn charge_node(
     };
     response.extensions_mut().insert(decision);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_scopes_are_decoded_and_validated_ids() {
+        let scope = |uri: &str| node_scope(&uri.parse::<Uri>().unwrap());
+        assert_eq!(scope("/api/jobs/pending?nodeId=web-1"), "web-1");
+        assert_eq!(
+            scope("/api/jobs/pending?nodeId=web%2D1"),
+            "web-1",
+            "an escape is the same node"
+        );
+        assert_eq!(
+            scope("/api/jobs/pending?nodeId=web%2"),
+            "",
+            "a broken escape is nonsense"
+        );
+        assert_eq!(
+            scope("/api/jobs/pending?nodeId=a%20b"),
+            "",
+            "an invalid id is nonsense"
+        );
+        assert_eq!(scope("/api/jobs/pending?nodeId=%FF"), "");
+        let job = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(scope(&format!("/api/jobs/{job}/output")), job);
+        assert_eq!(scope(&format!("/api/jobs/{}/output", job.to_uppercase())), job);
+        assert_eq!(scope("/api/jobs/%2e%2e/output"), "");
+    }
 }

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub(crate) mod gate;
+pub mod listener;
 pub mod probes;
 pub mod ratelimit;
 pub(crate) mod stack;

@@ -76,6 +76,18 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// Whether `key` has used up `limit` in this window, without counting a request.
+    pub fn exhausted(&self, key: impl Hash, limit: u32) -> bool {
+        let hash = self.hasher.hash_one(key);
+        let window_ms = self.window.as_millis().max(1);
+        let window = u64::try_from(self.epoch.elapsed().as_millis() / window_ms).unwrap_or(u64::MAX);
+        let shard_index = usize::try_from(hash % SHARDS as u64).unwrap_or(0);
+        let shard = self.shards[shard_index].lock().unwrap_or_else(|e| e.into_inner());
+        shard.window == window && shard.counts.get(&hash).is_some_and(|used| *used >= limit)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +103,18 @@ mod tests {
         }
         assert!(!limiter.check("a", 3).allowed);
         assert!(limiter.check("b", 3).allowed);
+    }
+
+    #[test]
+    fn exhausted_looks_without_counting() {
+        let limiter = RateLimiter::default();
+        assert!(!limiter.exhausted("a", 2));
+        limiter.check("a", 2);
+        assert!(!limiter.exhausted("a", 2));
+        assert!(!limiter.exhausted("a", 2), "looking does not count");
+        limiter.check("a", 2);
+        assert!(limiter.exhausted("a", 2));
+        assert!(!limiter.exhausted("b", 2));
     }
 
     #[test]

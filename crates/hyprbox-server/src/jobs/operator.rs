@@ -440,7 +440,8 @@ impl Follow {
     responses(
         (status = 200, description = "text/event-stream: the stored output replayed (after `Last-Event-ID` when sent), then `stdout`/`stderr` deltas (each with its sequence number as `id`), `status` on each flip and `done` at the end, after which the server closes the stream", content_type = "text/event-stream"),
         (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 404, description = "No such job, or another user's", body = ErrorBody)))]
+        (status = 404, description = "No such job, or another user's", body = ErrorBody),
+        (status = 429, description = "The user already holds HYPRBOX_MAX_STREAMS_PER_USER streams open", body = ErrorBody)))]
 pub async fn stream(
     State(state): State<AppState>,
     CurrentUser(identity): CurrentUser,
@@ -475,7 +476,7 @@ pub async fn stream(
         finished: false,
     };
     // Like the fleet stream, it lives no longer than the session that opened it.
-    let lease = crate::auth::lease::SessionLease::of(&state, &identity);
+    let lease = crate::auth::lease::SessionLease::open(&state, &identity)?;
     let events = lease.guard(futures_util::stream::unfold(follow, |mut follow| async move {
         follow.next().await.map(|event| (Ok(event), follow))
     }));
