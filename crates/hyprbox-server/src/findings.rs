@@ -97,7 +97,7 @@ fn check_length(field: &str, value: &str, min: usize, max: usize) -> Result<(), 
 }
 
 /// Checks one reported finding and turns it into the store's form.
-fn reported(index: usize, f: ReportedFinding) -> Result<Reported, ApiError> {
+pub fn reported(index: usize, f: ReportedFinding) -> Result<Reported, ApiError> {
     let field = |name: &str| format!("findings[{index}].{name}");
     check_type(&field("type"), &f.kind)?;
     check_length(&field("key"), &f.key, 1, 255)?;
