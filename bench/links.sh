@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The memory an idle agent link costs the server: for each server binary given, a fresh server on an
-# empty SQLite directory, its RSS, then LINKS idle agent WebSockets opened (one pinned token per
-# node) and held, and its RSS again.
+# empty SQLite directory, LINKS tokens minted (one pinned to each node), the server's RSS, then
+# LINKS idle agent WebSockets opened and held, and its RSS again.
 #   bench/links.sh 10000 /tmp/hyprbox-before /tmp/hyprbox-after
 set -euo pipefail
 LINKS=$1; shift
@@ -16,16 +16,17 @@ for bin in "$@"; do
   for _ in $(seq 50); do curl -sf http://127.0.0.1:4100/health >/dev/null && break; sleep 0.2; done
   jwt=$(curl -sf -H 'Content-Type: application/json' -d '{"email":"b@e.x","password":"benchmark1"}' \
     http://127.0.0.1:4100/api/auth/register | python3 -c 'import sys,json;print(json.load(sys.stdin)["token"])')
-  sleep 2
-  before=$(rss_mib "$pid")
-  "$HOLDER" http://127.0.0.1:4100 "$jwt" "$LINKS" 20 >"$dir/holder" 2>&1 &
+  "$HOLDER" http://127.0.0.1:4100 "$jwt" "$LINKS" 8 20 >"$dir/holder" 2>&1 &
   holder=$!
+  for _ in $(seq 600); do grep -q minted "$dir/holder" && break; sleep 0.5; done
+  sleep 4
+  before=$(rss_mib "$pid")
   for _ in $(seq 600); do grep -q holding "$dir/holder" && break; sleep 0.5; done
   grep -q holding "$dir/holder" || { echo "$(basename "$bin"): links did not open: $(cat "$dir/holder")"; }
   sleep 5
   after=$(rss_mib "$pid")
   per_link=$(python3 -c "print(round(($after - $before) * 1024 / $LINKS, 1))")
-  echo "$(basename "$bin") links=$LINKS: RSS ${before} MiB before, ${after} MiB holding them: ${per_link} KiB a link"
+  echo "$(basename "$bin") links=$LINKS: RSS ${before} MiB with the tokens minted, ${after} MiB holding the links: ${per_link} KiB a link"
   kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$dir"

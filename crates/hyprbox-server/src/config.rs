@@ -224,7 +224,7 @@ impl Settings {
                 ))
             })
         })?;
-        let max_connections: usize = get("HYPRBOX_MAX_CONNECTIONS").map_or(Ok(25_000), |v| {
+        let max_connections: usize = get("HYPRBOX_MAX_CONNECTIONS").map_or(Ok(100_000), |v| {
             v.parse()
                 .ok()
                 .filter(|n| (1..=1_000_000).contains(n))

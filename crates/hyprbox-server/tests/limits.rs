@@ -93,6 +93,14 @@ async fn made_up_job_ids_share_one_budget_per_fleet_wide_token() {
         )
         .await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.text);
+    let beat = app
+        .heartbeat(Some(&fleet), json!({"node_id": "web-9", "cpu_percent": 1.0}))
+        .await;
+    assert_eq!(
+        beat.status,
+        StatusCode::ACCEPTED,
+        "heartbeats keep their own per-node budgets"
+    );
 }
 
 #[tokio::test]

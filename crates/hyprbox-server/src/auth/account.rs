@@ -209,7 +209,7 @@ async fn create_account(
     responses(
         (status = 201, description = "Account created and signed in; sets the hb_token cookie", body = SessionBody),
         (status = 400, description = "Invalid email, password or name", body = ErrorBody),
-        (status = 403, description = "Public registration is closed", body = ErrorBody),
+        (status = 403, description = "Public registration is closed; in production also until `hyprbox users create-admin` made the first ADMIN", body = ErrorBody),
         (status = 409, description = "Email already registered", body = ErrorBody),
         (status = 429, description = "More than 5 registrations a minute from this IP", body = ErrorBody)))]
 pub async fn register(
@@ -230,7 +230,7 @@ pub async fn register(
     responses(
         (status = 201, description = "Account created (Hyperion form of register)", body = SessionBody),
         (status = 400, description = "Invalid email, password or name", body = ErrorBody),
-        (status = 403, description = "Public registration is closed", body = ErrorBody),
+        (status = 403, description = "Public registration is closed; in production also until `hyprbox users create-admin` made the first ADMIN", body = ErrorBody),
         (status = 409, description = "Email already registered", body = ErrorBody),
         (status = 429, description = "Rate-limited (shared with register)", body = ErrorBody)))]
 pub async fn signup(

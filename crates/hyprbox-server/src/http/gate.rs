@@ -64,7 +64,9 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     // A fleet-wide token's requests for jobs that do not exist share one budget per token, so
     // made-up job ids are not each a fresh allowance.
     let miss_key = match &caller {
-        Ok(Caller::Node(node)) if node.pinned.is_none() => Some(node.prefix.clone()),
+        Ok(Caller::Node(node)) if node.pinned.is_none() && request.uri().path().starts_with("/api/jobs/") => {
+            Some(node.prefix.clone())
+        }
         _ => None,
     };
     let missing_too_often = miss_key.as_deref().is_some_and(|prefix| {
