@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{PASSWORD, TestApp, cookie, session, smtp_listener};
+use common::{PASSWORD, TestApp, cookie, reset_token_in, session, smtp_listener};
 use hyprbox_server::auth::jwt::Claims;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -629,16 +629,6 @@ async fn change_password_is_limited_to_10_a_minute() {
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
-/// The reset token in a received mail (lettre may send the body quoted-printable).
-fn reset_token_in(mail: &str) -> String {
-    let mail = mail.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
-    let start = mail.find("token=").expect("a link with a token") + "token=".len();
-    mail[start..]
-        .chars()
-        .take_while(char::is_ascii_hexdigit)
-        .collect()
-}
-
 #[tokio::test]
 async fn a_forgotten_password_is_reset_through_the_mailed_link() {
     let (smtp_url, mut inbox) = smtp_listener().await;
@@ -662,9 +652,8 @@ async fn a_forgotten_password_is_reset_through_the_mailed_link() {
         .await
         .unwrap()
         .unwrap();
-    let unwrapped = mail.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
     assert!(
-        unwrapped.contains("https://hyprbox.example.com/reset-password#token="),
+        common::unwrap_mail(&mail).contains("https://hyprbox.example.com/reset-password#token="),
         "the token travels in the fragment, which no server or proxy log sees: {mail}"
     );
     assert!(mail.contains("admin@example.com"));

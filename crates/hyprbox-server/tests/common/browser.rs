@@ -120,6 +120,15 @@ impl Browser {
     }
 
     async fn send(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        match self.try_send(session, method, params).await {
+            Ok(result) => result,
+            Err(error) => panic!("{method} failed: {error}"),
+        }
+    }
+
+    /// A DevTools command; its error (for instance "Inspected target navigated or closed" when the
+    /// page navigates while an expression runs) as `Err`.
+    async fn try_send(&mut self, session: Option<&str>, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({"id": id, "method": method, "params": params});
@@ -139,8 +148,10 @@ impl Browser {
             let Message::Text(text) = frame else { continue };
             let reply: Value = serde_json::from_str(&text).unwrap();
             if reply["id"] == id {
-                assert!(reply.get("error").is_none(), "{method} failed: {reply}");
-                return reply["result"].clone();
+                return match reply.get("error") {
+                    Some(error) => Err(error.clone()),
+                    None => Ok(reply["result"].clone()),
+                };
             }
         }
     }
@@ -182,12 +193,17 @@ impl Browser {
     pub async fn wait_for(&mut self, what: &str, condition: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
+            // A page that navigates (a reload after a change) while the condition is evaluated
+            // answers with an error: that is "not yet", the next poll asks the new page.
+            let session = self.session.clone();
             let held = self
-                .call(
+                .try_send(
+                    Some(&session),
                     "Runtime.evaluate",
                     json!({"expression": format!("!!({condition})"), "returnByValue": true}),
                 )
-                .await;
+                .await
+                .unwrap_or_default();
             if held["result"]["value"] == json!(true) {
                 return;
             }

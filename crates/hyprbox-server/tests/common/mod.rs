@@ -7,7 +7,7 @@ pub mod browser;
 mod smtp;
 
 #[allow(unused_imports)]
-pub use smtp::smtp_listener;
+pub use smtp::{reset_token_in, smtp_listener, unwrap_mail};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -49,3 +49,19 @@ pub async fn smtp_listener() -> (String, tokio::sync::mpsc::UnboundedReceiver<St
     });
     (url, rx)
 }
+
+/// A received mail's text with quoted-printable soft breaks and `=3D` undone (lettre may send the
+/// body quoted-printable).
+pub fn unwrap_mail(mail: &str) -> String {
+    mail.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=")
+}
+
+/// The password-reset token in a received mail's link.
+pub fn reset_token_in(mail: &str) -> String {
+    let mail = unwrap_mail(mail);
+    let start = mail.find("token=").expect("a link with a token") + "token=".len();
+    mail[start..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect()
+}
