@@ -60,7 +60,8 @@ pub struct Settings {
     pub node_create_limit: u32,
     /// Connections open at once (agent links and live streams included).
     pub max_connections: usize,
-    /// How long a client may take to send a request's headers.
+    /// How long a client may take to send a request's headers; hyper counts an idle kept-alive
+    /// connection's wait for its next request in it too, so it is also the idle timeout.
     pub header_timeout: Duration,
     /// How long a request may take from its headers to its answer's headers (reading the body
     /// included); streams and downloads then go on as long as they need.
@@ -241,9 +242,11 @@ impl Settings {
                 ))
             })
         })?;
+        // Longer than the usual proxy and load-balancer idle timeout (60 s): a server that closes an
+        // idle upstream connection first races the proxy's next request on it (a 502).
         let header_timeout = positive_duration(
             "HYPRBOX_HEADER_TIMEOUT",
-            &get("HYPRBOX_HEADER_TIMEOUT").unwrap_or_else(|| "10s".into()),
+            &get("HYPRBOX_HEADER_TIMEOUT").unwrap_or_else(|| "65s".into()),
         )?;
         let request_timeout = positive_duration(
             "HYPRBOX_REQUEST_TIMEOUT",
