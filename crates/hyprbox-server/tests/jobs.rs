@@ -867,19 +867,12 @@ async fn a_node_holds_at_most_four_agent_links_and_an_oversized_message_ends_its
         "the server ends a link that sends an oversized message"
     );
     // Its place is free again once the server has let it go.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match connect_agent(&app, &token, "").await {
-            Ok(link) => {
-                links.push(link);
-                break;
-            }
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(err) => panic!("the freed place was never given back: {err}"),
-        }
-    }
+    drop(big);
+    app.eventually("the oversized link's place to be free", || async {
+        connect_agent(&app, &token, "").await.is_ok()
+    })
+    .await;
+    drop(links);
 }
 
 #[tokio::test]
@@ -982,6 +975,23 @@ async fn read_to_end(stream: &mut reqwest::Response) -> String {
     })
     .await
     .expect("the job stream ends with its session")
+}
+
+#[tokio::test]
+async fn a_job_stream_past_the_users_stream_cap_is_refused_with_429() {
+    let (app, admin, _) = setup_with(&[("HYPRBOX_MAX_STREAMS_PER_USER", "1")]).await;
+    let id = queue(&app, &admin, "cap").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fleet = get_streaming(&app, "/api/stream/nodes", &admin.token).await;
+    assert_eq!(fleet.status(), StatusCode::OK);
+    let refused = app
+        .get(&format!("/api/jobs/{id}/stream"), Some(&admin.token))
+        .await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.text);
+    assert_eq!(refused.error_tag(), "too_many_requests");
+    drop(fleet);
 }
 
 #[tokio::test]

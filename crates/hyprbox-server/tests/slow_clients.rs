@@ -39,6 +39,7 @@ async fn slowloris_clients_are_cut_at_the_header_deadline_while_health_keeps_ans
             .unwrap();
         slow.push(stream);
     }
+    // The slow clients themselves: a byte each 300 ms is what keeps a naive server waiting.
     let trickle = tokio::spawn(async move {
         for _ in 0..20 {
             for stream in &mut slow {

@@ -258,7 +258,7 @@ async fn a_full_scenario_leaves_no_secret_in_any_log_line() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "the server did not stop");
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     logs += &std::fs::read_to_string(dir.join("server.log")).unwrap();
     assert!(logs.lines().count() > 20, "debug logging wrote little: {logs}");

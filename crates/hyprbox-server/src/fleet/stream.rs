@@ -94,7 +94,7 @@ mod tests {
     async fn a_subscriber_that_falls_behind_is_told_how_many_it_missed_and_goes_on() {
         let hub = EventHub::with_backlog(4);
         let stop = CancellationToken::new();
-        let stream = subscribe(&hub, lease(far(), stop.clone(), || true));
+        let stream = subscribe(&hub, SessionLease::new(far(), stop.clone(), || true));
         tokio::pin!(stream);
         for i in 0..10 {
             hub.publish("heartbeat", &serde_json::json!({ "n": i }));
@@ -112,14 +112,6 @@ mod tests {
         }
         stop.cancel();
         assert_eq!(stream.next().await, None, "the stream ends on shutdown");
-    }
-
-    fn lease(
-        expires_at: tokio::time::Instant,
-        stop: CancellationToken,
-        alive: impl Fn() -> bool + Send + Sync + 'static,
-    ) -> SessionLease {
-        SessionLease::new(expires_at, stop, alive)
     }
 
     #[test]
@@ -153,7 +145,7 @@ mod tests {
         let check = Arc::clone(&valid);
         let stream = subscribe(
             &hub,
-            lease(far(), CancellationToken::new(), move || {
+            SessionLease::new(far(), CancellationToken::new(), move || {
                 check.load(Ordering::SeqCst)
             }),
         );
@@ -168,7 +160,7 @@ mod tests {
 
         let expired = subscribe(
             &hub,
-            lease(tokio::time::Instant::now(), CancellationToken::new(), || true),
+            SessionLease::new(tokio::time::Instant::now(), CancellationToken::new(), || true),
         );
         tokio::pin!(expired);
         assert_eq!(expired.next().await, None, "a stream ends at its token's expiry");
@@ -177,7 +169,7 @@ mod tests {
     #[tokio::test]
     async fn publishing_never_waits_for_subscribers() {
         let hub = EventHub::with_backlog(2);
-        let _stuck = subscribe(&hub, lease(far(), CancellationToken::new(), || true));
+        let _stuck = subscribe(&hub, SessionLease::new(far(), CancellationToken::new(), || true));
         let _also_stuck = hub.subscribe();
         for i in 0..100_000 {
             hub.publish_heartbeat(&format!("n{}", i % 100), &i);
