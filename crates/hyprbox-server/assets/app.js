@@ -211,12 +211,31 @@
     return new Date(iso).toLocaleDateString();
   }
 
-  function refreshTimes(root) {
-    for (const t of $$('time[datetime]', root)) {
-      const iso = t.getAttribute('datetime');
-      if (!iso) continue;
-      t.textContent = ago(iso);
-      t.title = iso;
+  // Only what changed is written: an unchanged write still costs the page a style and layout pass.
+  function put(el, text) {
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  function tickTime(t) {
+    const iso = t.getAttribute('datetime');
+    if (!iso) return;
+    put(t, ago(iso));
+    if (t.title !== iso) t.title = iso;
+  }
+  // Only the times on screen tick: each one that changes costs its row a layout and a repaint, and
+  // a page of a hundred rows shows a fifth of them. One scrolled into view is brought up to date.
+  const offscreen = new WeakSet();
+  const watch = typeof IntersectionObserver === 'function'
+    ? new IntersectionObserver((entries) => {
+      for (const e of entries) {
+        if (e.isIntersecting) { offscreen.delete(e.target); tickTime(e.target); } else offscreen.add(e.target);
+      }
+    })
+    : null;
+  function refreshTimes() {
+    for (const t of $$('time[datetime]')) {
+      if (watch) watch.observe(t);
+      if (!offscreen.has(t)) tickTime(t);
     }
   }
   // No event says a node went quiet: a node silent past the server's offline threshold is marked
@@ -237,9 +256,18 @@
     }
   }
 
+  // What the page changes by itself (live heartbeats, "12 s ago", nodes gone silent) is changed
+  // together, in one rendering a second: each rendering repaints the whole table, and under a
+  // heartbeat flood several a second kept the tab's main thread busy (see PERFORMANCE.md).
+  const ticks = [];
+  function everySecond(fn) { ticks.push(fn); }
   refreshTimes();
   markSilent();
-  setInterval(() => { refreshTimes(); markSilent(); }, 1000);
+  setInterval(() => requestAnimationFrame(() => {
+    for (const tick of ticks) tick();
+    refreshTimes();
+    markSilent();
+  }), 1000);
 
   // ---- Live streams -------------------------------------------------------------------------
 
@@ -273,22 +301,25 @@
 
   const fmt = (v) => (v == null ? '–' : Math.round(v).toString());
 
-  // Heartbeats are coalesced: the latest per node is kept and the page is patched once per
-  // animation frame, so a busy fleet costs one DOM pass per frame, not one per heartbeat.
+  // Heartbeats are coalesced: the latest per node is kept and the page is patched once a second,
+  // in the page's one rendering a second, so a busy fleet costs one DOM pass a second, not one per
+  // heartbeat.
   function coalesce(apply) {
     let pending = new Map();
-    let scheduled = false;
-    return (key, value) => {
-      pending.set(key, value);
-      if (scheduled) return;
-      scheduled = true;
-      requestAnimationFrame(() => {
-        const batch = pending;
-        pending = new Map();
-        scheduled = false;
-        apply(batch);
-      });
-    };
+    everySecond(() => {
+      if (pending.size === 0) return;
+      const batch = pending;
+      pending = new Map();
+      apply(batch);
+    });
+    return (key, value) => { pending.set(key, value); };
+  }
+  // A meter or an attribute written only when it changes (see `put`).
+  function setValue(meter, value) {
+    if (meter.value !== value) meter.value = value;
+  }
+  function setAttr(el, name, value) {
+    if (el.getAttribute(name) !== value) el.setAttribute(name, value);
   }
 
   const SPARK = 30;
@@ -317,16 +348,18 @@
       for (const [id, hb] of batch) {
         const row = rows.get(id);
         const c = row.cells;
-        c.status.textContent = hb.status;
-        c.status.className = 'badge s-' + hb.status;
-        c.cpu.textContent = fmt(hb.cpuPercent);
-        c.ram.textContent = fmt(hb.ramPercent);
-        c.disk.textContent = fmt(hb.diskPercent);
-        c['cpu-m'].value = hb.cpuPercent || 0;
-        c['ram-m'].value = hb.ramPercent || 0;
-        c['disk-m'].value = hb.diskPercent || 0;
-        c.seen.setAttribute('datetime', hb.at);
-        c.seen.textContent = ago(hb.at);
+        if (c.status.textContent !== hb.status) {
+          c.status.textContent = hb.status;
+          c.status.className = 'badge s-' + hb.status;
+        }
+        put(c.cpu, fmt(hb.cpuPercent));
+        put(c.ram, fmt(hb.ramPercent));
+        put(c.disk, fmt(hb.diskPercent));
+        setValue(c['cpu-m'], hb.cpuPercent || 0);
+        setValue(c['ram-m'], hb.ramPercent || 0);
+        setValue(c['disk-m'], hb.diskPercent || 0);
+        setAttr(c.seen, 'datetime', hb.at);
+        put(c.seen, ago(hb.at));
         if (hb.cpuPercent != null) {
           row.values.push(hb.cpuPercent);
           if (row.values.length > SPARK) row.values.shift();
@@ -334,10 +367,13 @@
         }
       }
     });
-    // A frame of a large fleet holds thousands of heartbeats, nearly all for nodes on other pages:
-    // the node id is read from the raw text (ids need no escaping) and only this page's are parsed.
+    // A page that is not the fleet's last follows only its own rows' nodes: the server leaves the
+    // rest of the fleet's events out, which a busy fleet's tab would otherwise receive and drop by
+    // the hundred each second. The last page follows every node, to notice new ones.
+    // The node id is read from the raw text (ids need no escaping) and only this page's are parsed.
     const idOf = /"nodeId":"([^"]*)"/;
-    stream('/api/stream/nodes', {
+    const followed = lastPage ? '' : '?nodes=' + [...rows.keys()].map(encodeURIComponent).join(',');
+    stream('/api/stream/nodes' + followed, {
       heartbeat: (data) => {
         const id = idOf.exec(data);
         if (!id) return;
@@ -371,7 +407,7 @@
       }
     });
     const mine = '"nodeId":' + JSON.stringify(id);
-    stream('/api/stream/nodes', {
+    stream('/api/stream/nodes?nodes=' + encodeURIComponent(id), {
       heartbeat: (data) => { if (data.includes(mine)) patch(id, JSON.parse(data)); },
       activity: (data) => {
         const ev = JSON.parse(data);

@@ -8,18 +8,21 @@
 //! rate: at most a few wake-ups a second and a shared buffer, never a wake-up and a copy per
 //! heartbeat (which is what made 500 open dashboards cost the server 97 % of its ingest). A frame
 //! holds at most [`FRAME_BYTES`]; what does not fit waits for the next one, so a stream's bandwidth
-//! is bounded (128 KiB/s of heartbeats) however large and busy the fleet. Publishing never
+//! is bounded (128 KiB/s of heartbeats) however large and busy the fleet. Each frame is also
+//! compressed once, as a gzip piece every subscriber that accepts gzip sends as it is (`http::sse`). Publishing never
 //! waits for a subscriber; one that falls behind is told how many frames it missed (`lagged`) and
 //! carries on from the oldest kept.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+use crate::http::sse::GzipPiece;
 
 /// Frames a subscriber may hold before it starts missing some (16 s of frames at the usual pace).
 const BACKLOG: usize = 64;
@@ -36,12 +39,45 @@ pub const FRAME_BYTES: usize = 32 * 1024;
 /// many with `lagged`; they stay in each node's activity.
 pub const EVENTS_PER_FRAME: usize = 500;
 
+/// How hard a frame is compressed: it is done once for every subscriber, so it may be thorough.
+const FRAME_GZIP_LEVEL: u32 = 6;
+
+/// One frame as every subscriber gets it: SSE text, and the same text compressed; and where each
+/// event lies in the text with the node it is about, for streams that follow only some nodes.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub text: Bytes,
+    pub gzip: GzipPiece,
+    pub events: Arc<[Placed]>,
+}
+
+/// An event's bytes in [`Frame::text`] and its node (`None` for `lagged`, which every stream gets).
+#[derive(Debug)]
+pub struct Placed {
+    pub start: usize,
+    pub end: usize,
+    pub node_id: Option<Arc<str>>,
+}
+
+impl Frame {
+    /// The frame's events about `nodes` (and any `lagged`), as SSE text; `None` when there are none.
+    pub fn only(&self, nodes: &HashSet<String>) -> Option<Bytes> {
+        let mut text = Vec::new();
+        for placed in self.events.iter() {
+            if placed.node_id.as_deref().is_none_or(|id| nodes.contains(id)) {
+                text.extend_from_slice(&self.text[placed.start..placed.end]);
+            }
+        }
+        (!text.is_empty()).then(|| Bytes::from(text))
+    }
+}
+
 /// Events noted and not sent yet.
 #[derive(Default)]
 struct Pending {
-    /// Everything but heartbeats, in order: sent first in the next frame, so a busy fleet's
-    /// heartbeats never hold a job's or an activity's event back.
-    events: Vec<(&'static str, String)>,
+    /// Everything but heartbeats, in order, with the node each is about: sent first in the next
+    /// frame, so a busy fleet's heartbeats never hold a job's or an activity's event back.
+    events: Vec<(&'static str, Arc<str>, String)>,
     /// `(node id, JSON)` of heartbeats, oldest first; a newer heartbeat of the same node takes its
     /// place.
     heartbeats: Vec<(String, String)>,
@@ -52,7 +88,7 @@ struct Pending {
 }
 
 pub struct EventHub {
-    sender: broadcast::Sender<Bytes>,
+    sender: broadcast::Sender<Frame>,
     pending: Mutex<Pending>,
 }
 
@@ -88,8 +124,8 @@ impl EventHub {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An event for the next frame.
-    pub fn publish(&self, kind: &'static str, payload: &impl Serialize) {
+    /// An event about `node_id` for the next frame.
+    pub fn publish(&self, kind: &'static str, node_id: &str, payload: &impl Serialize) {
         let Some(json) = self.json(payload) else {
             return;
         };
@@ -97,7 +133,7 @@ impl EventHub {
         if pending.events.len() >= EVENTS_PER_FRAME {
             pending.dropped += 1;
         } else {
-            pending.events.push((kind, json));
+            pending.events.push((kind, Arc::from(node_id), json));
         }
     }
 
@@ -123,6 +159,7 @@ impl EventHub {
     pub fn publish_activity(&self, event: &hyprbox_store::nodes::NodeEvent) {
         self.publish(
             "activity",
+            &event.node_id,
             &serde_json::json!({
                 "nodeId": event.node_id,
                 "type": event.kind,
@@ -146,7 +183,7 @@ impl EventHub {
                 keyed,
                 dropped,
             } = &mut *pending;
-            let mut size: usize = events.iter().map(|(k, j)| k.len() + j.len() + 16).sum();
+            let mut size: usize = events.iter().map(|(k, _, j)| k.len() + j.len() + 16).sum();
             let take = heartbeats
                 .iter()
                 .position(|(_, json)| {
@@ -170,24 +207,40 @@ impl EventHub {
         let lagged = (dropped > 0).then(|| format!("{{\"missed\":{dropped}}}"));
         let all = events
             .iter()
-            .map(|(kind, json)| (*kind, json.as_str()))
-            .chain(lagged.as_deref().map(|json| ("lagged", json)))
-            .chain(heartbeats.iter().map(|(_, json)| ("heartbeat", json.as_str())));
+            .map(|(kind, node, json)| (*kind, Some(node.clone()), json.as_str()))
+            .chain(lagged.as_deref().map(|json| ("lagged", None, json)))
+            .chain(
+                heartbeats
+                    .iter()
+                    .map(|(node, json)| ("heartbeat", Some(Arc::from(node.as_str())), json.as_str())),
+            );
         let mut frame = String::with_capacity(FRAME_BYTES + 1024);
-        for (kind, json) in all {
+        let mut placed = Vec::with_capacity(events.len() + heartbeats.len() + 1);
+        for (kind, node_id, json) in all {
+            let start = frame.len();
             frame.push_str("event: ");
             frame.push_str(kind);
             frame.push_str("\ndata: ");
             frame.push_str(json);
             frame.push_str("\n\n");
+            placed.push(Placed {
+                start,
+                end: frame.len(),
+                node_id,
+            });
         }
         let size = frame.len();
+        let frame = Frame {
+            gzip: GzipPiece::of(frame.as_bytes(), FRAME_GZIP_LEVEL),
+            text: Bytes::from(frame),
+            events: placed.into(),
+        };
         // No subscriber left since the events were noted: the frame has no audience.
-        let _ = self.sender.send(Bytes::from(frame));
+        let _ = self.sender.send(frame);
         size
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Bytes> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Frame> {
         self.sender.subscribe()
     }
 
@@ -209,8 +262,8 @@ impl EventHub {
 mod tests {
     use super::*;
 
-    fn text(frame: &Bytes) -> &str {
-        std::str::from_utf8(frame).unwrap()
+    fn text(frame: &Frame) -> &str {
+        std::str::from_utf8(&frame.text).unwrap()
     }
 
     #[test]
@@ -218,10 +271,10 @@ mod tests {
         let hub = EventHub::with_backlog(4);
         let mut receiver = hub.subscribe();
         hub.publish_heartbeat("a", &serde_json::json!({"cpu": 1}));
-        hub.publish("activity", &serde_json::json!({"n": 1}));
+        hub.publish("activity", "a", &serde_json::json!({"n": 1}));
         hub.publish_heartbeat("b", &serde_json::json!({"cpu": 2}));
         hub.publish_heartbeat("a", &serde_json::json!({"cpu": 3}));
-        hub.publish("activity", &serde_json::json!({"n": 2}));
+        hub.publish("activity", "b", &serde_json::json!({"n": 2}));
         hub.flush();
         let frame = receiver.try_recv().unwrap();
         // Other events first, in order, then each node's latest heartbeat, oldest node first.
@@ -264,7 +317,7 @@ mod tests {
         let hub = EventHub::with_backlog(4);
         let mut receiver = hub.subscribe();
         for i in 0..EVENTS_PER_FRAME + 7 {
-            hub.publish("activity", &i);
+            hub.publish("activity", "a", &i);
         }
         hub.publish_heartbeat("a", &1);
         hub.flush();
@@ -276,6 +329,40 @@ mod tests {
             "{}",
             &text[text.len() - 80..]
         );
+    }
+
+    #[test]
+    fn a_frame_read_for_some_nodes_keeps_their_events_and_any_lagged() {
+        let hub = EventHub::with_backlog(4);
+        let mut receiver = hub.subscribe();
+        for i in 0..=EVENTS_PER_FRAME {
+            hub.publish("activity", if i == 0 { "a" } else { "b" }, &i);
+        }
+        hub.publish_heartbeat("a", &7);
+        hub.publish_heartbeat("c", &8);
+        hub.flush();
+        let frame = receiver.try_recv().unwrap();
+        let only = |ids: &[&str]| {
+            let ids: HashSet<String> = ids.iter().map(|id| id.to_string()).collect();
+            frame
+                .only(&ids)
+                .map(|text| String::from_utf8(text.to_vec()).unwrap())
+        };
+        let lagged = "event: lagged\ndata: {\"missed\":1}\n\n";
+        assert_eq!(
+            only(&["a"]).unwrap(),
+            format!("event: activity\ndata: 0\n\n{lagged}event: heartbeat\ndata: 7\n\n")
+        );
+        assert_eq!(
+            only(&["z"]).unwrap(),
+            lagged,
+            "a dropped event may concern anyone"
+        );
+
+        hub.publish_heartbeat("c", &9);
+        hub.flush();
+        let quiet = receiver.try_recv().unwrap();
+        assert_eq!(quiet.only(&HashSet::from(["a".to_string()])), None);
     }
 
     #[test]

@@ -964,6 +964,69 @@ async fn the_job_stream_replays_stored_output_then_follows_live_until_done() {
     assert_eq!(hidden.status, StatusCode::NOT_FOUND);
 }
 
+#[tokio::test]
+async fn a_job_stream_is_gzip_compressed_for_a_client_that_accepts_it_and_ends_as_a_whole_gzip_file() {
+    use std::io::Read;
+    let (app, admin, token) = setup().await;
+    let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
+    claim(&app, &token).await;
+    let line = "building the world, one line at a time\n".repeat(200);
+    output(&app, &token, &id, json!({"stdout": line})).await;
+    let mut stream = app
+        .client
+        .get(app.url(&format!("/api/jobs/{id}/stream")))
+        .bearer_auth(&admin.token)
+        .header("accept-encoding", "gzip, deflate, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(stream.headers()["content-encoding"], "gzip");
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    // The replay arrives before the job ends, readable as it comes.
+    let mut compressed = Vec::new();
+    let mut inflate = flate2::Decompress::new(false);
+    let mut text = Vec::with_capacity(1 << 20);
+    while !String::from_utf8_lossy(&text).contains("event: status") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("the replay in time")
+            .unwrap()
+            .expect("the stream stays open");
+        let start = compressed.len().max(10);
+        compressed.extend_from_slice(&chunk);
+        if compressed.len() > start {
+            inflate
+                .decompress_vec(&compressed[start..], &mut text, flate2::FlushDecompress::Sync)
+                .unwrap();
+        }
+    }
+    complete(&app, &token, &id, 0).await;
+    compressed.extend_from_slice(read_to_end_bytes(&mut stream).await.as_slice());
+    assert!(compressed.len() < line.len() / 4, "{} bytes", compressed.len());
+    let mut whole = String::new();
+    flate2::read::GzDecoder::new(compressed.as_slice())
+        .read_to_string(&mut whole)
+        .expect("a whole gzip file, trailer and all");
+    assert!(
+        whole.contains(&format!("event: stdout\nid: 0\ndata: {}", &line[..39])),
+        "{whole:.300}"
+    );
+    assert!(whole.contains("event: done"), "{whole:.300}");
+}
+
+async fn read_to_end_bytes(stream: &mut reqwest::Response) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        let mut seen = Vec::new();
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            seen.extend_from_slice(&chunk);
+        }
+        seen
+    })
+    .await
+    .expect("the job stream ends")
+}
+
 /// Reads an open stream until it ends (or fails the test after 15 s); returns what it carried.
 async fn read_to_end(stream: &mut reqwest::Response) -> String {
     tokio::time::timeout(Duration::from_secs(15), async {

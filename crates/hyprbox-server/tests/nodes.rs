@@ -751,6 +751,113 @@ async fn the_stream_carries_heartbeats_posted_by_another_client() {
 }
 
 #[tokio::test]
+async fn the_fleet_stream_is_gzip_compressed_for_a_client_that_accepts_it_and_readable_frame_by_frame() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let mut stream = app
+        .client
+        .get(app.url("/api/stream/nodes"))
+        .bearer_auth(&admin.token)
+        .header("accept-encoding", "gzip, deflate, br, zstd")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(stream.headers()["content-encoding"], "gzip");
+    assert_eq!(stream.headers()["vary"], "accept-encoding");
+    for i in 0..40 {
+        app.heartbeat(
+            None,
+            json!({"node_id": format!("gz-{i}"), "hostname": "web", "cpu_percent": 10, "ram_percent": 10}),
+        )
+        .await;
+    }
+    // A browser inflates what has arrived so far: every frame must be complete when it lands.
+    let mut compressed = Vec::new();
+    let mut inflate = flate2::Decompress::new(false);
+    let mut text = Vec::with_capacity(1 << 20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&text).contains("\"nodeId\":\"gz-39\"") {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("the heartbeats in time")
+            .unwrap()
+            .expect("the stream stays open");
+        let start = compressed.len().max(10);
+        compressed.extend_from_slice(&chunk);
+        assert_eq!(&compressed[..2], &[0x1f, 0x8b], "a gzip header first");
+        if compressed.len() > start {
+            inflate
+                .decompress_vec(&compressed[start..], &mut text, flate2::FlushDecompress::Sync)
+                .unwrap();
+        }
+    }
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.ends_with("\n\n"), "only whole events: {text}");
+    assert_eq!(text.matches("event: heartbeat").count(), 40, "{text}");
+    assert!(
+        compressed.len() < text.len() / 3,
+        "{} of {}",
+        compressed.len(),
+        text.len()
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_follows_some_nodes_gets_only_their_events() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let mut stream = get_streaming(&app, "/api/stream/nodes?nodes=f-1,%20f-2,", &admin.token).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    for node in ["f-1", "other-1", "other-2", "f-2"] {
+        app.heartbeat(
+            None,
+            json!({"node_id": node, "cpu_percent": 10, "ram_percent": 10}),
+        )
+        .await;
+    }
+    let text = read_sse(&mut stream, |t| t.contains("\"nodeId\":\"f-2\"")).await;
+    assert!(text.contains("\"nodeId\":\"f-1\""), "{text}");
+    assert!(!text.contains("other-"), "{text}");
+    // The events about followed nodes come whole: each heartbeat and activity event, nothing else.
+    assert!(
+        text.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .all(|e| e.starts_with("event: heartbeat\n") || e.starts_with("event: activity\n")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_refuses_a_bad_or_too_long_list_of_nodes_with_400() {
+    let app = TestApp::spawn().await;
+    let admin = app.register_admin().await;
+    let bad = app
+        .get("/api/stream/nodes?nodes=web-1,no%20spaces", Some(&admin.token))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.body["message"].as_str().unwrap().contains("nodes"),
+        "{:?}",
+        bad.body
+    );
+    let many = (0..201).map(|i| format!("n-{i}")).collect::<Vec<_>>().join(",");
+    let long = app
+        .get(&format!("/api/stream/nodes?nodes={many}"), Some(&admin.token))
+        .await;
+    assert_eq!(long.status, StatusCode::BAD_REQUEST);
+    assert!(
+        long.body["message"].as_str().unwrap().contains("200"),
+        "{:?}",
+        long.body
+    );
+    assert_eq!(
+        app.get("/api/stream/nodes?nodes=web-1", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
 async fn a_subscriber_that_never_reads_does_not_slow_heartbeats() {
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;

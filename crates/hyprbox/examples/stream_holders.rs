@@ -1,10 +1,11 @@
 //! Holds N live fleet streams open against a server, as N open dashboards would, for the stream
 //! benchmark (`bench/streams.sh`). `read` drains every stream and reports what each received;
 //! `stall` reads the answer's headers and then never reads again (a tab in the background on a
-//! slow link).
+//! slow link). With `gzip` last, each stream asks for gzip as a browser does (what it counts is then
+//! compressed bytes, as they cross the network).
 //!
 //! ```sh
-//! cargo run --release -p hyprbox --example stream_holders -- 127.0.0.1:4100 "$JWT" 1000 read 20
+//! cargo run --release -p hyprbox --example stream_holders -- 127.0.0.1:4100 "$JWT" 1000 read 20 [gzip]
 //! ```
 
 use std::sync::Arc;
@@ -17,8 +18,12 @@ use tokio::net::TcpStream;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [addr, jwt, count, mode, seconds] = args.as_slice() else {
-        anyhow::bail!("usage: stream_holders ADDR JWT COUNT read|stall SECONDS");
+    let (args, encoding) = match args.as_slice() {
+        [rest @ .., last] if last == "gzip" => (rest, "Accept-Encoding: gzip\r\n"),
+        all => (all, ""),
+    };
+    let [addr, jwt, count, mode, seconds] = args else {
+        anyhow::bail!("usage: stream_holders ADDR JWT COUNT read|stall SECONDS [gzip]");
     };
     let count: usize = count.parse()?;
     let seconds: u64 = seconds.parse()?;
@@ -31,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut socket = TcpStream::connect(&addr).await?;
             let request = format!(
-                "GET /api/stream/nodes HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {jwt}\r\nAccept: text/event-stream\r\n\r\n"
+                "GET /api/stream/nodes HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {jwt}\r\nAccept: text/event-stream\r\n{encoding}\r\n"
             );
             socket.write_all(request.as_bytes()).await?;
             let mut buffer = vec![0u8; 64 * 1024];

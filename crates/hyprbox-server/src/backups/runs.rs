@@ -213,6 +213,7 @@ async fn announce(state: &AppState, run: &Run) -> Result<(), ApiError> {
     if state.hub.has_subscribers() {
         state.hub.publish(
             "backup",
+            &run.node_id,
             &json!({ "runId": run.id, "policyId": run.policy_id, "nodeId": run.node_id, "status": run.status }),
         );
     }

@@ -13,12 +13,12 @@ use hyprbox_store::jobs;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::stream::PING_EVERY;
 use crate::auth::NodeAuth;
 use crate::auth::node_tokens::NodeIdentity;
 use crate::fleet::agent_links::AgentMessage;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::Query;
+use crate::http::sse::PING_EVERY;
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]

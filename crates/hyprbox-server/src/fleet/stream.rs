@@ -1,27 +1,58 @@
 //! `GET /api/stream/nodes`: the live fleet as server-sent events.
 
-use std::convert::Infallible;
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::auth::CurrentUser;
 use crate::auth::lease::SessionLease;
-use crate::events::EventHub;
+use crate::events::{EventHub, Frame};
+use crate::http::error::ApiError;
+use crate::http::extract::Query;
+use crate::http::sse::{self, Chunk};
 use crate::state::AppState;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
+use hyprbox_proto::validate_node_id;
+use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-/// The comment line that keeps idle connections (and proxies) alive.
-pub const PING_EVERY: Duration = Duration::from_secs(25);
+/// How many nodes one stream may follow (`?nodes=`): two pages of the fleet.
+pub const MAX_FOLLOWED: usize = 200;
 
-/// What a subscriber receives: a frame of events (SSE text, shared by every subscriber), or word
-/// that it fell behind and missed some frames.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// Comma-separated node ids (at most 200): only events about these nodes (and `lagged`) are
+    /// sent. Absent or empty: every node's.
+    pub nodes: Option<String>,
+}
+
+/// The node ids of `?nodes=`, checked; `None` when the stream follows every node.
+fn followed(query: &StreamQuery) -> Result<Option<HashSet<String>>, ApiError> {
+    let Some(list) = query.nodes.as_deref().map(str::trim).filter(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    let mut nodes = HashSet::new();
+    for id in list.split(',').map(str::trim).filter(|id| !id.is_empty()) {
+        validate_node_id("nodes", id).map_err(ApiError::BadRequest)?;
+        nodes.insert(id.to_string());
+        if nodes.len() > MAX_FOLLOWED {
+            return Err(ApiError::BadRequest(format!(
+                "nodes lists at most {MAX_FOLLOWED} node ids"
+            )));
+        }
+    }
+    Ok(Some(nodes))
+}
+
+/// What a subscriber receives: a frame of events (shared by every subscriber), or word that it fell
+/// behind and missed some frames.
+#[derive(Debug)]
 pub enum Item {
-    Frame(Bytes),
+    Frame(Frame),
     Lagged { missed: u64 },
 }
 
@@ -39,12 +70,23 @@ pub fn subscribe(hub: &EventHub, lease: SessionLease) -> impl Stream<Item = Item
     lease.guard(frames)
 }
 
-#[utoipa::path(get, path = "/api/stream/nodes", tag = "nodes", security(("bearer" = []), ("cookie" = [])),
+#[utoipa::path(get, path = "/api/stream/nodes", tag = "nodes", params(StreamQuery),
+    security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "text/event-stream: `heartbeat`, `activity`, `job` and `lagged` events, `: ping` every 25 s", content_type = "text/event-stream"),
+        (status = 200, description = "text/event-stream: `heartbeat`, `activity`, `job` and `lagged` events, `: ping` every 25 s; gzip-compressed when the request accepts gzip", content_type = "text/event-stream"),
+        (status = 400, description = "`nodes` holds an invalid node id, or more than 200", body = crate::http::error::ErrorBody),
         (status = 401, description = "Not signed in", body = crate::http::error::ErrorBody),
         (status = 429, description = "The user already holds HYPRBOX_MAX_STREAMS_PER_USER streams open", body = crate::http::error::ErrorBody)))]
-pub async fn nodes(State(state): State<AppState>, CurrentUser(identity): CurrentUser) -> Response {
+pub async fn nodes(
+    State(state): State<AppState>,
+    CurrentUser(identity): CurrentUser,
+    Query(query): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let nodes = match followed(&query) {
+        Ok(nodes) => nodes.map(Arc::new),
+        Err(refused) => return refused.into_response(),
+    };
     // The stream lives no longer than the session that opened it: it ends at the token's expiry
     // (or earlier, see `stream_end`), on logout, and when the user's token version changes or the
     // user is deleted.
@@ -52,37 +94,32 @@ pub async fn nodes(State(state): State<AppState>, CurrentUser(identity): Current
         Ok(lease) => lease,
         Err(refused) => return refused.into_response(),
     };
-    let frames = subscribe(&state.hub, lease).map(|item| match item {
-        Item::Frame(frame) => frame,
-        Item::Lagged { missed } => Bytes::from(format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n")),
-    });
-    sse_body(frames)
-}
-
-/// A `text/event-stream` answer of ready-made SSE text, with a `: ping` comment whenever nothing
-/// else was sent for [`PING_EVERY`]. The frames are shared: a subscriber costs no copy of them.
-fn sse_body(frames: impl Stream<Item = Bytes> + Send + 'static) -> Response {
-    let pings = futures_util::stream::unfold(frames.boxed(), |mut frames| async move {
-        let next = match tokio::time::timeout(PING_EVERY, frames.next()).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return None,
-            Err(_) => Bytes::from_static(b": ping\n\n"),
+    // Frames are shared: a subscriber of the whole fleet costs no copy of them, nor their
+    // compression. One that follows some nodes takes their events out of each frame (a look-up per
+    // event, a few hundred a frame at most) and compresses that little itself; a frame without
+    // them sends nothing.
+    let chunks = subscribe(&state.hub, lease).filter_map(move |item| {
+        let chunk = match item {
+            Item::Frame(frame) => match &nodes {
+                None => Some(Chunk::Shared {
+                    text: frame.text,
+                    gzip: frame.gzip,
+                }),
+                Some(nodes) => frame.only(nodes).map(Chunk::Own),
+            },
+            Item::Lagged { missed } => Some(Chunk::Own(Bytes::from(format!(
+                "event: lagged\ndata: {{\"missed\":{missed}}}\n\n"
+            )))),
         };
-        Some((Ok::<_, Infallible>(next), frames))
+        futures_util::future::ready(chunk)
     });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(pings),
-    )
-        .into_response()
+    sse::response(sse::accepts_gzip(&headers), chunks)
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use futures_util::StreamExt;
     use tokio_util::sync::CancellationToken;
@@ -97,21 +134,21 @@ mod tests {
         let stream = subscribe(&hub, SessionLease::new(far(), stop.clone(), || true));
         tokio::pin!(stream);
         for i in 0..10 {
-            hub.publish("heartbeat", &serde_json::json!({ "n": i }));
+            hub.publish("heartbeat", "n", &serde_json::json!({ "n": i }));
             hub.flush();
         }
-        assert_eq!(stream.next().await, Some(Item::Lagged { missed: 6 }));
+        assert!(matches!(stream.next().await, Some(Item::Lagged { missed: 6 })));
         for i in 6..10 {
             let Some(Item::Frame(frame)) = stream.next().await else {
                 panic!("a frame");
             };
             assert_eq!(
-                &frame[..],
+                &frame.text[..],
                 format!("event: heartbeat\ndata: {{\"n\":{i}}}\n\n").as_bytes()
             );
         }
         stop.cancel();
-        assert_eq!(stream.next().await, None, "the stream ends on shutdown");
+        assert!(stream.next().await.is_none(), "the stream ends on shutdown");
     }
 
     #[test]
@@ -150,20 +187,23 @@ mod tests {
             }),
         );
         tokio::pin!(stream);
-        hub.publish("heartbeat", &1);
+        hub.publish("heartbeat", "n", &1);
         hub.flush();
         assert!(matches!(stream.next().await, Some(Item::Frame(_))));
         valid.store(false, Ordering::SeqCst);
-        hub.publish("heartbeat", &2);
+        hub.publish("heartbeat", "n", &2);
         hub.flush();
-        assert_eq!(stream.next().await, None, "no event after the session ended");
+        assert!(stream.next().await.is_none(), "no event after the session ended");
 
         let expired = subscribe(
             &hub,
             SessionLease::new(tokio::time::Instant::now(), CancellationToken::new(), || true),
         );
         tokio::pin!(expired);
-        assert_eq!(expired.next().await, None, "a stream ends at its token's expiry");
+        assert!(
+            expired.next().await.is_none(),
+            "a stream ends at its token's expiry"
+        );
     }
 
     #[tokio::test]

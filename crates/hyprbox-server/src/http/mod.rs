@@ -7,5 +7,6 @@ pub(crate) mod gate;
 pub mod listener;
 pub mod probes;
 pub mod ratelimit;
+pub mod sse;
 pub(crate) mod stack;
 pub mod time;

@@ -79,6 +79,7 @@ pub async fn publish_status(state: &AppState, job: &Job) {
     if state.hub.has_subscribers() {
         state.hub.publish(
             "job",
+            &job.node_id,
             &serde_json::json!({ "id": job.id, "nodeId": job.node_id, "status": job.status }),
         );
     }

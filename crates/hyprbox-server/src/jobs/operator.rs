@@ -9,7 +9,6 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
 use hyprbox_proto::jobs::events::{self, DoneEvent, StatusEvent};
 use hyprbox_proto::jobs::{CreateJob, JobBody, JobDetail, JobDetailEnvelope, JobEnvelope, JobsBody};
 use hyprbox_proto::validate_node_id;
@@ -438,7 +437,7 @@ impl Follow {
     params(("id" = String, Path, description = "Job id")),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "text/event-stream: the stored output replayed (after `Last-Event-ID` when sent), then `stdout`/`stderr` deltas (each with its sequence number as `id`), `status` on each flip and `done` at the end, after which the server closes the stream", content_type = "text/event-stream"),
+        (status = 200, description = "text/event-stream: the stored output replayed (after `Last-Event-ID` when sent), then `stdout`/`stderr` deltas (each with its sequence number as `id`), `status` on each flip and `done` at the end, after which the server closes the stream; gzip-compressed when the request accepts gzip", content_type = "text/event-stream"),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 404, description = "No such job, or another user's", body = ErrorBody),
         (status = 429, description = "The user already holds HYPRBOX_MAX_STREAMS_PER_USER streams open", body = ErrorBody)))]
@@ -447,7 +446,7 @@ pub async fn stream(
     CurrentUser(identity): CurrentUser,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+) -> ApiResult<Response> {
     let job = visible_job(&state, &identity, &id).await?;
     // A reconnecting EventSource says what it saw last; anything unparsable replays everything.
     let last_seen = headers
@@ -478,9 +477,16 @@ pub async fn stream(
     // Like the fleet stream, it lives no longer than the session that opened it.
     let lease = crate::auth::lease::SessionLease::open(&state, &identity)?;
     let events = lease.guard(futures_util::stream::unfold(follow, |mut follow| async move {
-        follow.next().await.map(|event| (Ok(event), follow))
+        follow
+            .next()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), follow))
     }));
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(25)).text("ping")))
+    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(25)).text("ping"));
+    Ok(crate::http::sse::compress(
+        crate::http::sse::accepts_gzip(&headers),
+        sse.into_response(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/jobs/{id}/output/raw", tag = "jobs",

@@ -156,6 +156,51 @@ impl Browser {
         }
     }
 
+    /// Records a performance trace of the browser for `seconds` (the categories DevTools' own
+    /// performance panel uses) and returns its events, to see what the page's long tasks were made of.
+    pub async fn trace(&mut self, seconds: u64) -> Vec<Value> {
+        let categories = [
+            "devtools.timeline",
+            "disabled-by-default-devtools.timeline",
+            "v8.execute",
+            "blink.user_timing",
+            "toplevel",
+            "disabled-by-default-devtools.timeline.invalidationTracking",
+        ];
+        self.send(
+            None,
+            "Tracing.start",
+            json!({"transferMode": "ReportEvents", "traceConfig": {"includedCategories": categories}}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        self.next_id += 1;
+        let end = json!({"id": self.next_id, "method": "Tracing.end", "params": {}});
+        self.socket
+            .send(Message::Text(end.to_string().into()))
+            .await
+            .expect("send to chromium");
+        let mut events = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(60), self.socket.next())
+                .await
+                .expect("the trace in time")
+                .expect("chromium closed the connection")
+                .expect("read from chromium");
+            let Message::Text(text) = frame else { continue };
+            let mut message: Value = serde_json::from_str(&text).unwrap();
+            match message["method"].as_str() {
+                Some("Tracing.dataCollected") => {
+                    if let Some(batch) = message["params"]["value"].as_array_mut() {
+                        events.append(batch);
+                    }
+                }
+                Some("Tracing.tracingComplete") => return events,
+                _ => {}
+            }
+        }
+    }
+
     /// A DevTools command on the page.
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
         let session = self.session.clone();
