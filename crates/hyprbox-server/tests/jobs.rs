@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Session, TestApp, get_streaming, read_sse, test_presets};
+use common::{Session, TestApp, get_streaming, read_gzip_sse, read_sse, test_presets};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -984,23 +984,7 @@ async fn a_job_stream_is_gzip_compressed_for_a_client_that_accepts_it_and_ends_a
     assert_eq!(stream.headers()["content-encoding"], "gzip");
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
     // The replay arrives before the job ends, readable as it comes.
-    let mut compressed = Vec::new();
-    let mut inflate = flate2::Decompress::new(false);
-    let mut text = Vec::with_capacity(1 << 20);
-    while !String::from_utf8_lossy(&text).contains("event: status") {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
-            .await
-            .expect("the replay in time")
-            .unwrap()
-            .expect("the stream stays open");
-        let start = compressed.len().max(10);
-        compressed.extend_from_slice(&chunk);
-        if compressed.len() > start {
-            inflate
-                .decompress_vec(&compressed[start..], &mut text, flate2::FlushDecompress::Sync)
-                .unwrap();
-        }
-    }
+    let (mut compressed, _) = read_gzip_sse(&mut stream, |t| t.contains("event: status")).await;
     complete(&app, &token, &id, 0).await;
     compressed.extend_from_slice(read_to_end_bytes(&mut stream).await.as_slice());
     assert!(compressed.len() < line.len() / 4, "{} bytes", compressed.len());

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, get_streaming, read_sse};
+use common::{TestApp, get_streaming, read_gzip_sse, read_sse};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -772,27 +772,7 @@ async fn the_fleet_stream_is_gzip_compressed_for_a_client_that_accepts_it_and_re
         )
         .await;
     }
-    // A browser inflates what has arrived so far: every frame must be complete when it lands.
-    let mut compressed = Vec::new();
-    let mut inflate = flate2::Decompress::new(false);
-    let mut text = Vec::with_capacity(1 << 20);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !String::from_utf8_lossy(&text).contains("\"nodeId\":\"gz-39\"") {
-        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
-            .await
-            .expect("the heartbeats in time")
-            .unwrap()
-            .expect("the stream stays open");
-        let start = compressed.len().max(10);
-        compressed.extend_from_slice(&chunk);
-        assert_eq!(&compressed[..2], &[0x1f, 0x8b], "a gzip header first");
-        if compressed.len() > start {
-            inflate
-                .decompress_vec(&compressed[start..], &mut text, flate2::FlushDecompress::Sync)
-                .unwrap();
-        }
-    }
-    let text = String::from_utf8(text).unwrap();
+    let (compressed, text) = read_gzip_sse(&mut stream, |t| t.contains("\"nodeId\":\"gz-39\"")).await;
     assert!(text.ends_with("\n\n"), "only whole events: {text}");
     assert_eq!(text.matches("event: heartbeat").count(), 40, "{text}");
     assert!(

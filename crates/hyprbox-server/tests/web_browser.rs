@@ -70,6 +70,60 @@ async fn registering_shows_the_fleet_and_a_heartbeat_appears_without_a_reload() 
 }
 
 #[tokio::test]
+async fn a_fleet_page_that_is_not_the_last_follows_only_its_own_rows_live() {
+    let Some(mut browser) = Browser::launch("fleet_followed").await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    // 101 nodes: the first page (100 rows, sorted by id) is not the last one.
+    for i in 0..101 {
+        app.heartbeat(
+            None,
+            json!({"node_id": format!("node-{i:03}"), "hostname": "h", "cpu_percent": 5.0}),
+        )
+        .await;
+    }
+    app.register_admin().await;
+    // Notes the address of every stream a page opens.
+    let spy = "window.__streams = []; const Source = window.EventSource; \
+        window.EventSource = class extends Source { \
+          constructor(url, options) { super(url, options); window.__streams.push(String(url)); } };";
+    browser
+        .call("Page.addScriptToEvaluateOnNewDocument", json!({"source": spy}))
+        .await;
+    sign_in(&mut browser, &app, "admin@example.com").await;
+    let cpu = |id: &str| format!("document.querySelector('tr[data-node=\"{id}\"] [data-f=cpu]').textContent");
+    assert_eq!(browser.eval(&cpu("node-000")).await, json!("5"));
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('tr[data-node]').length")
+            .await,
+        json!(100)
+    );
+    app.eventually("the page's live stream", || async {
+        app.state.hub.has_subscribers()
+    })
+    .await;
+    // The page's stream names its rows; a node of the next page is not among them.
+    let followed = browser.eval("window.__streams.join(' ')").await;
+    let followed = followed.as_str().unwrap();
+    assert!(followed.contains("nodes=node-000,node-001"), "{followed}");
+    assert!(!followed.contains("node-100"), "{followed}");
+    app.heartbeat(None, json!({"node_id": "node-100", "cpu_percent": 66.0}))
+        .await;
+    app.heartbeat(None, json!({"node_id": "node-042", "cpu_percent": 77.0}))
+        .await;
+    browser
+        .wait_for(
+            "the heartbeat in its row",
+            &format!("{} === '77'", cpu("node-042")),
+        )
+        .await;
+    browser.assert_clean().await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_job_run_from_its_form_streams_its_output_into_the_page() {
     let Some(mut browser) = Browser::launch("job_stream").await else {
         return;

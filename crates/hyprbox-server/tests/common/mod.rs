@@ -285,6 +285,39 @@ pub async fn read_sse(response: &mut reqwest::Response, done: impl Fn(&str) -> b
     }
 }
 
+/// Reads a gzip-compressed event stream as a browser does, inflating what has arrived at once (so
+/// every frame must be whole when it lands), until `done` holds for the text so far (20 s at most).
+/// Returns the compressed bytes and the text.
+pub async fn read_gzip_sse(
+    response: &mut reqwest::Response,
+    done: impl Fn(&str) -> bool,
+) -> (Vec<u8>, String) {
+    let mut compressed = Vec::new();
+    let mut inflate = flate2::Decompress::new(false);
+    let mut text = Vec::with_capacity(1 << 20);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done(&String::from_utf8_lossy(&text)) {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("events in time")
+            .unwrap()
+            .expect("the stream stays open");
+        compressed.extend_from_slice(&chunk);
+        assert!(
+            compressed.len() < 2 || compressed.starts_with(&[0x1f, 0x8b]),
+            "a gzip header first"
+        );
+        // The 10-byte gzip header, then deflate; what the inflater took so far is skipped.
+        let from = 10 + inflate.total_in() as usize;
+        if compressed.len() > from {
+            inflate
+                .decompress_vec(&compressed[from..], &mut text, flate2::FlushDecompress::Sync)
+                .unwrap();
+        }
+    }
+    (compressed, String::from_utf8(text).unwrap())
+}
+
 /// A preset directory for tests: `hello` (prints a greeting; one required variable with a
 /// pattern, one bounded integer) and `slow` (a 1-second timeout, for the reaper).
 pub fn test_presets() -> std::path::PathBuf {
