@@ -80,9 +80,9 @@ struct Pending {
     events: Vec<(&'static str, Arc<str>, String)>,
     /// `(node id, JSON)` of heartbeats, oldest first; a newer heartbeat of the same node takes its
     /// place.
-    heartbeats: Vec<(String, String)>,
+    heartbeats: Vec<(Arc<str>, String)>,
     /// Node id → its place in `heartbeats`.
-    keyed: HashMap<String, usize>,
+    keyed: HashMap<Arc<str>, usize>,
     /// Events past [`EVENTS_PER_FRAME`], dropped from this frame.
     dropped: u64,
 }
@@ -149,8 +149,9 @@ impl EventHub {
         match keyed.get(node_id) {
             Some(&at) => heartbeats[at].1 = json,
             None => {
-                keyed.insert(node_id.to_string(), heartbeats.len());
-                heartbeats.push((node_id.to_string(), json));
+                let node_id: Arc<str> = Arc::from(node_id);
+                keyed.insert(node_id.clone(), heartbeats.len());
+                heartbeats.push((node_id, json));
             }
         }
     }
@@ -212,7 +213,7 @@ impl EventHub {
             .chain(
                 heartbeats
                     .iter()
-                    .map(|(node, json)| ("heartbeat", Some(Arc::from(node.as_str())), json.as_str())),
+                    .map(|(node, json)| ("heartbeat", Some(node.clone()), json.as_str())),
             );
         let mut frame = String::with_capacity(FRAME_BYTES + 1024);
         let mut placed = Vec::with_capacity(events.len() + heartbeats.len() + 1);

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Session, TestApp, get_streaming, read_gzip_sse, read_sse, test_presets};
+use common::{Session, TestApp, get_streaming, get_streaming_with, read_gzip_sse, read_sse, test_presets};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -943,14 +943,13 @@ async fn the_job_stream_replays_stored_output_then_follows_live_until_done() {
         .find_map(|l| l.strip_prefix("id: "))
         .expect("output events carry ids")
         .to_string();
-    let mut resumed = app
-        .client
-        .get(app.url(&format!("/api/jobs/{id}/stream")))
-        .bearer_auth(&admin.token)
-        .header("last-event-id", &first_id)
-        .send()
-        .await
-        .unwrap();
+    let mut resumed = get_streaming_with(
+        &app,
+        &format!("/api/jobs/{id}/stream"),
+        &admin.token,
+        &[("last-event-id", &first_id)],
+    )
+    .await;
     let again = read_sse(&mut resumed, |t| t.contains("event: done")).await;
     assert!(!again.contains("first"), "{again}");
     assert!(again.contains("second"), "{again}");
@@ -972,14 +971,13 @@ async fn a_job_stream_is_gzip_compressed_for_a_client_that_accepts_it_and_ends_a
     claim(&app, &token).await;
     let line = "building the world, one line at a time\n".repeat(200);
     output(&app, &token, &id, json!({"stdout": line})).await;
-    let mut stream = app
-        .client
-        .get(app.url(&format!("/api/jobs/{id}/stream")))
-        .bearer_auth(&admin.token)
-        .header("accept-encoding", "gzip, deflate, br")
-        .send()
-        .await
-        .unwrap();
+    let mut stream = get_streaming_with(
+        &app,
+        &format!("/api/jobs/{id}/stream"),
+        &admin.token,
+        &[("accept-encoding", "gzip, deflate, br")],
+    )
+    .await;
     assert_eq!(stream.status(), StatusCode::OK);
     assert_eq!(stream.headers()["content-encoding"], "gzip");
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
@@ -1115,14 +1113,13 @@ async fn a_last_event_id_past_the_stored_log_does_not_mute_the_output_to_come() 
     let id = queue(&app, &admin, "a").await["id"].as_str().unwrap().to_string();
     claim(&app, &token).await;
     output(&app, &token, &id, json!({"stdout": "first\n"})).await;
-    let mut stream = app
-        .client
-        .get(app.url(&format!("/api/jobs/{id}/stream")))
-        .bearer_auth(&admin.token)
-        .header("last-event-id", "999")
-        .send()
-        .await
-        .unwrap();
+    let mut stream = get_streaming_with(
+        &app,
+        &format!("/api/jobs/{id}/stream"),
+        &admin.token,
+        &[("last-event-id", "999")],
+    )
+    .await;
     let opened = read_sse(&mut stream, |t| t.contains("event: status")).await;
     assert!(!opened.contains("first"), "{opened}");
     output(&app, &token, &id, json!({"stdout": "later\n"})).await;

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, get_streaming, read_gzip_sse, read_sse};
+use common::{TestApp, get_streaming, get_streaming_with, read_gzip_sse, read_sse};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -754,14 +754,13 @@ async fn the_stream_carries_heartbeats_posted_by_another_client() {
 async fn the_fleet_stream_is_gzip_compressed_for_a_client_that_accepts_it_and_readable_frame_by_frame() {
     let app = TestApp::spawn().await;
     let admin = app.register_admin().await;
-    let mut stream = app
-        .client
-        .get(app.url("/api/stream/nodes"))
-        .bearer_auth(&admin.token)
-        .header("accept-encoding", "gzip, deflate, br, zstd")
-        .send()
-        .await
-        .unwrap();
+    let mut stream = get_streaming_with(
+        &app,
+        "/api/stream/nodes",
+        &admin.token,
+        &[("accept-encoding", "gzip, deflate, br, zstd")],
+    )
+    .await;
     assert_eq!(stream.status(), StatusCode::OK);
     assert_eq!(stream.headers()["content-encoding"], "gzip");
     assert_eq!(stream.headers()["vary"], "accept-encoding");

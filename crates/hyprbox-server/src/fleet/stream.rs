@@ -20,9 +20,9 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 /// How many nodes one stream may follow (`?nodes=`): two pages of the fleet.
-pub const MAX_FOLLOWED: usize = 200;
+const MAX_FOLLOWED: usize = 200;
 
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Comma-separated node ids (at most 200): only events about these nodes (and `lagged`) are

@@ -43,11 +43,6 @@ impl GzipPiece {
             len: text.len() as u64,
         }
     }
-
-    /// The compressed bytes.
-    pub fn bytes(&self) -> &Bytes {
-        &self.deflated
-    }
 }
 
 /// Compresses `text` into `deflate`'s stream and flushes it to a byte boundary (not ending it).
@@ -172,33 +167,14 @@ pub fn response(gzip: bool, chunks: impl Stream<Item = Chunk> + Send + 'static) 
         Some((next, chunks))
     });
     let mut response = if gzip {
-        let body = futures_util::stream::unfold(
-            (pinged.boxed(), Some(GzipStream::new()), true),
-            |(mut chunks, mut gzip, first)| async move {
-                if first {
-                    return Some((GzipStream::header(), (chunks, gzip, false)));
-                }
-                let stream = gzip.as_mut()?;
-                let bytes = match chunks.next().await {
-                    Some(Chunk::Shared { gzip: piece, .. }) => stream.shared(&piece),
-                    Some(Chunk::Own(text)) => stream.own(&text),
-                    None => gzip.take()?.finish(),
-                };
-                Some((bytes, (chunks, gzip, false)))
-            },
-        );
-        let mut response = Body::from_stream(body.map(Ok::<_, Infallible>)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        response
+        gzip_body(pinged).into_response()
     } else {
-        let body = pinged.map(|chunk| {
+        let text = pinged.map(|chunk| {
             Ok::<_, Infallible>(match chunk {
                 Chunk::Shared { text, .. } | Chunk::Own(text) => text,
             })
         });
-        Body::from_stream(body).into_response()
+        Body::from_stream(text).into_response()
     };
     let headers = response.headers_mut();
     headers.insert(
@@ -206,7 +182,7 @@ pub fn response(gzip: bool, chunks: impl Stream<Item = Chunk> + Send + 'static) 
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    vary_and_encode(headers, gzip);
     response
 }
 
@@ -220,17 +196,36 @@ pub fn compress(gzip: bool, response: Response) -> Response {
     if !gzip || !is_stream {
         return response;
     }
-    let (parts, body) = response.into_parts();
-    let chunks = body.into_data_stream().filter_map(|item| async move {
-        // A body error ends the stream as the plain answer would end.
-        item.ok().map(Chunk::Own)
+    let (mut parts, body) = response.into_parts();
+    // A body error ends the compressed answer where the plain one would have ended.
+    let chunks = body.into_data_stream().scan((), |(), item| {
+        futures_util::future::ready(item.ok().map(Chunk::Own))
     });
-    let mut compressed = self::response(true, chunks);
-    let headers = compressed.headers_mut().clone();
-    let mut response = Response::from_parts(parts, compressed.into_body());
-    response.headers_mut().extend(headers);
-    response.headers_mut().remove(header::CONTENT_LENGTH);
-    response
+    parts.headers.remove(header::CONTENT_LENGTH);
+    vary_and_encode(&mut parts.headers, true);
+    Response::from_parts(parts, gzip_body(chunks))
+}
+
+/// The gzip header, each chunk as a piece of one deflate stream, then the trailer.
+fn gzip_body(chunks: impl Stream<Item = Chunk> + Send + 'static) -> Body {
+    let pieces =
+        futures_util::stream::unfold(Some((chunks.boxed(), GzipStream::new())), |state| async move {
+            let (mut chunks, mut gzip) = state?;
+            Some(match chunks.next().await {
+                Some(Chunk::Shared { gzip: piece, .. }) => (gzip.shared(&piece), Some((chunks, gzip))),
+                Some(Chunk::Own(text)) => (gzip.own(&text), Some((chunks, gzip))),
+                None => (gzip.finish(), None),
+            })
+        });
+    let whole = futures_util::stream::once(futures_util::future::ready(GzipStream::header())).chain(pieces);
+    Body::from_stream(whole.map(Ok::<_, Infallible>))
+}
+
+fn vary_and_encode(headers: &mut HeaderMap, gzip: bool) {
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
 }
 
 #[cfg(test)]
@@ -252,9 +247,9 @@ mod tests {
         let frame = "event: heartbeat\ndata: {\"nodeId\":\"web-1\",\"cpuPercent\":12.5}\n\n".repeat(50);
         let piece = GzipPiece::of(frame.as_bytes(), 6);
         assert!(
-            piece.bytes().len() < frame.len() / 5,
+            piece.deflated.len() < frame.len() / 5,
             "{} bytes",
-            piece.bytes().len()
+            piece.deflated.len()
         );
         let mut stream = GzipStream::new();
         let mut answer = GzipStream::header().to_vec();

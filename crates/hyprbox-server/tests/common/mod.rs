@@ -259,12 +259,21 @@ impl TestApp {
 
 /// A GET with a bearer token whose body the caller reads as it arrives (event streams, downloads).
 pub async fn get_streaming(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
-    app.client
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("the request is answered")
+    get_streaming_with(app, path, token, &[]).await
+}
+
+/// [`get_streaming`] with extra request headers (`Accept-Encoding`, `Last-Event-ID`…).
+pub async fn get_streaming_with(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = app.client.get(app.url(path)).bearer_auth(token);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("the request is answered")
 }
 
 /// Reads a server-sent event stream until `done` holds for the newest text (20 s at most).
