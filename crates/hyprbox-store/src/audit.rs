@@ -1,7 +1,7 @@
 //! The audit log: append-only (the database refuses UPDATE and DELETE on the table by trigger).
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{AnyConnection, Arguments, Row};
 
 use crate::{StoreError, new_id, now_ms};
 
@@ -42,21 +42,39 @@ pub struct AuditFilter {
 }
 
 pub async fn record(conn: &mut AnyConnection, event: &NewAuditEvent) -> Result<(), StoreError> {
-    sqlx::query(
+    let mut values = AnyArguments::default();
+    add_values(&mut values, event)?;
+    sqlx::query_with(sqlx::AssertSqlSafe(insert_sql(1)), values)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The INSERT of one audit row, its values numbered from `$first` on, for a write that sends the
+/// row in the same call as its own statement (see [`add_values`]).
+pub(crate) fn insert_sql(first: usize) -> String {
+    let values: Vec<String> = (first..first + 9).map(|n| format!("${n}")).collect();
+    format!(
         "INSERT INTO audit_events (id, at, user_id, user_email, action, resource_type, resource_id, ip, metadata) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         VALUES ({})",
+        values.join(", ")
     )
-    .bind(new_id())
-    .bind(now_ms())
-    .bind(event.user_id.as_deref())
-    .bind(event.user_email.as_deref())
-    .bind(event.action.as_str())
-    .bind(event.resource_type.as_deref())
-    .bind(event.resource_id.as_deref())
-    .bind(event.ip.as_deref())
-    .bind(event.metadata.as_deref().unwrap_or("{}"))
-    .execute(&mut *conn)
-    .await?;
+}
+
+/// Adds the nine values [`insert_sql`] numbers, in its order.
+pub(crate) fn add_values(values: &mut AnyArguments, event: &NewAuditEvent) -> Result<(), StoreError> {
+    let bad = |e: sqlx::error::BoxDynError| StoreError::Database(e.to_string());
+    values.add(new_id()).map_err(bad)?;
+    values.add(now_ms()).map_err(bad)?;
+    values.add(event.user_id.clone()).map_err(bad)?;
+    values.add(event.user_email.clone()).map_err(bad)?;
+    values.add(event.action.clone()).map_err(bad)?;
+    values.add(event.resource_type.clone()).map_err(bad)?;
+    values.add(event.resource_id.clone()).map_err(bad)?;
+    values.add(event.ip.clone()).map_err(bad)?;
+    values
+        .add(event.metadata.clone().unwrap_or_else(|| "{}".into()))
+        .map_err(bad)?;
     Ok(())
 }
 

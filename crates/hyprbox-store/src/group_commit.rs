@@ -9,6 +9,11 @@
 //! syncs, the next gathers, so an idle server answers after a single commit and a busy one shares
 //! each sync among everything that arrived meanwhile.
 //!
+//! Every statement is a round trip to SQLite's worker thread, so the transaction's `BEGIN` and each
+//! unit's savepoint travel with the unit's own first statement: a *led* unit (one call to the
+//! database) is handed that lead and puts it at the head of its SQL; for any other unit the task
+//! sends the lead itself, just before the unit runs.
+//!
 //! Units run to completion on the task even if their caller goes away, so a request dropped
 //! mid-write never leaves half of it in a shared transaction.
 
@@ -17,7 +22,8 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 
 use futures_util::FutureExt;
-use sqlx::{AnyConnection, AnyPool, Executor};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
@@ -31,17 +37,24 @@ const MAX_BATCH: usize = 256;
 /// How many units may wait for the task before callers wait to queue.
 const QUEUE: usize = 4096;
 
-/// What a unit is given: the shared transaction, or the reason it will not run.
+/// What a unit is given: the shared transaction with the SQL its first statement must start with,
+/// or the reason it will not run.
 enum Attempt<'c> {
-    Run(&'c mut AnyConnection),
+    Run(&'c mut AnyConnection, &'c str),
     Refused(StoreError),
 }
 
 /// Tells a unit's caller how it ended, once the batch's commit is known.
 type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-/// A queued unit with its caller's type erased: whether it succeeded, and how to answer.
-type Unit = Box<dyn for<'c> FnOnce(Attempt<'c>) -> BoxFuture<'c, (bool, Answer)> + Send>;
+/// A queued unit with its caller's type erased: how it went, and how to answer its caller.
+type Run = Box<dyn for<'c> FnOnce(Attempt<'c>) -> BoxFuture<'c, (Result<(), StoreError>, Answer)> + Send>;
+
+struct Unit {
+    /// Whether the unit sends the lead itself, at the head of its one call.
+    led: bool,
+    run: Run,
+}
 
 /// The queue in front of the writer task. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -63,19 +76,44 @@ impl GroupCommit {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
     {
+        self.queue(false, move |conn, _| op(conn)).await
+    }
+
+    /// [`GroupCommit::write`] for an `op` that makes one call to the database and starts that
+    /// call's SQL with the lead it is given (see `Store::write_call`).
+    pub(crate) async fn write_led<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection, &'c str) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        self.queue(true, op).await
+    }
+
+    async fn queue<T, F>(&self, led: bool, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection, &'c str) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
         let (tell, told) = oneshot::channel::<Result<T, StoreError>>();
-        let unit: Unit = Box::new(move |attempt: Attempt<'_>| {
+        let run: Run = Box::new(move |attempt: Attempt<'_>| {
             Box::pin(async move {
-                let conn = match attempt {
-                    Attempt::Run(conn) => conn,
+                let (conn, lead) = match attempt {
+                    Attempt::Run(conn, lead) => (conn, lead),
                     Attempt::Refused(err) => {
-                        let _ = tell.send(Err(err));
-                        return (false, Box::new(|_| ()) as Answer);
+                        let _ = tell.send(Err(err.clone()));
+                        return (Err(err), Box::new(|_| ()) as Answer);
                     }
                 };
                 // A panicking unit must not take the writer task, and every queued caller, with it.
-                let outcome = guarded(op(conn)).await;
-                let ok = outcome.is_ok();
+                let outcome = guarded(op(conn, lead)).await;
+                let ok = match &outcome {
+                    Ok(_) => Ok(()),
+                    Err(err) => Err(err.clone()),
+                };
                 let answer: Answer = Box::new(move |committed| {
                     let _ = tell.send(match (outcome, committed) {
                         (Err(err), _) | (Ok(_), Err(err)) => Err(err),
@@ -86,7 +124,7 @@ impl GroupCommit {
             })
         });
         let gone = || StoreError::Unavailable("the database writer has stopped".into());
-        self.queue.send(unit).await.map_err(|_| gone())?;
+        self.queue.send(Unit { led, run }).await.map_err(|_| gone())?;
         told.await.map_err(|_| gone())?
     }
 }
@@ -108,14 +146,21 @@ async fn run(writer: AnyPool, mut units: mpsc::Receiver<Unit>) {
 
 /// Answers a unit that will not run with `err`.
 async fn refuse(unit: Unit, err: &StoreError) {
-    let (_, nothing_left) = unit(Attempt::Refused(err.clone())).await;
+    let (_, nothing_left) = (unit.run)(Attempt::Refused(err.clone())).await;
     nothing_left(Ok(()));
 }
 
 /// Runs `batch` in one transaction and answers every unit in it.
+///
+/// Each savepoint is released by the next unit's lead, the last by the commit. Neighbouring units'
+/// savepoints have different names, so a `ROLLBACK TO` can only ever undo the unit it is meant for:
+/// if a unit's lead failed half-way, its savepoint does not exist and the rollback fails instead of
+/// undoing the unit before it. Two names suffice (only the previous unit's savepoint is open when
+/// a lead runs), and keep the number of distinct statements, which SQLite prepares and caches one
+/// by one, small.
 async fn commit(writer: &AnyPool, batch: &mut Vec<Unit>) {
-    let mut tx = match writer.begin_with("BEGIN IMMEDIATE").await {
-        Ok(tx) => tx,
+    let mut conn = match writer.acquire().await {
+        Ok(conn) => conn,
         Err(err) => {
             let err = StoreError::from(err);
             for unit in batch.drain(..) {
@@ -128,51 +173,91 @@ async fn commit(writer: &AnyPool, batch: &mut Vec<Unit>) {
     let alone = batch.len() == 1;
     let mut answers = Vec::with_capacity(batch.len());
     let mut broken: Option<StoreError> = None;
-    // Whether a savepoint is open. Each savepoint is released together with the next one's start,
-    // in one round trip to the connection, and the last by the commit itself: the savepoints of a
-    // batch cost one statement per unit instead of two.
-    let mut open = false;
-    for unit in batch.drain(..) {
+    // Whose savepoint is open; `None` until `BEGIN` has run (a lone unit's stays `None`).
+    let mut open: Option<usize> = None;
+    let mut begun = false;
+    for (n, unit) in batch.drain(..).enumerate() {
         if let Some(err) = &broken {
             refuse(unit, err).await;
             continue;
         }
-        if !alone {
-            let start = if open {
-                "RELEASE unit; SAVEPOINT unit"
-            } else {
-                "SAVEPOINT unit"
-            };
-            if let Err(err) = tx.execute(start).await {
+        let lead = match (begun, alone, open) {
+            (false, true, _) => "BEGIN IMMEDIATE".to_owned(),
+            (false, false, _) => format!("BEGIN IMMEDIATE; SAVEPOINT {}", savepoint(n)),
+            (true, _, Some(last)) => format!("RELEASE {}; SAVEPOINT {}", savepoint(last), savepoint(n)),
+            (true, _, None) => format!("SAVEPOINT {}", savepoint(n)),
+        };
+        let (outcome, answer) = if unit.led {
+            (unit.run)(Attempt::Run(&mut conn, &format!("{lead}; "))).await
+        } else {
+            // Only the task's own fixed names are spliced in.
+            if let Err(err) = conn.execute(sqlx::AssertSqlSafe(lead)).await {
+                // A BEGIN that failed (the database is locked or gone) fails the batch at once
+                // rather than letting every unit wait for it in turn.
                 let err = StoreError::from(err);
                 refuse(unit, &err).await;
                 broken = Some(err);
                 continue;
             }
-            open = true;
-        }
-        let (ok, answer) = unit(Attempt::Run(&mut tx)).await;
+            (unit.run)(Attempt::Run(&mut conn, "")).await
+        };
         answers.push(answer);
+        let Err(failed) = outcome else {
+            begun = true;
+            open = (!alone).then_some(n);
+            continue;
+        };
         if alone {
-            if !ok {
-                broken = Some(StoreError::Database("the write failed".into()));
-            }
+            abandon(&mut conn).await;
+            begun = false;
             continue;
         }
-        // A failed unit is undone alone; its (now empty) savepoint is released with the rest.
-        if !ok && let Err(err) = tx.execute("ROLLBACK TO unit").await {
-            broken = Some(err.into());
+        // A failed unit is undone alone; its (now empty) savepoint is released with the next
+        // lead. If the savepoint does not exist, the lead itself failed somewhere: nothing of the
+        // transaction can be trusted, and a BEGIN that failed fails the batch at once.
+        match conn
+            .execute(sqlx::AssertSqlSafe(format!("ROLLBACK TO {}", savepoint(n))))
+            .await
+        {
+            Ok(_) => {
+                begun = true;
+                open = Some(n);
+            }
+            Err(_) if !begun => broken = Some(failed),
+            Err(err) => broken = Some(err.into()),
         }
     }
-    let committed = match broken {
+    let committed = match (broken, begun) {
         // The transaction cannot be trusted: undo all of it; a failed unit got its own error.
-        Some(err) => {
-            let _ = tx.rollback().await;
+        (Some(err), _) => {
+            abandon(&mut conn).await;
             Err(err)
         }
-        None => tx.commit().await.map_err(StoreError::from),
+        // Nothing to commit: every unit failed, each with its own error.
+        (None, false) => Ok(()),
+        (None, true) => match conn.execute("COMMIT").await {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                abandon(&mut conn).await;
+                Err(StoreError::from(err))
+            }
+        },
     };
     for answer in answers {
         answer(committed.clone());
     }
+}
+
+/// The savepoint of the `n`th unit of a batch.
+fn savepoint(n: usize) -> &'static str {
+    if n.is_multiple_of(2) {
+        "unit_even"
+    } else {
+        "unit_odd"
+    }
+}
+
+/// Rolls back whatever transaction may be open on the writer; none being open is fine.
+async fn abandon(conn: &mut PoolConnection<Any>) {
+    let _ = conn.execute("ROLLBACK").await;
 }

@@ -2,8 +2,8 @@
 //! dialects differ: `FOR UPDATE SKIP LOCKED` on Postgres, SQLite's single writer elsewhere); its
 //! output is appended as numbered chunks, capped per job, and read back as a tail or a stream.
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{AnyConnection, Arguments, Row};
 
 use crate::{Dialect, Store, StoreError};
 
@@ -144,6 +144,54 @@ pub async fn insert(conn: &mut AnyConnection, job: &NewJob<'_>) -> Result<Job, S
         .fetch_one(&mut *conn)
         .await?;
     from_row(&row)
+}
+
+/// Queues `job` together with its audit `event`, as one atomic write, durable when this returns.
+/// It is one call to the database: on Postgres one statement (the audit row in a data-modifying
+/// CTE), on SQLite the two statements behind the group commit's lead.
+pub async fn create(
+    store: &Store,
+    job: &NewJob<'_>,
+    event: &crate::audit::NewAuditEvent,
+) -> Result<Job, StoreError> {
+    let bad = |e: sqlx::error::BoxDynError| StoreError::Database(e.to_string());
+    let mut values = AnyArguments::default();
+    values.add(job.id.to_owned()).map_err(bad)?;
+    values.add(job.node_id.to_owned()).map_err(bad)?;
+    values.add(job.preset_name.to_owned()).map_err(bad)?;
+    values.add(job.preset_version.to_owned()).map_err(bad)?;
+    values.add(job.variables.to_owned()).map_err(bad)?;
+    values.add(job.script.to_owned()).map_err(bad)?;
+    values.add(QUEUED).map_err(bad)?;
+    values.add(job.created_by.to_owned()).map_err(bad)?;
+    values.add(job.created_at).map_err(bad)?;
+    values.add(job.timeout_seconds).map_err(bad)?;
+    values.add(job.policy_id.map(str::to_owned)).map_err(bad)?;
+    crate::audit::add_values(&mut values, event)?;
+    let audit = crate::audit::insert_sql(12);
+    let insert = format!(
+        "INSERT INTO jobs (id, node_id, preset_name, preset_version, variables, script, status, \
+         created_by, created_at, timeout_seconds, policy_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+    );
+    let dialect = store.dialect();
+    store
+        .write_call(move |conn, lead| {
+            Box::pin(async move {
+                let sql = match dialect {
+                    Dialect::Postgres => format!("WITH logged AS ({audit}) {insert}"),
+                    Dialect::Sqlite => format!("{lead}{audit}; {insert}"),
+                };
+                let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), values)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                rows.first()
+                    .map(from_row)
+                    .transpose()?
+                    .ok_or_else(|| StoreError::Database("the job's insert returned no row".into()))
+            })
+        })
+        .await
 }
 
 /// Inserts many jobs in multi-row statements (the scheduler's ticks); returns them in order.
@@ -322,7 +370,7 @@ pub async fn claim(
     let dialect = store.dialect();
     let (node_id, token_id) = (node_id.to_owned(), token_id.to_owned());
     store
-        .write_statement(move |conn| {
+        .write_call(move |conn, lead| {
             Box::pin(async move {
                 if dialect == Dialect::Postgres {
                     // One statement, atomic on its own: no BEGIN/COMMIT round trips on the hottest
@@ -345,10 +393,11 @@ pub async fn claim(
                 }
                 // On SQLite the op runs inside the writer's group transaction, so the two
                 // statements commit together or not at all, and nothing runs between them. They go
-                // to SQLite as one call, a round trip less on the hottest agent call: the audit row
-                // picks the job, and the claim takes the job the audit row names.
+                // to SQLite as one call, with the transaction's lead, a round trip in all on the
+                // hottest agent call: the audit row picks the job, and the claim takes the job the
+                // audit row names.
                 let sql = format!(
-                    "INSERT INTO audit_events (id, at, action, resource_type, resource_id, metadata) \
+                    "{lead}INSERT INTO audit_events (id, at, action, resource_type, resource_id, metadata) \
                      SELECT $4, $1, 'job.claim', 'job', id, $5 FROM jobs \
                      WHERE node_id = $3 AND status = 'QUEUED' ORDER BY created_at, id LIMIT 1; \
                      UPDATE jobs SET status = 'RUNNING', started_at = $1, claimed_by = $2 \

@@ -169,6 +169,10 @@ impl Store {
                 .max_connections(max_connections)
                 .min_connections(0)
                 .acquire_timeout(options.acquire_timeout)
+                // A SQLite connection lives in this process and cannot be cut off, so pinging it
+                // before each use only costs a round trip to its worker thread. A Postgres
+                // connection can die with the server, and is tested before it is handed out.
+                .test_before_acquire(dialect == Dialect::Postgres)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if dialect == Dialect::Sqlite {
@@ -258,18 +262,26 @@ impl Store {
         Ok(value)
     }
 
-    /// [`Store::write`] for an `op` that is a single statement, atomic on its own: on Postgres it
-    /// runs without the BEGIN and COMMIT round trips.
-    pub async fn write_statement<T, F>(&self, op: F) -> Result<T, StoreError>
+    /// [`Store::write`] for an `op` that makes exactly one call to the database, which is atomic
+    /// on its own when it runs alone, and durable when this returns.
+    ///
+    /// On Postgres the call is one statement and runs without the BEGIN and COMMIT round trips. On
+    /// SQLite it may hold several statements, sent together; it joins the group commit, and its
+    /// SQL must start with `lead` (the transaction's `BEGIN` and the op's savepoint), which saves
+    /// the round trips they would take on their own. On Postgres `lead` is empty. An `op` that
+    /// fails before making its call fails the rest of its group with it.
+    pub async fn write_call<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection, &'c str) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
     {
         if let Some(group) = &self.group {
-            return group.write(op).await;
+            return group.write_led(op).await;
         }
         let mut conn = self.writer.acquire().await?;
-        group_commit::guarded(op(&mut conn)).await
+        group_commit::guarded(op(&mut conn, "")).await
     }
 
     /// A connection of the writer pool, for a hot single-statement write that needs no explicit

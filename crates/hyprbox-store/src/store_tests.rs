@@ -927,7 +927,7 @@ mod writes {
     use super::store;
     use crate::audit::{self, NewAuditEvent};
     use crate::testing::TestDatabase;
-    use crate::{Store, StoreError};
+    use crate::{Dialect, Store, StoreError};
 
     fn event(action: &str) -> NewAuditEvent {
         NewAuditEvent {
@@ -967,6 +967,75 @@ mod writes {
                 })
             })
             .await
+    }
+
+    /// Records `action` in one call to the database; when told to fail, that call writes the row
+    /// and then fails on a second copy of it: the first must vanish with it.
+    async fn record_in_one_call(store: &Store, action: &'static str, fail: bool) -> Result<(), StoreError> {
+        let dialect = store.dialect();
+        let id = crate::new_id();
+        store
+            .write_call(move |conn, lead| {
+                Box::pin(async move {
+                    let insert = "INSERT INTO audit_events (id, at, action) VALUES ($1, 0, $2)";
+                    let sql = match (dialect, fail) {
+                        (Dialect::Sqlite, false) => format!("{lead}{insert}"),
+                        (Dialect::Sqlite, true) => format!("{lead}{insert}; {insert}"),
+                        (Dialect::Postgres, false) => insert.to_owned(),
+                        (Dialect::Postgres, true) => format!("WITH first AS ({insert}) {insert}"),
+                    };
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(id)
+                        .bind(action)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn one_call_writes_and_plain_writes_share_commits_and_a_failing_one_undoes_only_itself() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        let mut writers = Vec::new();
+        for i in 0..300 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                let fail = i % 10 == 3 || i % 10 == 4;
+                let action = if fail { "test.failed" } else { "test.kept" };
+                let outcome = if i % 2 == 0 {
+                    record_in_one_call(&store, action, fail).await
+                } else {
+                    record(&store, action, fail).await
+                };
+                (fail, outcome)
+            }));
+        }
+        for writer in writers {
+            let (fail, outcome) = writer.await.unwrap();
+            assert_eq!(outcome.is_err(), fail, "{outcome:?}");
+        }
+        assert_eq!(count(&store, "test.kept").await, 240);
+        assert_eq!(
+            count(&store, "test.failed").await,
+            0,
+            "a failed write left rows behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_one_call_write_that_fails_alone_leaves_nothing_and_the_next_one_commits() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        record_in_one_call(&store, "test.failed", true)
+            .await
+            .expect_err("a duplicate row was accepted");
+        record_in_one_call(&store, "test.kept", false).await.unwrap();
+        record(&store, "test.kept", false).await.unwrap();
+        assert_eq!(count(&store, "test.failed").await, 0);
+        assert_eq!(count(&store, "test.kept").await, 2);
     }
 
     #[tokio::test]

@@ -115,10 +115,7 @@ pub async fn create(
     // Secret variables (passwords) are kept only inside the script the agent runs, never in the
     // job's variables, which lists, audit views and the fleet UI show.
     let variables = Value::Object(preset.redact(&rendered.resolved)).to_string();
-    let timeout_seconds = i64::try_from(preset.timeout().as_secs()).unwrap_or(i64::MAX);
-    let (preset_name, preset_version) = (preset.name.clone(), preset.version.clone());
-    let (node_id, script, created_by) = (body.node_id, rendered.script, actor.user.id.clone());
-    let metadata = serde_json::json!({ "nodeId": node_id, "presetName": preset_name });
+    let metadata = serde_json::json!({ "nodeId": body.node_id, "presetName": preset.name });
     let event = audit_event(
         Some(&actor.user),
         "job.create",
@@ -126,28 +123,19 @@ pub async fn create(
         ip,
         Some(metadata),
     );
-    let job = state
-        .store
-        .write(move |tx| {
-            Box::pin(async move {
-                let new = NewJob {
-                    id: &id,
-                    node_id: &node_id,
-                    preset_name: &preset_name,
-                    preset_version: &preset_version,
-                    variables: &variables,
-                    script: &script,
-                    created_by: &created_by,
-                    created_at: now_ms(),
-                    timeout_seconds,
-                    policy_id: None,
-                };
-                let job = jobs::insert(tx, &new).await?;
-                audit::record(tx, &event).await?;
-                Ok(job)
-            })
-        })
-        .await?;
+    let new = NewJob {
+        id: &id,
+        node_id: &body.node_id,
+        preset_name: &preset.name,
+        preset_version: &preset.version,
+        variables: &variables,
+        script: &rendered.script,
+        created_by: &actor.user.id,
+        created_at: now_ms(),
+        timeout_seconds: i64::try_from(preset.timeout().as_secs()).unwrap_or(i64::MAX),
+        policy_id: None,
+    };
+    let job = jobs::create(&state.store, &new, &event).await?;
     state.agents.send(&job.node_id, &AgentMessage::Wakeup);
     publish_status(&state, &job).await;
     Ok((StatusCode::CREATED, Json(JobEnvelope { job: job_body(&job) })))
