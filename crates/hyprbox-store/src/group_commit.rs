@@ -34,6 +34,9 @@ pub type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 /// How many queued units one transaction takes at most; the rest wait for the next commit.
 const MAX_BATCH: usize = 256;
 
+/// How many batches in a row may keep the writer connection before it goes back to its pool.
+const CHAIN: usize = 8;
+
 /// How many units may wait for the task before callers wait to queue.
 const QUEUE: usize = 4096;
 
@@ -140,7 +143,27 @@ pub(crate) async fn guarded<T>(write: BoxFuture<'_, Result<T, StoreError>>) -> R
 async fn run(writer: AnyPool, mut units: mpsc::Receiver<Unit>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while units.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit(&writer, &mut batch).await;
+        let mut conn = match writer.acquire().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                let err = StoreError::from(err);
+                for unit in batch.drain(..) {
+                    refuse(unit, &err).await;
+                }
+                continue;
+            }
+        };
+        // While units keep arriving the connection is kept for the next batch: giving it back
+        // (the pool pings it on its worker thread) and taking it again are round trips the next
+        // batch would wait for. After a few batches it goes back all the same, so the writer's
+        // other users (accounts, tokens, heartbeat batches) get their turn under a steady load.
+        for chained in 1..=CHAIN {
+            commit(&mut conn, &mut batch).await;
+            if chained == CHAIN || units.is_empty() {
+                break;
+            }
+            units.recv_many(&mut batch, MAX_BATCH).await;
+        }
     }
 }
 
@@ -158,17 +181,8 @@ async fn refuse(unit: Unit, err: &StoreError) {
 /// undoing the unit before it. Two names suffice (only the previous unit's savepoint is open when
 /// a lead runs), and keep the number of distinct statements, which SQLite prepares and caches one
 /// by one, small.
-async fn commit(writer: &AnyPool, batch: &mut Vec<Unit>) {
-    let mut conn = match writer.acquire().await {
-        Ok(conn) => conn,
-        Err(err) => {
-            let err = StoreError::from(err);
-            for unit in batch.drain(..) {
-                refuse(unit, &err).await;
-            }
-            return;
-        }
-    };
+/// The connection is left outside any transaction.
+async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) {
     // A lone unit needs no savepoint: if it fails, the whole transaction is rolled back.
     let alone = batch.len() == 1;
     let mut answers = Vec::with_capacity(batch.len());
@@ -188,7 +202,7 @@ async fn commit(writer: &AnyPool, batch: &mut Vec<Unit>) {
             (true, _, None) => format!("SAVEPOINT {}", savepoint(n)),
         };
         let (outcome, answer) = if unit.led {
-            (unit.run)(Attempt::Run(&mut conn, &format!("{lead}; "))).await
+            (unit.run)(Attempt::Run(conn, &format!("{lead}; "))).await
         } else {
             // Only the task's own fixed names are spliced in.
             if let Err(err) = conn.execute(sqlx::AssertSqlSafe(lead)).await {
@@ -199,7 +213,7 @@ async fn commit(writer: &AnyPool, batch: &mut Vec<Unit>) {
                 broken = Some(err);
                 continue;
             }
-            (unit.run)(Attempt::Run(&mut conn, "")).await
+            (unit.run)(Attempt::Run(conn, "")).await
         };
         answers.push(answer);
         let Err(failed) = outcome else {
@@ -208,7 +222,7 @@ async fn commit(writer: &AnyPool, batch: &mut Vec<Unit>) {
             continue;
         };
         if alone {
-            abandon(&mut conn).await;
+            abandon(conn).await;
             begun = false;
             continue;
         }
@@ -230,7 +244,7 @@ async fn commit(writer: &AnyPool, batch: &mut Vec<Unit>) {
     let committed = match (broken, begun) {
         // The transaction cannot be trusted: undo all of it; a failed unit got its own error.
         (Some(err), _) => {
-            abandon(&mut conn).await;
+            abandon(conn).await;
             Err(err)
         }
         // Nothing to commit: every unit failed, each with its own error.
@@ -238,7 +252,7 @@ async fn commit(writer: &AnyPool, batch: &mut Vec<Unit>) {
         (None, true) => match conn.execute("COMMIT").await {
             Ok(_) => Ok(()),
             Err(err) => {
-                abandon(&mut conn).await;
+                abandon(conn).await;
                 Err(StoreError::from(err))
             }
         },

@@ -1064,6 +1064,41 @@ mod writes {
     }
 
     #[tokio::test]
+    async fn a_transaction_of_its_own_gets_the_writer_while_group_writes_keep_coming() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        // More writers than one batch takes, so the queue is never empty after a commit.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut load = Vec::new();
+        for _ in 0..600 {
+            let (store, stop) = (store.clone(), stop.clone());
+            load.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    record(&store, "test.load", false).await.unwrap();
+                }
+            }));
+        }
+        while count(&store, "test.load").await < 600 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let own = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            let mut tx = store.begin().await?;
+            audit::record(&mut tx, &event("test.own")).await?;
+            tx.commit().await
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        for writer in load {
+            writer.await.unwrap();
+        }
+        own.expect("the group writes never handed the writer over")
+            .unwrap();
+        assert_eq!(count(&store, "test.own").await, 1);
+    }
+
+    #[tokio::test]
     async fn a_panicking_write_fails_alone_and_the_writer_keeps_going() {
         let db = TestDatabase::new().await;
         let store = store(&db).await;
