@@ -158,7 +158,11 @@ async fn run(writer: AnyPool, mut units: mpsc::Receiver<Unit>) {
         // batch would wait for. After a few batches it goes back all the same, so the writer's
         // other users (accounts, tokens, heartbeat batches) get their turn under a steady load.
         for chained in 1..=CHAIN {
-            commit(&mut conn, &mut batch).await;
+            if !commit(&mut conn, &mut batch).await {
+                // A transaction may still be open on it: it must not serve anyone again.
+                conn.close_on_drop();
+                break;
+            }
             if chained == CHAIN || units.is_empty() {
                 break;
             }
@@ -181,8 +185,9 @@ async fn refuse(unit: Unit, err: &StoreError) {
 /// undoing the unit before it. Two names suffice (only the previous unit's savepoint is open when
 /// a lead runs), and keep the number of distinct statements, which SQLite prepares and caches one
 /// by one, small.
-/// The connection is left outside any transaction.
-async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) {
+/// Returns whether the connection was left outside any transaction (it is unless a rollback
+/// failed).
+async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) -> bool {
     // A lone unit needs no savepoint: if it fails, the whole transaction is rolled back.
     let alone = batch.len() == 1;
     let mut answers = Vec::with_capacity(batch.len());
@@ -190,6 +195,7 @@ async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) {
     // Whose savepoint is open; `None` until `BEGIN` has run (a lone unit's stays `None`).
     let mut open: Option<usize> = None;
     let mut begun = false;
+    let mut clean = true;
     for (n, unit) in batch.drain(..).enumerate() {
         if let Some(err) = &broken {
             refuse(unit, err).await;
@@ -222,7 +228,7 @@ async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) {
             continue;
         };
         if alone {
-            abandon(conn).await;
+            clean = abandon(conn).await;
             begun = false;
             continue;
         }
@@ -244,7 +250,7 @@ async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) {
     let committed = match (broken, begun) {
         // The transaction cannot be trusted: undo all of it; a failed unit got its own error.
         (Some(err), _) => {
-            abandon(conn).await;
+            clean = abandon(conn).await;
             Err(err)
         }
         // Nothing to commit: every unit failed, each with its own error.
@@ -252,7 +258,7 @@ async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) {
         (None, true) => match conn.execute("COMMIT").await {
             Ok(_) => Ok(()),
             Err(err) => {
-                abandon(conn).await;
+                clean = abandon(conn).await;
                 Err(StoreError::from(err))
             }
         },
@@ -260,6 +266,7 @@ async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) {
     for answer in answers {
         answer(committed.clone());
     }
+    clean
 }
 
 /// The savepoint of the `n`th unit of a batch.
@@ -271,7 +278,9 @@ fn savepoint(n: usize) -> &'static str {
     }
 }
 
-/// Rolls back whatever transaction may be open on the writer; none being open is fine.
-async fn abandon(conn: &mut PoolConnection<Any>) {
-    let _ = conn.execute("ROLLBACK").await;
+/// Rolls back whatever transaction may be open on the writer. Returns whether the connection is
+/// known to be outside a transaction now: a failed ROLLBACK usually means none was open (the BEGIN
+/// had failed), but it may also mean one is still open, and the two cannot be told apart here.
+async fn abandon(conn: &mut PoolConnection<Any>) -> bool {
+    conn.execute("ROLLBACK").await.is_ok()
 }

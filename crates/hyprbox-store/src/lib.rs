@@ -268,8 +268,10 @@ impl Store {
     /// On Postgres the call is one statement and runs without the BEGIN and COMMIT round trips. On
     /// SQLite it may hold several statements, sent together; it joins the group commit, and its
     /// SQL must start with `lead` (the transaction's `BEGIN` and the op's savepoint), which saves
-    /// the round trips they would take on their own. On Postgres `lead` is empty. An `op` that
-    /// fails before making its call fails the rest of its group with it.
+    /// the round trips they would take on their own. On Postgres `lead` is empty. An `op` must
+    /// make its call before anything that can fail: one that fails before its call fails its
+    /// whole group (those before it included), since its savepoint was never opened. It reads
+    /// with `fetch_all`, as `fetch_optional` stops after the first statement.
     pub async fn write_call<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,

@@ -1064,6 +1064,62 @@ mod writes {
     }
 
     #[tokio::test]
+    async fn a_one_call_write_that_fails_before_its_call_never_costs_another_its_answered_write() {
+        let db = TestDatabase::new().await;
+        let store = store(&db).await;
+        // A write that holds the writer until told, so the next two queue up behind it together.
+        let (started, is_started) = tokio::sync::oneshot::channel::<()>();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let blocker = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_| {
+                        Box::pin(async move {
+                            let _ = started.send(());
+                            let _ = released.await;
+                            Ok(())
+                        })
+                    })
+                    .await
+            })
+        };
+        is_started.await.unwrap();
+        let kept = {
+            let store = store.clone();
+            tokio::spawn(async move { record(&store, "test.kept", false).await })
+        };
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // Its savepoint is never opened: a rollback to it must not reach the write before it.
+        let refused = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write_call(|_, _| {
+                        Box::pin(async {
+                            Err::<(), _>(StoreError::Database("refused before its call".into()))
+                        })
+                    })
+                    .await
+            })
+        };
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        assert!(refused.await.unwrap().is_err(), "a refused write was answered Ok");
+        let kept = kept.await.unwrap();
+        assert_eq!(
+            count(&store, "test.kept").await,
+            i64::from(kept.is_ok()),
+            "the write before it was answered {kept:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_transaction_of_its_own_gets_the_writer_while_group_writes_keep_coming() {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
