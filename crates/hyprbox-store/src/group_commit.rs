@@ -192,8 +192,7 @@ async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) -> bool {
     let alone = batch.len() == 1;
     let mut answers = Vec::with_capacity(batch.len());
     let mut broken: Option<StoreError> = None;
-    // Whose savepoint is open; `None` until `BEGIN` has run (a lone unit's stays `None`).
-    let mut open: Option<usize> = None;
+    // Whether `BEGIN` has run; once it has, the unit before holds the open savepoint.
     let mut begun = false;
     let mut clean = true;
     for (n, unit) in batch.drain(..).enumerate() {
@@ -201,17 +200,11 @@ async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) -> bool {
             refuse(unit, err).await;
             continue;
         }
-        let lead = match (begun, alone, open) {
-            (false, true, _) => "BEGIN IMMEDIATE".to_owned(),
-            (false, false, _) => format!("BEGIN IMMEDIATE; SAVEPOINT {}", savepoint(n)),
-            (true, _, Some(last)) => format!("RELEASE {}; SAVEPOINT {}", savepoint(last), savepoint(n)),
-            (true, _, None) => format!("SAVEPOINT {}", savepoint(n)),
-        };
+        let lead = lead(begun, alone, n);
         let (outcome, answer) = if unit.led {
             (unit.run)(Attempt::Run(conn, &format!("{lead}; "))).await
         } else {
-            // Only the task's own fixed names are spliced in.
-            if let Err(err) = conn.execute(sqlx::AssertSqlSafe(lead)).await {
+            if let Err(err) = conn.execute(lead).await {
                 // A BEGIN that failed (the database is locked or gone) fails the batch at once
                 // rather than letting every unit wait for it in turn.
                 let err = StoreError::from(err);
@@ -224,7 +217,6 @@ async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) -> bool {
         answers.push(answer);
         let Err(failed) = outcome else {
             begun = true;
-            open = (!alone).then_some(n);
             continue;
         };
         if alone {
@@ -235,14 +227,13 @@ async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) -> bool {
         // A failed unit is undone alone; its (now empty) savepoint is released with the next
         // lead. If the savepoint does not exist, the lead itself failed somewhere: nothing of the
         // transaction can be trusted, and a BEGIN that failed fails the batch at once.
-        match conn
-            .execute(sqlx::AssertSqlSafe(format!("ROLLBACK TO {}", savepoint(n))))
-            .await
-        {
-            Ok(_) => {
-                begun = true;
-                open = Some(n);
-            }
+        let rollback = if n.is_multiple_of(2) {
+            "ROLLBACK TO unit_even"
+        } else {
+            "ROLLBACK TO unit_odd"
+        };
+        match conn.execute(rollback).await {
+            Ok(_) => begun = true,
             Err(_) if !begun => broken = Some(failed),
             Err(err) => broken = Some(err.into()),
         }
@@ -269,12 +260,15 @@ async fn commit(conn: &mut PoolConnection<Any>, batch: &mut Vec<Unit>) -> bool {
     clean
 }
 
-/// The savepoint of the `n`th unit of a batch.
-fn savepoint(n: usize) -> &'static str {
-    if n.is_multiple_of(2) {
-        "unit_even"
-    } else {
-        "unit_odd"
+/// What runs before the `n`th unit's own statements: the transaction's start for the first unit,
+/// and in a batch the unit's savepoint, after the release of the one before.
+fn lead(begun: bool, alone: bool, n: usize) -> &'static str {
+    match (begun, alone, n.is_multiple_of(2)) {
+        (false, true, _) => "BEGIN IMMEDIATE",
+        (false, false, true) => "BEGIN IMMEDIATE; SAVEPOINT unit_even",
+        (false, false, false) => "BEGIN IMMEDIATE; SAVEPOINT unit_odd",
+        (true, _, true) => "RELEASE unit_odd; SAVEPOINT unit_even",
+        (true, _, false) => "RELEASE unit_even; SAVEPOINT unit_odd",
     }
 }
 
