@@ -395,13 +395,14 @@ pub async fn claim(
                 // statements commit together or not at all, and nothing runs between them. They go
                 // to SQLite as one call, with the transaction's lead, a round trip in all on the
                 // hottest agent call: the audit row picks the job, and the claim takes the job the
-                // audit row names.
+                // audit row names (found by its time and id, which the audit table indexes).
                 let sql = format!(
                     "{lead}INSERT INTO audit_events (id, at, action, resource_type, resource_id, metadata) \
                      SELECT $4, $1, 'job.claim', 'job', id, $5 FROM jobs \
                      WHERE node_id = $3 AND status = 'QUEUED' ORDER BY created_at, id LIMIT 1; \
                      UPDATE jobs SET status = 'RUNNING', started_at = $1, claimed_by = $2 \
-                     WHERE id = (SELECT resource_id FROM audit_events WHERE id = $4) AND status = 'QUEUED' \
+                     WHERE id = (SELECT resource_id FROM audit_events WHERE at = $1 AND id = $4) \
+                     AND status = 'QUEUED' \
                      RETURNING {COLUMNS}"
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -225,6 +225,20 @@ impl Store {
             .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
+    /// Applies this backend's migrations up to `version` only, to test what a later one does to
+    /// existing rows.
+    #[cfg(test)]
+    pub(crate) async fn migrate_to(&self, version: i64) -> Result<(), StoreError> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run_to(version, &self.pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }

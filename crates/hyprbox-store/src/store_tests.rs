@@ -32,6 +32,76 @@ async fn migrations_run_twice_without_error() {
 }
 
 #[tokio::test]
+async fn the_leaner_audit_table_keeps_every_earlier_event_and_still_refuses_changes() {
+    let db = TestDatabase::new().await;
+    let store = crate::Store::connect(&db.url, &crate::ConnectOptions::default())
+        .await
+        .unwrap();
+    store.migrate_to(10).await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    let insert = "INSERT INTO audit_events (id, at, user_id, user_email, action, resource_type, resource_id, ip, metadata) \
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    for (id, at, user, action) in [
+        ("a1", 1_000_i64, Some("u1"), "job.create"),
+        ("a2", 2_000, None, "job.claim"),
+    ] {
+        sqlx::query(insert)
+            .bind(id)
+            .bind(at)
+            .bind(user)
+            .bind(user.map(|_| "ops@example.com"))
+            .bind(action)
+            .bind("job")
+            .bind("j1")
+            .bind("10.0.0.1")
+            .bind(r#"{"nodeId":"web-1"}"#)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    drop(conn);
+    store.migrate().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    let (events, total) = audit::page(&mut conn, &AuditFilter::default(), 50, 0)
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(events[0].id, "a2");
+    assert_eq!(events[0].action, "job.claim");
+    assert_eq!(events[0].user_id, None);
+    let created = &events[1];
+    assert_eq!(
+        (
+            created.at,
+            created.user_id.as_deref(),
+            created.user_email.as_deref()
+        ),
+        (1_000, Some("u1"), Some("ops@example.com"))
+    );
+    assert_eq!(
+        (created.resource_type.as_deref(), created.resource_id.as_deref()),
+        (Some("job"), Some("j1"))
+    );
+    assert_eq!(
+        (created.ip.as_deref(), created.metadata.as_str()),
+        (Some("10.0.0.1"), r#"{"nodeId":"web-1"}"#)
+    );
+    let by_user = AuditFilter {
+        user: Some("OPS@example.com".into()),
+        ..Default::default()
+    };
+    let (mine, _) = audit::page(&mut conn, &by_user, 50, 0).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].action, "job.create");
+    let update = sqlx::query("UPDATE audit_events SET action = 'x'")
+        .execute(&mut *conn)
+        .await;
+    assert!(update.unwrap_err().to_string().contains("append-only"));
+    let delete = sqlx::query("DELETE FROM audit_events").execute(&mut *conn).await;
+    assert!(delete.unwrap_err().to_string().contains("append-only"));
+}
+
+#[tokio::test]
 async fn the_audit_table_refuses_update_and_delete() {
     let db = TestDatabase::new().await;
     let store = store(&db).await;
@@ -970,7 +1040,8 @@ mod writes {
     }
 
     /// Records `action` in one call to the database; when told to fail, that call writes the row
-    /// and then fails on a second copy of it: the first must vanish with it.
+    /// and then fails on a second row (one without an action on SQLite, a second copy of the first
+    /// on Postgres, where the id is the key): the first must vanish with it.
     async fn record_in_one_call(store: &Store, action: &'static str, fail: bool) -> Result<(), StoreError> {
         let dialect = store.dialect();
         let id = crate::new_id();
@@ -980,7 +1051,9 @@ mod writes {
                     let insert = "INSERT INTO audit_events (id, at, action) VALUES ($1, 0, $2)";
                     let sql = match (dialect, fail) {
                         (Dialect::Sqlite, false) => format!("{lead}{insert}"),
-                        (Dialect::Sqlite, true) => format!("{lead}{insert}; {insert}"),
+                        (Dialect::Sqlite, true) => format!(
+                            "{lead}{insert}; INSERT INTO audit_events (id, at, action) VALUES ($1, 0, NULL)"
+                        ),
                         (Dialect::Postgres, false) => insert.to_owned(),
                         (Dialect::Postgres, true) => format!("WITH first AS ({insert}) {insert}"),
                     };
