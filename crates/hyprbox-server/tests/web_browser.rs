@@ -111,11 +111,25 @@ async fn a_fleet_page_that_is_not_the_last_follows_only_its_own_rows_live() {
     assert!(!followed.contains("node-100"), "{followed}");
     app.heartbeat(None, json!({"node_id": "node-100", "cpu_percent": 66.0}))
         .await;
+    // The window shows about twenty rows: node-042's heartbeat waits for its row to scroll into
+    // view, while a row on screen is patched at the next rendering.
     app.heartbeat(None, json!({"node_id": "node-042", "cpu_percent": 77.0}))
+        .await;
+    app.heartbeat(None, json!({"node_id": "node-001", "cpu_percent": 55.0}))
         .await;
     browser
         .wait_for(
-            "the heartbeat in its row",
+            "the heartbeat in its row on screen",
+            &format!("{} === '55'", cpu("node-001")),
+        )
+        .await;
+    assert_eq!(browser.eval(&cpu("node-042")).await, json!("5"));
+    browser
+        .eval("document.querySelector('tr[data-node=\"node-042\"]').scrollIntoView()")
+        .await;
+    browser
+        .wait_for(
+            "the row scrolled into view to catch up",
             &format!("{} === '77'", cpu("node-042")),
         )
         .await;
