@@ -31,6 +31,16 @@ async fn migrations_run_twice_without_error() {
     store.migrate().await.unwrap();
 }
 
+/// Checks that the database refuses to change or delete audit rows.
+async fn assert_append_only(conn: &mut sqlx::AnyConnection) {
+    let update = sqlx::query("UPDATE audit_events SET action = 'x'")
+        .execute(&mut *conn)
+        .await;
+    assert!(update.unwrap_err().to_string().contains("append-only"));
+    let delete = sqlx::query("DELETE FROM audit_events").execute(&mut *conn).await;
+    assert!(delete.unwrap_err().to_string().contains("append-only"));
+}
+
 #[tokio::test]
 async fn the_leaner_audit_table_keeps_every_earlier_event_and_still_refuses_changes() {
     let db = TestDatabase::new().await;
@@ -93,12 +103,7 @@ async fn the_leaner_audit_table_keeps_every_earlier_event_and_still_refuses_chan
     let (mine, _) = audit::page(&mut conn, &by_user, 50, 0).await.unwrap();
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].action, "job.create");
-    let update = sqlx::query("UPDATE audit_events SET action = 'x'")
-        .execute(&mut *conn)
-        .await;
-    assert!(update.unwrap_err().to_string().contains("append-only"));
-    let delete = sqlx::query("DELETE FROM audit_events").execute(&mut *conn).await;
-    assert!(delete.unwrap_err().to_string().contains("append-only"));
+    assert_append_only(&mut conn).await;
 }
 
 #[tokio::test]
@@ -115,12 +120,7 @@ async fn the_audit_table_refuses_update_and_delete() {
     )
     .await
     .unwrap();
-    let update = sqlx::query("UPDATE audit_events SET action = 'x'")
-        .execute(&mut *conn)
-        .await;
-    assert!(update.unwrap_err().to_string().contains("append-only"));
-    let delete = sqlx::query("DELETE FROM audit_events").execute(&mut *conn).await;
-    assert!(delete.unwrap_err().to_string().contains("append-only"));
+    assert_append_only(&mut conn).await;
     let (events, total) = audit::page(&mut conn, &AuditFilter::default(), 50, 0)
         .await
         .unwrap();
