@@ -374,7 +374,7 @@
         }
       })
       : null;
-    for (const row of rows.values()) if (rowsWatch) rowsWatch.observe(row.tr);
+    if (rowsWatch) for (const row of rows.values()) rowsWatch.observe(row.tr);
     const patch = coalesce((batch) => {
       for (const [id, hb] of batch) {
         const row = rows.get(id);

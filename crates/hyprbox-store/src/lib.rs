@@ -215,11 +215,7 @@ impl Store {
 
     /// Applies the embedded migrations of this backend.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let migrator = match self.dialect {
-            Dialect::Sqlite => &SQLITE_MIGRATIONS,
-            Dialect::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator
+        self.migrator()
             .run(&self.pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))
@@ -229,14 +225,17 @@ impl Store {
     /// existing rows.
     #[cfg(test)]
     pub(crate) async fn migrate_to(&self, version: i64) -> Result<(), StoreError> {
-        let migrator = match self.dialect {
-            Dialect::Sqlite => &SQLITE_MIGRATIONS,
-            Dialect::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator
+        self.migrator()
             .run_to(version, &self.pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        }
     }
 
     pub fn dialect(&self) -> Dialect {
